@@ -1,0 +1,38 @@
+# The newcomer's commands: `make demo` and `make test`. Each creates .venv when
+# it is missing and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench services clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,fast,rich]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m clientlb demo
+
+# Real etcd and dnsmasq for the discovery tests (Debian packages).
+services:
+	@sh scripts/install-services.sh etcd-server dnsmasq-base
+
+test: $(STAMP) services
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check clientlb tests benchmarks examples
+	$(BIN)/mypy --strict clientlb
+
+bench: $(STAMP)
+	@sh scripts/install-services.sh wrk nginx-light
+	$(BIN)/python benchmarks/pick.py
+	$(BIN)/python benchmarks/transport_overhead.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,1 @@
+"""clientlb: a load balancer inside the caller."""

@@ -1,0 +1,62 @@
+"""The sans-IO core of clientlb.
+
+This package contains no networking code at all, and imports only the standard
+library. It holds the upstream state, the balancing algorithms, the pool with its
+tiers and health decisions, and the retry plan. The httpx transports, the ASGI/WSGI
+proxies and the discovery providers are thin drivers over it: they call
+``pool.pick()`` and report what happened through the returned ``Lease``.
+
+Time and randomness are injected (``clock=``, ``rng=``) so that every decision can
+be tested without sockets and without sleeping.
+"""
+
+from ._algorithms import (
+    ALGORITHMS,
+    Algorithm,
+    ConsistentHash,
+    IpHash,
+    LeastConnections,
+    LeastResponseTime,
+    PeakEwma,
+    PowerOfTwo,
+    Random,
+    RoundRobin,
+    WeightedRoundRobin,
+    make_algorithm,
+)
+from ._errors import ConfigError, NoUpstream
+from ._member import Member
+from ._outcome import Outcome
+from ._plan import Attempt, AttemptPlan
+from ._policies import OutlierDetection, RetryBudget, RetryPolicy
+from ._pool import Lease, Pool
+from ._state import Health
+from ._upstream import Upstream
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "Attempt",
+    "AttemptPlan",
+    "ConfigError",
+    "ConsistentHash",
+    "Health",
+    "IpHash",
+    "Lease",
+    "LeastConnections",
+    "LeastResponseTime",
+    "Member",
+    "NoUpstream",
+    "Outcome",
+    "OutlierDetection",
+    "PeakEwma",
+    "Pool",
+    "PowerOfTwo",
+    "Random",
+    "RetryBudget",
+    "RetryPolicy",
+    "RoundRobin",
+    "Upstream",
+    "WeightedRoundRobin",
+    "make_algorithm",
+]

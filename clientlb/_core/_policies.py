@@ -1,0 +1,110 @@
+"""Frozen policy values users build: outlier detection and retries."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ._errors import ConfigError
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(name, f"must be a number, got {value!r}")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(name, f"must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
+
+
+def _threshold(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(name, f"must be a whole number >= 1 or None, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    """Passive health: when to eject an upstream, and for how long.
+
+    An upstream is ejected after ``consecutive_local_failures`` failures in a row
+    where no response arrived (connect error, reset, timeout), after
+    ``consecutive_gateway_errors`` responses 502/503/504 in a row, or, when set,
+    ``consecutive_5xx`` of any 5xx. The n-th ejection in a row lasts
+    ``base_ejection_time * n`` seconds, at most ``max_ejection_time`` (Envoy's rule);
+    the count starts over once an upstream has stayed in for ``max_ejection_time``.
+    At most ``max_ejected_share`` of a tier is ejected at once (at least one member).
+    ``None`` disables a rule.
+    """
+
+    consecutive_local_failures: int | None = 5
+    consecutive_gateway_errors: int | None = 5
+    consecutive_5xx: int | None = None
+    base_ejection_time: float = 10.0
+    max_ejection_time: float = 300.0
+    max_ejected_share: float = 1.0
+
+    def __post_init__(self) -> None:
+        _threshold("consecutive_local_failures", self.consecutive_local_failures)
+        _threshold("consecutive_gateway_errors", self.consecutive_gateway_errors)
+        _threshold("consecutive_5xx", self.consecutive_5xx)
+        _positive("base_ejection_time", self.base_ejection_time)
+        _positive("max_ejection_time", self.max_ejection_time)
+        _positive("max_ejected_share", self.max_ejected_share)
+        if self.max_ejected_share > 1:
+            raise ConfigError("max_ejected_share", f"must be <= 1, got {self.max_ejected_share}")
+
+    def ejection_time(self, count: int) -> float:
+        return min(self.base_ejection_time * count, self.max_ejection_time)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """Retries allowed over a sliding ``window``: ``ratio`` of the requests seen in
+    it, plus a floor of ``min_per_second`` so that a quiet client can still retry
+    (Finagle's defaults: 20 % and 10 per second over 10 s)."""
+
+    ratio: float = 0.2
+    min_per_second: float = 10.0
+    window: float = 10.0
+
+    def __post_init__(self) -> None:
+        _positive("retry_budget.ratio", self.ratio, zero_ok=True)
+        _positive("retry_budget.min_per_second", self.min_per_second, zero_ok=True)
+        _positive("retry_budget.window", self.window)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When a failed attempt is tried again on another upstream.
+
+    * A connection that was never established is retried for any method, on each
+      upstream at most once (as nginx's ``proxy_next_upstream error``).
+    * After the request may have reached an upstream (reset, timeout, or a status in
+      ``retry_on_status``), only idempotent methods are retried, at most
+      ``max_retries`` times, unless ``retry_non_idempotent`` is set.
+    * A body that cannot be sent again (a stream already partly read) is never resent.
+    * Every retry draws on the ``budget``.
+    """
+
+    max_retries: int = 2
+    retry_on_status: frozenset[int] = frozenset({502, 503, 504})
+    retry_non_idempotent: bool = False
+    backoff: float = 0.0
+    budget: RetryBudget | None = field(default_factory=RetryBudget)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
+            raise ConfigError("max_retries", f"must be a whole number, got {self.max_retries!r}")
+        if self.max_retries < 0:
+            raise ConfigError("max_retries", f"must be >= 0, got {self.max_retries}")
+        object.__setattr__(self, "retry_on_status", frozenset(self.retry_on_status))
+        for status in self.retry_on_status:
+            if not isinstance(status, int) or not 100 <= status <= 599:
+                raise ConfigError("retry_on_status", f"not an HTTP status: {status!r}")
+        _positive("backoff", self.backoff, zero_ok=True)
+
+    def may_resend(self, method: str) -> bool:
+        """Whether a request that may have reached an upstream may be sent again."""
+        return self.retry_non_idempotent or method.upper() in IDEMPOTENT_METHODS

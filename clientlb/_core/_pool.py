@@ -1,0 +1,519 @@
+"""``Pool``: the upstreams of one service, in tiers, with their health.
+
+The pool is where every balancing and health decision is made, once, for every
+transport and proxy that shares it. It is safe to share between threads and
+event loops: a short critical section guards each decision, and nothing inside it
+blocks or awaits.
+
+Tiers: primaries serve while at least one of them is available; standbys serve
+only when none is; if no member of any tier is available the pool panics and
+balances over all of them rather than failing every request.
+"""
+
+from __future__ import annotations
+
+import math
+import random as _random
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any
+
+from ._algorithms import Algorithm, make_algorithm
+from ._budget import BudgetLedger
+from ._errors import ConfigError, NoUpstream
+from ._member import PRIMARY, STANDBY, TIER_NAMES, Member
+from ._outcome import Outcome
+from ._policies import OutlierDetection, RetryPolicy, _positive
+from ._state import Event, Health, transition
+from ._upstream import Upstream, as_upstream
+
+GATEWAY_ERRORS = frozenset({502, 503, 504})
+_NO_EXCLUSIONS: frozenset[Member] = frozenset()
+
+
+class _Tier:
+    __slots__ = ("algorithm", "available", "members", "name")
+
+    def __init__(self, name: str, algorithm: Algorithm) -> None:
+        self.name = name
+        self.algorithm = algorithm
+        self.members: list[Member] = []
+        self.available: list[Member] = []
+
+
+class Lease:
+    """One attempt at one upstream, from ``pick()`` until ``finish()``.
+
+    The shell reports ``responded(status)`` when response headers arrive (this
+    records latency and the status for outlier detection) and ``finish()`` when the
+    response body is closed or the attempt failed (this releases the in-flight
+    slot). ``finish()`` may be called more than once; only the first counts.
+    """
+
+    __slots__ = ("_pool", "done", "elapsed", "member", "started", "status")
+
+    def __init__(self, pool: Pool, member: Member, started: float) -> None:
+        self._pool = pool
+        self.member = member
+        self.started = started
+        self.status: int | None = None
+        self.elapsed: float | None = None
+        self.done = False
+
+    @property
+    def upstream(self) -> Upstream:
+        return self.member.upstream
+
+    def responded(self, status: int) -> None:
+        """Response headers arrived with ``status``."""
+        if self.status is None and not self.done:
+            self._pool._responded(self, status)
+
+    def finish(self, outcome: Outcome = Outcome.SUCCESS) -> None:
+        """The attempt is over: body closed (``SUCCESS``), failed, or cancelled."""
+        if not self.done:
+            self._pool._finish(self, outcome)
+
+    def __repr__(self) -> str:
+        return f"<Lease {self.member.upstream.key} done={self.done}>"
+
+
+class Pool:
+    """The upstreams of one service and every decision about them.
+
+    **Parameters:**
+
+    * **upstreams** - primary upstreams: URLs or ``Upstream`` objects.
+    * **standbys** - passive upstreams, used only while no primary can serve.
+    * **algorithm** - an algorithm name (``clientlb.ALGORITHMS``) or object.
+    * **outlier** - passive ejection rules (``OutlierDetection``); ``None`` disables.
+    * **retry** - the ``RetryPolicy`` that transports and proxies apply.
+    * **slow_start** - seconds over which an added or re-admitted upstream ramps
+      from ``slow_start_min_share`` of its weight to all of it.
+    * **fail_back_after** - seconds a recovered primary must stay healthy before
+      traffic leaves the standbys for it.
+    * **failure_penalty** - the latency, in seconds, that a failed attempt counts
+      as at least, so that an upstream failing fast never looks quick.
+    * **allow_empty** - accept no upstreams (discovery will add them).
+    * **clock**, **rng** - injected time and randomness, for tests.
+    """
+
+    def __init__(
+        self,
+        upstreams: Iterable[str | Upstream] = (),
+        standbys: Iterable[str | Upstream] = (),
+        algorithm: str | Algorithm = "round_robin",
+        *,
+        outlier: OutlierDetection | None = OutlierDetection(),
+        retry: RetryPolicy | None = None,
+        slow_start: float = 0.0,
+        slow_start_min_share: float = 0.1,
+        fail_back_after: float = 0.0,
+        failure_penalty: float = 1.0,
+        allow_empty: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        rng: _random.Random | None = None,
+    ) -> None:
+        if isinstance(upstreams, str | Upstream) or isinstance(standbys, str | Upstream):
+            raise ConfigError("upstreams", "expected a list of URLs, got a single value")
+        _positive("slow_start", slow_start, zero_ok=True)
+        _positive("slow_start_min_share", slow_start_min_share)
+        _positive("fail_back_after", fail_back_after, zero_ok=True)
+        _positive("failure_penalty", failure_penalty, zero_ok=True)
+        if outlier is not None and not isinstance(outlier, OutlierDetection):
+            raise ConfigError("outlier", f"expected OutlierDetection or None, got {outlier!r}")
+        self.algorithm = make_algorithm(algorithm)
+        self.outlier = outlier
+        self.retry = retry if retry is not None else RetryPolicy()
+        if not isinstance(self.retry, RetryPolicy):
+            raise ConfigError("retry", f"expected RetryPolicy, got {retry!r}")
+        self.slow_start = float(slow_start)
+        self.slow_start_min_share = min(1.0, float(slow_start_min_share))
+        self.fail_back_after = float(fail_back_after)
+        self.failure_penalty = float(failure_penalty)
+        self.clock = clock
+        self.rng = rng if rng is not None else _random.Random()
+        self._lock = threading.RLock()
+        self._members: dict[str, Member] = {}
+        self._tiers = (
+            _Tier(TIER_NAMES[PRIMARY], self.algorithm.bind(self.rng, clock)),
+            _Tier(TIER_NAMES[STANDBY], self.algorithm.bind(self.rng, clock)),
+        )
+        self._panic: Algorithm | None = None
+        self._dirty = True
+        self._next_timer = math.inf
+        self._budget = BudgetLedger(self.retry.budget) if self.retry.budget else None
+        self._listeners: list[Callable[[str, Member], None]] = []
+        for value in upstreams:
+            self._insert(as_upstream(value, "upstreams"), PRIMARY, "upstreams", ramp=False)
+        for value in standbys:
+            self._insert(as_upstream(value, "standbys"), STANDBY, "standbys", ramp=False)
+        if not self._members and not allow_empty:
+            raise ConfigError("upstreams", "a pool needs at least one upstream")
+
+    # -- membership -------------------------------------------------------------
+
+    def _insert(self, upstream: Upstream, tier: int, field: str, *, ramp: bool) -> Member:
+        existing = self._members.get(upstream.key)
+        if existing is not None:
+            if existing.tier != tier:
+                raise ConfigError(field, f"{upstream.url} is both a primary and a standby")
+            raise ConfigError(field, f"duplicate upstream {upstream.url}")
+        members = self._tiers[tier].members
+        member = Member(upstream, tier, len(members))
+        if ramp:
+            self._start_ramp(member, self.clock())
+        members.append(member)
+        self._members[upstream.key] = member
+        self._dirty = True
+        return member
+
+    def add(self, upstream: str | Upstream, *, standby: bool = False) -> None:
+        """Add an upstream at run time; it ramps up under slow start."""
+        with self._lock:
+            field = "standbys" if standby else "upstreams"
+            self._insert(as_upstream(upstream, field), STANDBY if standby else PRIMARY, field, ramp=True)
+
+    def remove(self, upstream: str | Upstream) -> None:
+        """Remove an upstream at once; its requests in flight still finish."""
+        with self._lock:
+            self._drop(self._member(upstream))
+
+    def drain(self, upstream: str | Upstream, timeout: float | None = None) -> None:
+        """Stop picking ``upstream``; remove it when its last request ends (or after
+        ``timeout`` seconds)."""
+        with self._lock:
+            member = self._member(upstream)
+            self._drain(member, timeout)
+
+    def update(
+        self,
+        upstreams: Iterable[str | Upstream],
+        standbys: Iterable[str | Upstream] = (),
+        *,
+        drain_timeout: float | None = 30.0,
+    ) -> None:
+        """Make the membership equal to the given lists in one atomic change.
+
+        Survivors keep their statistics (their weight follows the new value), new
+        upstreams are added under slow start, and missing ones are drained.
+        """
+        wanted: dict[str, tuple[Upstream, int]] = {}
+        for tier, field, values in ((PRIMARY, "upstreams", upstreams), (STANDBY, "standbys", standbys)):
+            for value in values:
+                up = as_upstream(value, field)
+                if up.key in wanted:
+                    raise ConfigError(field, f"duplicate upstream {up.url}")
+                wanted[up.key] = (up, tier)
+        with self._lock:
+            for key, member in list(self._members.items()):
+                target = wanted.get(key)
+                if target is None:
+                    if member.health is not Health.DRAINING:
+                        self._drain(member, drain_timeout)
+                elif target[1] != member.tier or member.health is Health.DRAINING:
+                    self._drop(member)
+                elif target[0].weight != member.weight:
+                    member.upstream = target[0]
+                    member.weight = target[0].weight
+                    self._dirty = True
+            for key, (up, tier) in wanted.items():
+                if key not in self._members:
+                    self._insert(up, tier, TIER_NAMES[tier], ramp=True)
+
+    def _member(self, upstream: str | Upstream) -> Member:
+        key = as_upstream(upstream).key
+        member = self._members.get(key)
+        if member is None:
+            raise KeyError(f"no upstream {key} in this pool")
+        return member
+
+    def _drop(self, member: Member) -> None:
+        if self._members.get(member.upstream.key) is not member:
+            return
+        del self._members[member.upstream.key]
+        members = self._tiers[member.tier].members
+        members.remove(member)
+        for i, m in enumerate(members):
+            m.index = i
+        self._dirty = True
+        self._emit("removed", member)
+
+    def _drain(self, member: Member, timeout: float | None) -> None:
+        self._set_health(member, Event.DRAIN)
+        if member.in_flight == 0:
+            self._drop(member)
+        elif timeout is not None:
+            self._schedule(member, self.clock() + timeout)
+
+    # -- health -----------------------------------------------------------------
+
+    def _set_health(self, member: Member, event: Event) -> None:
+        old = member.health
+        new = transition(old, event)
+        if new is old:
+            return
+        now = self.clock()
+        member.health = new
+        self._dirty = True
+        if new is Health.EJECTED:
+            member.ejections += 1
+        elif new is Health.HEALTHY:
+            if old is Health.EJECTED:
+                member.last_ejection_end = now
+            member.until = 0.0
+            if member.tier == PRIMARY and self.fail_back_after > 0 and not self._serving(PRIMARY, member):
+                self._schedule(member, now + self.fail_back_after)  # hold before fail-back
+            else:
+                self._start_ramp(member, now)
+        self._emit(new.value, member)
+
+    def _serving(self, tier: int, besides: Member) -> bool:
+        """Whether a member of ``tier`` other than ``besides`` is available."""
+        return any(
+            m is not besides and m.health is Health.HEALTHY and not m.until
+            for m in self._tiers[tier].members
+        )
+
+    def _start_ramp(self, member: Member, now: float) -> None:
+        if self.slow_start > 0:
+            member.ramp_start = now
+            member.ramp_until = now + self.slow_start
+
+    def _schedule(self, member: Member, when: float) -> None:
+        member.until = when
+        self._next_timer = min(self._next_timer, when)
+
+    def _run_timers(self, now: float) -> None:
+        upcoming = math.inf
+        for member in list(self._members.values()):
+            if not member.until:
+                continue
+            if now < member.until:
+                upcoming = min(upcoming, member.until)
+                continue
+            member.until = 0.0
+            if member.health is Health.EJECTED:
+                self._set_health(member, Event.EXPIRE)
+                if member.until:
+                    upcoming = min(upcoming, member.until)
+            elif member.health is Health.DRAINING:
+                self._drop(member)
+            elif member.health is Health.HEALTHY:  # the fail-back hold is over
+                self._start_ramp(member, now)
+                self._dirty = True
+        self._next_timer = upcoming
+
+    def _eject_if_outlier(self, member: Member, now: float) -> None:
+        rules = self.outlier
+        if rules is None or member.health is not Health.HEALTHY:
+            return
+        if not (
+            (rules.consecutive_local_failures and member.consecutive_local >= rules.consecutive_local_failures)
+            or (rules.consecutive_gateway_errors and member.consecutive_gateway >= rules.consecutive_gateway_errors)
+            or (rules.consecutive_5xx and member.consecutive_5xx >= rules.consecutive_5xx)
+        ):
+            return
+        tier = self._tiers[member.tier].members
+        ejected = sum(1 for m in tier if m.health is Health.EJECTED)
+        if ejected + 1 > max(1, math.floor(rules.max_ejected_share * len(tier))):
+            return
+        if now - member.last_ejection_end >= rules.max_ejection_time:
+            member.streak = 0
+        member.streak += 1
+        member.consecutive_local = member.consecutive_gateway = member.consecutive_5xx = 0
+        self._set_health(member, Event.EJECT)
+        self._schedule(member, now + rules.ejection_time(member.streak))
+
+    def report_check(self, upstream: str | Upstream, passed: bool, *, rise: int = 1, fall: int = 1) -> None:
+        """Record one active health check result (HAProxy's rise/fall counting)."""
+        with self._lock:
+            member = self._members.get(as_upstream(upstream).key)
+            if member is None:
+                return
+            if passed:
+                member.check_fails = 0
+                member.check_passes += 1
+                if member.health is Health.DOWN and member.check_passes >= rise:
+                    self._set_health(member, Event.CHECK_UP)
+                elif member.health is Health.EJECTED:
+                    self._set_health(member, Event.CHECK_PASS)
+            else:
+                member.check_passes = 0
+                member.check_fails += 1
+                if member.check_fails >= fall:
+                    self._set_health(member, Event.CHECK_DOWN)
+
+    def subscribe(self, listener: Callable[[str, Member], None]) -> None:
+        """Call ``listener(event, member)`` on every health or membership change."""
+        self._listeners.append(listener)
+
+    def _emit(self, event: str, member: Member) -> None:
+        for listener in self._listeners:
+            listener(event, member)
+
+    # -- picking ----------------------------------------------------------------
+
+    def _rebuild(self, now: float) -> None:
+        any_available = False
+        for tier in self._tiers:
+            tier.available = [
+                m for m in tier.members if m.health is Health.HEALTHY and not m.until
+            ]
+            tier.algorithm.rebuild(tier.available)
+            any_available = any_available or bool(tier.available)
+        if any_available:
+            self._panic = None
+        else:
+            everyone = [m for t in self._tiers for m in t.members if m.health is not Health.DRAINING]
+            self._panic = self.algorithm.bind(self.rng, self.clock)
+            self._panic.rebuild(everyone)
+        self._dirty = False
+
+    @property
+    def panicking(self) -> bool:
+        """Every upstream is out and the pool balances over all of them."""
+        with self._lock:
+            now = self.clock()
+            if now >= self._next_timer:
+                self._run_timers(now)
+            if self._dirty:
+                self._rebuild(now)
+            return self._panic is not None
+
+    def pick(self, key: str | None = None, exclude: Collection[Member] = _NO_EXCLUSIONS) -> Lease:
+        """Choose an upstream for one attempt; raise ``NoUpstream`` if none may serve.
+
+        ``key`` feeds the hashing algorithms; ``exclude`` lists members this request
+        already tried.
+        """
+        with self._lock:
+            now = self.clock()
+            if now >= self._next_timer:
+                self._run_timers(now)
+            if self._dirty:
+                self._rebuild(now)
+            member = None
+            for tier in self._tiers:
+                if tier.available:
+                    member = tier.algorithm.pick(key, exclude)
+                    if member is not None:
+                        if now < member.ramp_until and not tier.algorithm.hashes:
+                            member = self._ramp_gate(tier, member, key, exclude, now)
+                        if member is not None:
+                            break
+            if member is None and self._panic is not None:
+                member = self._panic.pick(key, exclude)
+            if member is None:
+                raise NoUpstream("no upstream available")
+            member.in_flight += 1
+            member.requests += 1
+            self._changed(member)
+            return Lease(self, member, now)
+
+    def _ramp_gate(
+        self, tier: _Tier, member: Member, key: str | None, exclude: Collection[Member], now: float
+    ) -> Member | None:
+        """Slow start: let a ramping member through with probability equal to its
+        share of full weight; otherwise pick again without it. A tier with no one
+        else to take the request spills it to the next tier (this is how fail-back
+        is gradual), or keeps the member if there is no next tier."""
+        if self.rng.random() < member.ramp(now, self.slow_start_min_share):
+            return member
+        other = tier.algorithm.pick(key, {*exclude, member})
+        if other is not None:
+            return other
+        if tier is self._tiers[PRIMARY] and self._tiers[STANDBY].available:
+            return None
+        return member
+
+    def _changed(self, member: Member) -> None:
+        for algorithm in (self._tiers[member.tier].algorithm, self._panic):
+            if algorithm is not None and algorithm.tracks_load:
+                algorithm.changed(member)
+
+    def _penalty(self, member: Member, elapsed: float) -> float:
+        return max(elapsed, self.failure_penalty, 2 * member.ewma if member.sampled else 0.0)
+
+    def _responded(self, lease: Lease, status: int) -> None:
+        with self._lock:
+            now = self.clock()
+            member = lease.member
+            lease.status = status
+            lease.elapsed = elapsed = now - lease.started
+            if status >= 500:
+                member.failures += 1
+                member.consecutive_5xx += 1
+                if status in GATEWAY_ERRORS:
+                    member.consecutive_gateway += 1
+                else:
+                    member.consecutive_gateway = 0
+                member.observe(self._penalty(member, elapsed), now)
+                self._eject_if_outlier(member, now)
+            else:
+                member.consecutive_local = member.consecutive_gateway = member.consecutive_5xx = 0
+                member.observe(elapsed, now)
+            self._changed(member)
+
+    def _finish(self, lease: Lease, outcome: Outcome) -> None:
+        with self._lock:
+            if lease.done:
+                return
+            lease.done = True
+            now = self.clock()
+            member = lease.member
+            member.in_flight -= 1
+            if outcome.is_failure:
+                member.failures += 1
+                member.consecutive_local += 1
+                if lease.elapsed is None:
+                    lease.elapsed = now - lease.started
+                    member.observe(self._penalty(member, lease.elapsed), now)
+                self._eject_if_outlier(member, now)
+            elif outcome is Outcome.SUCCESS and lease.elapsed is None:
+                lease.elapsed = now - lease.started
+                member.consecutive_local = member.consecutive_gateway = member.consecutive_5xx = 0
+                member.observe(lease.elapsed, now)
+            self._changed(member)
+            if member.health is Health.DRAINING and member.in_flight == 0:
+                self._drop(member)
+
+    # -- retries ----------------------------------------------------------------
+
+    def note_request(self) -> None:
+        """Count one client request towards the retry budget."""
+        if self._budget is not None:
+            with self._lock:
+                self._budget.request(self.clock())
+
+    def take_retry(self) -> bool:
+        """Draw one retry from the budget; ``False`` when it is spent."""
+        if self._budget is None:
+            return True
+        with self._lock:
+            return self._budget.try_retry(self.clock())
+
+    # -- reading ----------------------------------------------------------------
+
+    @property
+    def members(self) -> Sequence[Member]:
+        with self._lock:
+            return [m for t in self._tiers for m in t.members]
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Per upstream: url, tier, state, in-flight, latency, requests, failures."""
+        with self._lock:
+            now = self.clock()
+            if now >= self._next_timer:
+                self._run_timers(now)
+            if self._dirty:
+                self._rebuild(now)
+            return {
+                "algorithm": self.algorithm.name,
+                "panic": self._panic is not None,
+                "upstreams": [m.snapshot(now) for t in self._tiers for m in t.members],
+            }

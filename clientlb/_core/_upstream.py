@@ -1,0 +1,104 @@
+"""``Upstream``: one replica's address and weight, validated at construction."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from ._errors import ConfigError
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One upstream replica.
+
+    **Parameters:**
+
+    * **url** - ``scheme://host[:port][/path-prefix]``; scheme ``http`` or ``https``.
+      A path prefix is kept and the request path is appended to it.
+    * **weight** - a positive number; weight-aware algorithms send traffic in
+      proportion to it.
+    """
+
+    url: str
+    weight: float = 1
+    scheme: str = field(init=False, compare=False, repr=False)
+    host: str = field(init=False, compare=False, repr=False)
+    port: int = field(init=False, compare=False, repr=False)
+    prefix: str = field(init=False, compare=False, repr=False)
+    key: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        scheme, host, port, prefix = parse_upstream_url(self.url)
+        weight = self.weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ConfigError("weight", f"must be a positive number, got {weight!r} for {self.url}")
+        if not math.isfinite(weight) or weight <= 0:
+            raise ConfigError("weight", f"must be a positive number, got {weight!r} for {self.url}")
+        netloc = f"[{host}]" if ":" in host else host
+        object.__setattr__(self, "scheme", scheme)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "prefix", prefix)
+        object.__setattr__(self, "key", f"{scheme}://{netloc}:{port}{prefix}")
+
+    @property
+    def netloc(self) -> str:
+        """``host:port`` as it appears in a URL (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Upstream):
+            return self.key == other.key
+        return NotImplemented
+
+
+def parse_upstream_url(url: object) -> tuple[str, str, int, str]:
+    """Split and validate an upstream URL into (scheme, host, port, prefix)."""
+    if not isinstance(url, str) or not url:
+        raise ConfigError("url", f"must be a non-empty string, got {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError("url", f"invalid URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ConfigError("url", f"scheme must be http or https, got {url!r}")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise ConfigError("url", f"missing host in {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("url", f"credentials are not allowed in an upstream URL: {url!r}")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConfigError("url", f"an upstream URL takes no query or fragment: {url!r}")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError("url", f"invalid IPv6 host in {url!r}") from None
+    elif any(c in host for c in " /\\@"):
+        raise ConfigError("url", f"invalid host in {url!r}")
+    if port == 0:
+        raise ConfigError("url", f"port must be 1-65535 in {url!r}")
+    return scheme, host, port or DEFAULT_PORTS[scheme], parts.path.rstrip("/")
+
+
+def as_upstream(value: object, field_name: str = "upstreams") -> Upstream:
+    """Accept an ``Upstream`` or a URL string."""
+    if isinstance(value, Upstream):
+        return value
+    if isinstance(value, str):
+        try:
+            return Upstream(value)
+        except ConfigError as exc:
+            raise ConfigError(field_name, str(exc)) from None
+    raise ConfigError(field_name, f"expected a URL string or Upstream, got {value!r}")
