@@ -1,0 +1,33 @@
+"""The exceptions clientlb raises.
+
+    ValueError
+     └── ConfigError              bad configuration, raised at construction
+    httpx.TransportError
+     ├── NoUpstreamAvailable      no upstream may serve the request (proxy: 503)
+     └── UnknownService           the request's host names no configured service
+
+Errors of the upstream exchange itself are httpx's own (``httpx.ConnectError``,
+``httpx.ReadTimeout``, ...), raised unchanged after the retries are spent, with the
+attempts listed in ``exc.attempts`` where clientlb saw them.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from ._core import Attempt, ConfigError
+
+
+class NoUpstreamAvailable(httpx.TransportError):
+    """Every upstream of the pool is out or was already tried for this request."""
+
+    def __init__(self, message: str, *, attempts: tuple[Attempt, ...] = ()) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class UnknownService(httpx.TransportError):
+    """The request's host is not one of the transport's ``services``."""
+
+
+__all__ = ["ConfigError", "NoUpstreamAvailable", "UnknownService"]
