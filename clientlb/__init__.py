@@ -5,21 +5,51 @@ Public names only; the code lives in the private modules.
 
 from ._core import (
     ALGORITHMS as ALGORITHMS,
+)
+from ._core import (
     Algorithm as Algorithm,
+)
+from ._core import (
     Attempt as Attempt,
+)
+from ._core import (
     Health as Health,
+)
+from ._core import (
     Lease as Lease,
+)
+from ._core import (
     Outcome as Outcome,
+)
+from ._core import (
     OutlierDetection as OutlierDetection,
+)
+from ._core import (
     Pool as Pool,
+)
+from ._core import (
     RetryBudget as RetryBudget,
+)
+from ._core import (
     RetryPolicy as RetryPolicy,
+)
+from ._core import (
     Upstream as Upstream,
 )
 from ._exceptions import (
     ConfigError as ConfigError,
+)
+from ._exceptions import (
     NoUpstreamAvailable as NoUpstreamAvailable,
+)
+from ._exceptions import (
     UnknownService as UnknownService,
+)
+from ._transports import (
+    AsyncBalancingTransport as AsyncBalancingTransport,
+)
+from ._transports import (
+    BalancingTransport as BalancingTransport,
 )
 
 __version__ = "0.1.0"
@@ -27,7 +57,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ALGORITHMS",
     "Algorithm",
+    "AsyncBalancingTransport",
     "Attempt",
+    "BalancingTransport",
     "ConfigError",
     "Health",
     "Lease",

@@ -74,7 +74,7 @@ class Replica:
         sock.listen(128)
         config = uvicorn.Config(
             self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1,
-            http="h11", loop="asyncio",
+            http="h11", loop="asyncio", interface="asgi3",
         )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

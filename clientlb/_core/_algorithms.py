@@ -24,6 +24,7 @@ from typing import ClassVar, Self
 from ._errors import ConfigError
 from ._member import Member
 
+
 class Algorithm:
     """Base class of the balancing algorithms; subclass it for a custom one."""
 
@@ -480,10 +481,7 @@ class ConsistentHash(Algorithm):
         table = self.table
         if not table:
             return None
-        if key is None:
-            slot = int(self.rng.random() * len(table))
-        else:
-            slot = hash64(key) % len(table)
+        slot = int(self.rng.random() * len(table)) if key is None else hash64(key) % len(table)
         m = self.members[table[slot]]
         if exclude and m in exclude:
             if all(x in exclude for x in self.members):
@@ -532,4 +530,3 @@ def make_algorithm(value: object, field: str = "algorithm") -> Algorithm:
     if isinstance(value, type) and issubclass(value, Algorithm):
         return value()
     raise ConfigError(field, f"expected an algorithm name or Algorithm, got {value!r}")
-

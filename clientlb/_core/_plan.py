@@ -75,7 +75,9 @@ class AttemptPlan:
         label = outcome.value if isinstance(outcome, Outcome) else outcome
         self.history.append(Attempt(lease.upstream.url, label, status, lease.elapsed))
 
-    def retry_after(self, outcome: Outcome | None, *, status: int | None = None, replayable: bool) -> bool:
+    def retry_after(
+        self, outcome: Outcome | None, *, status: int | None = None, replayable: bool
+    ) -> bool:
         """Whether to try another upstream after this failure.
 
         ``outcome`` is the failure (``None`` when a response with ``status`` came

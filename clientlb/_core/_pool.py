@@ -30,6 +30,7 @@ from ._upstream import Upstream, as_upstream
 
 GATEWAY_ERRORS = frozenset({502, 503, 504})
 _NO_EXCLUSIONS: frozenset[Member] = frozenset()
+DEFAULT_OUTLIER = OutlierDetection()
 
 
 class _Tier:
@@ -105,7 +106,7 @@ class Pool:
         standbys: Iterable[str | Upstream] = (),
         algorithm: str | Algorithm = "round_robin",
         *,
-        outlier: OutlierDetection | None = OutlierDetection(),
+        outlier: OutlierDetection | None = DEFAULT_OUTLIER,
         retry: RetryPolicy | None = None,
         slow_start: float = 0.0,
         slow_start_min_share: float = 0.1,
@@ -173,7 +174,9 @@ class Pool:
         """Add an upstream at run time; it ramps up under slow start."""
         with self._lock:
             field = "standbys" if standby else "upstreams"
-            self._insert(as_upstream(upstream, field), STANDBY if standby else PRIMARY, field, ramp=True)
+            self._insert(
+                as_upstream(upstream, field), STANDBY if standby else PRIMARY, field, ramp=True
+            )
 
     def remove(self, upstream: str | Upstream) -> None:
         """Remove an upstream at once; its requests in flight still finish."""
@@ -200,7 +203,10 @@ class Pool:
         upstreams are added under slow start, and missing ones are drained.
         """
         wanted: dict[str, tuple[Upstream, int]] = {}
-        for tier, field, values in ((PRIMARY, "upstreams", upstreams), (STANDBY, "standbys", standbys)):
+        for tier, field, values in (
+            (PRIMARY, "upstreams", upstreams),
+            (STANDBY, "standbys", standbys),
+        ):
             for value in values:
                 up = as_upstream(value, field)
                 if up.key in wanted:
@@ -263,7 +269,11 @@ class Pool:
             if old is Health.EJECTED:
                 member.last_ejection_end = now
             member.until = 0.0
-            if member.tier == PRIMARY and self.fail_back_after > 0 and not self._serving(PRIMARY, member):
+            if (
+                member.tier == PRIMARY
+                and self.fail_back_after > 0
+                and not self._serving(PRIMARY, member)
+            ):
                 self._schedule(member, now + self.fail_back_after)  # hold before fail-back
             else:
                 self._start_ramp(member, now)
@@ -309,10 +319,15 @@ class Pool:
         rules = self.outlier
         if rules is None or member.health is not Health.HEALTHY:
             return
+        local, gateway, any_5xx = (
+            rules.consecutive_local_failures,
+            rules.consecutive_gateway_errors,
+            rules.consecutive_5xx,
+        )
         if not (
-            (rules.consecutive_local_failures and member.consecutive_local >= rules.consecutive_local_failures)
-            or (rules.consecutive_gateway_errors and member.consecutive_gateway >= rules.consecutive_gateway_errors)
-            or (rules.consecutive_5xx and member.consecutive_5xx >= rules.consecutive_5xx)
+            (local and member.consecutive_local >= local)
+            or (gateway and member.consecutive_gateway >= gateway)
+            or (any_5xx and member.consecutive_5xx >= any_5xx)
         ):
             return
         tier = self._tiers[member.tier].members
@@ -326,7 +341,9 @@ class Pool:
         self._set_health(member, Event.EJECT)
         self._schedule(member, now + rules.ejection_time(member.streak))
 
-    def report_check(self, upstream: str | Upstream, passed: bool, *, rise: int = 1, fall: int = 1) -> None:
+    def report_check(
+        self, upstream: str | Upstream, passed: bool, *, rise: int = 1, fall: int = 1
+    ) -> None:
         """Record one active health check result (HAProxy's rise/fall counting)."""
         with self._lock:
             member = self._members.get(as_upstream(upstream).key)
@@ -358,15 +375,15 @@ class Pool:
     def _rebuild(self, now: float) -> None:
         any_available = False
         for tier in self._tiers:
-            tier.available = [
-                m for m in tier.members if m.health is Health.HEALTHY and not m.until
-            ]
+            tier.available = [m for m in tier.members if m.health is Health.HEALTHY and not m.until]
             tier.algorithm.rebuild(tier.available)
             any_available = any_available or bool(tier.available)
         if any_available:
             self._panic = None
         else:
-            everyone = [m for t in self._tiers for m in t.members if m.health is not Health.DRAINING]
+            everyone = [
+                m for t in self._tiers for m in t.members if m.health is not Health.DRAINING
+            ]
             self._panic = self.algorithm.bind(self.rng, self.clock)
             self._panic.rebuild(everyone)
         self._dirty = False

@@ -31,6 +31,8 @@ class Upstream:
     port: int = field(init=False, compare=False, repr=False)
     prefix: str = field(init=False, compare=False, repr=False)
     key: str = field(init=False, compare=False, repr=False)
+    authority: str = field(init=False, compare=False, repr=False)
+    base: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         scheme, host, port, prefix = parse_upstream_url(self.url)
@@ -45,6 +47,9 @@ class Upstream:
         object.__setattr__(self, "port", port)
         object.__setattr__(self, "prefix", prefix)
         object.__setattr__(self, "key", f"{scheme}://{netloc}:{port}{prefix}")
+        authority = netloc if port == DEFAULT_PORTS[scheme] else f"{netloc}:{port}"
+        object.__setattr__(self, "authority", authority)  # as in a Host header
+        object.__setattr__(self, "base", f"{scheme}://{authority}{prefix}")
 
     @property
     def netloc(self) -> str:

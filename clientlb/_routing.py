@@ -1,0 +1,86 @@
+"""What the transports share besides the core: which pool serves a request, the
+key it hashes on, and the request an upstream receives. No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from ._core import Algorithm, ConfigError, Pool, Upstream
+
+HashOn = Callable[[httpx.Request], "str | None"] | str | None
+PoolSource = Pool | Iterable[str | Upstream]
+
+
+def build_pools(
+    upstreams: PoolSource | None,
+    standbys: Iterable[str | Upstream],
+    algorithm: str | Algorithm,
+    services: Mapping[str, PoolSource] | None,
+    pool_options: Mapping[str, Any],
+) -> tuple[Pool | None, dict[str, Pool]]:
+    """The single pool, or the pools by service host, from the user's arguments."""
+    if services is not None:
+        if upstreams is not None:
+            raise ConfigError("services", "give either upstreams= or services=, not both")
+        if not isinstance(services, Mapping) or not services:
+            raise ConfigError("services", "must be a non-empty mapping of host name to Pool")
+        pools = {}
+        for name, source in services.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigError("services", f"service names must be host names, got {name!r}")
+            pools[name.lower()] = _as_pool(source, (), algorithm, pool_options)
+        return None, pools
+    if upstreams is None:
+        raise ConfigError("upstreams", "give upstreams= (a list of URLs or a Pool) or services=")
+    return _as_pool(upstreams, standbys, algorithm, pool_options), {}
+
+
+def _as_pool(
+    source: PoolSource,
+    standbys: Iterable[str | Upstream],
+    algorithm: str | Algorithm,
+    options: Mapping[str, Any],
+) -> Pool:
+    if isinstance(source, Pool):
+        return source
+    if isinstance(source, str | Upstream):
+        raise ConfigError("upstreams", f"expected a list of URLs, got the single value {source!r}")
+    return Pool(source, standbys, algorithm, **options)
+
+
+def key_function(hash_on: HashOn) -> Callable[[httpx.Request], str | None]:
+    """The request key for hashing algorithms, from ``hash_on=``."""
+    if hash_on is None:
+        return _no_key
+    if callable(hash_on):
+        return hash_on
+    if isinstance(hash_on, str) and hash_on.startswith("header:") and len(hash_on) > 7:
+        name = hash_on[7:]
+
+        def from_header(request: httpx.Request) -> str | None:
+            value: str | None = request.headers.get(name)
+            return value
+
+        return from_header
+    raise ConfigError("hash_on", f"expected a callable or 'header:NAME', got {hash_on!r}")
+
+
+def _no_key(request: httpx.Request) -> str | None:
+    return None
+
+
+def upstream_request(request: httpx.Request, upstream: Upstream, stream: Any) -> httpx.Request:
+    """The request as ``upstream`` receives it: its scheme, host, port and path
+    prefix, the original path and query after it, and its own Host header."""
+    url = httpx.URL(upstream.base + request.url.raw_path.decode("ascii"))
+    host = upstream.authority.encode("ascii")
+    headers = [
+        (name, host) if name.lower() == b"host" else (name, value)
+        for name, value in request.headers.raw
+    ]
+    return httpx.Request(
+        request.method, url, headers=headers, stream=stream, extensions=request.extensions
+    )
