@@ -446,9 +446,10 @@ class Pool:
         return member
 
     def _changed(self, member: Member) -> None:
-        for algorithm in (self._tiers[member.tier].algorithm, self._panic):
-            if algorithm is not None and algorithm.tracks_load:
-                algorithm.changed(member)
+        if self.algorithm.tracks_load:
+            self._tiers[member.tier].algorithm.changed(member)
+            if self._panic is not None:
+                self._panic.changed(member)
 
     def _penalty(self, member: Member, elapsed: float) -> float:
         return max(elapsed, self.failure_penalty, 2 * member.ewma if member.sampled else 0.0)
