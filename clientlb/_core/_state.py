@@ -18,6 +18,8 @@ import enum
 
 
 class Health(enum.Enum):
+    """An upstream's health; only HEALTHY members are picked (outside panic)."""
+
     HEALTHY = "healthy"
     EJECTED = "ejected"
     DOWN = "down"
@@ -25,6 +27,8 @@ class Health(enum.Enum):
 
 
 class Event(enum.Enum):
+    """What can happen to an upstream's health."""
+
     EJECT = "eject"  # passive outlier detection decided to eject
     EXPIRE = "expire"  # the ejection time is over
     CHECK_PASS = "check_pass"  # one active check passed
