@@ -28,7 +28,7 @@ from ._errors import ConfigError, NoUpstream
 from ._member import Member
 from ._outcome import Outcome
 from ._plan import Attempt, AttemptPlan
-from ._policies import OutlierDetection, RetryBudget, RetryPolicy
+from ._policies import HealthCheck, OutlierDetection, RetryBudget, RetryPolicy
 from ._pool import Lease, Pool
 from ._state import Health
 from ._upstream import Upstream
@@ -41,6 +41,7 @@ __all__ = [
     "ConfigError",
     "ConsistentHash",
     "Health",
+    "HealthCheck",
     "IpHash",
     "Lease",
     "LeastConnections",

@@ -24,6 +24,11 @@ def _threshold(name: str, value: int | None) -> None:
         raise ConfigError(name, f"must be a whole number >= 1 or None, got {value!r}")
 
 
+def _count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(name, f"must be a whole number >= 1, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class OutlierDetection:
     """Passive health: when to eject an upstream, and for how long.
@@ -36,6 +41,12 @@ class OutlierDetection:
     the count starts over once an upstream has stayed in for ``max_ejection_time``.
     At most ``max_ejected_share`` of a tier is ejected at once (at least one member).
     ``None`` disables a rule.
+
+    Latency outliers (off unless ``latency_factor`` is set): an upstream whose
+    latency EWMA is above ``latency_factor`` times the median of its tier is ejected
+    under the same cap and times. Only upstreams with ``latency_min_samples``
+    finished requests since they were (re-)admitted take part, and the rule is
+    re-evaluated at most every ``latency_interval`` seconds, not per request.
     """
 
     consecutive_local_failures: int | None = 5
@@ -44,6 +55,9 @@ class OutlierDetection:
     base_ejection_time: float = 10.0
     max_ejection_time: float = 300.0
     max_ejected_share: float = 1.0
+    latency_factor: float | None = None
+    latency_min_samples: int = 20
+    latency_interval: float = 1.0
 
     def __post_init__(self) -> None:
         _threshold("consecutive_local_failures", self.consecutive_local_failures)
@@ -54,6 +68,12 @@ class OutlierDetection:
         _positive("max_ejected_share", self.max_ejected_share)
         if self.max_ejected_share > 1:
             raise ConfigError("max_ejected_share", f"must be <= 1, got {self.max_ejected_share}")
+        if self.latency_factor is not None:
+            _positive("latency_factor", self.latency_factor)
+            if self.latency_factor <= 1:
+                raise ConfigError("latency_factor", f"must be > 1, got {self.latency_factor}")
+        _count("latency_min_samples", self.latency_min_samples)
+        _positive("latency_interval", self.latency_interval)
 
     def ejection_time(self, count: int) -> float:
         return min(self.base_ejection_time * count, self.max_ejection_time)
@@ -108,3 +128,55 @@ class RetryPolicy:
     def may_resend(self, method: str) -> bool:
         """Whether a request that may have reached an upstream may be sent again."""
         return self.retry_non_idempotent or method.upper() in IDEMPOTENT_METHODS
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """Active health checks: ``GET path`` on every upstream each ``interval`` seconds.
+
+    A check passes when a response whose status is in ``expected`` arrives within
+    ``timeout`` seconds. An upstream is taken out after ``fall`` failed checks in a
+    row and put back after ``rise`` passed checks in a row (HAProxy's counting); one
+    passing check puts back an upstream that passive detection ejected. The path is
+    appended to the upstream's URL, path prefix included, as request paths are.
+    """
+
+    path: str = "/health"
+    interval: float = 5.0
+    timeout: float = 2.0
+    rise: int = 2
+    fall: int = 3
+    expected: range | frozenset[int] = range(200, 400)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path.startswith("/"):
+            raise ConfigError("path", f"must start with '/', got {self.path!r}")
+        if any(c in self.path for c in " \r\n#"):
+            raise ConfigError("path", f"invalid characters in {self.path!r}")
+        _positive("interval", self.interval)
+        _positive("timeout", self.timeout)
+        _count("rise", self.rise)
+        _count("fall", self.fall)
+        expected = self.expected
+        if isinstance(expected, range):
+            ok = len(expected) > 0 and expected.step > 0 and expected.start >= 100
+            ok = ok and expected[-1] <= 599
+        else:
+            try:
+                expected = frozenset(expected)
+            except TypeError:
+                raise ConfigError("expected", f"expected statuses, got {expected!r}") from None
+            ok = bool(expected) and all(
+                isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in expected
+            )
+            object.__setattr__(self, "expected", expected)
+        if not ok:
+            raise ConfigError("expected", f"must be HTTP statuses 100-599, got {self.expected!r}")
+
+    def passed(self, status: int) -> bool:
+        """Whether a check answered with ``status`` passed."""
+        return status in self.expected
+
+    def url(self, base: str) -> str:
+        """The check URL for an upstream URL (its path prefix kept)."""
+        return base.rstrip("/") + self.path

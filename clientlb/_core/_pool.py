@@ -22,6 +22,7 @@ from typing import Any
 from ._algorithms import Algorithm, make_algorithm
 from ._budget import BudgetLedger
 from ._errors import ConfigError, NoUpstream
+from ._latency import finished, slow_members
 from ._member import PRIMARY, STANDBY, TIER_NAMES, Member
 from ._outcome import Outcome
 from ._policies import OutlierDetection, RetryPolicy, _positive
@@ -146,6 +147,9 @@ class Pool:
         self._next_timer = math.inf
         self._budget = BudgetLedger(self.retry.budget) if self.retry.budget else None
         self._listeners: list[Callable[[str, Member], None]] = []
+        self._latency_marks: dict[Member, int] = {}  # finished requests at admission
+        latency_rule = outlier is not None and outlier.latency_factor is not None
+        self._latency_due = 0.0 if latency_rule else math.inf
         for value in upstreams:
             self._insert(as_upstream(value, "upstreams"), PRIMARY, "upstreams", ramp=False)
         for value in standbys:
@@ -243,11 +247,13 @@ class Pool:
         members.remove(member)
         for i, m in enumerate(members):
             m.index = i
+        self._latency_marks.pop(member, None)
         self._dirty = True
         self._emit("removed", member)
 
     def _drain(self, member: Member, timeout: float | None) -> None:
         self._set_health(member, Event.DRAIN)
+        member.until = 0.0  # an ejection or fail-back timer must not end the drain early
         if member.in_flight == 0:
             self._drop(member)
         elif timeout is not None:
@@ -269,12 +275,14 @@ class Pool:
             if old is Health.EJECTED:
                 member.last_ejection_end = now
             member.until = 0.0
+            self._latency_marks[member] = finished(member)
             if (
                 member.tier == PRIMARY
                 and self.fail_back_after > 0
                 and not self._serving(PRIMARY, member)
-            ):
-                self._schedule(member, now + self.fail_back_after)  # hold before fail-back
+                and self._serving(STANDBY, member)
+            ):  # hold before traffic leaves the standbys (pointless when none serves)
+                self._schedule(member, now + self.fail_back_after)
             else:
                 self._start_ramp(member, now)
         self._emit(new.value, member)
@@ -330,6 +338,21 @@ class Pool:
             or (any_5xx and member.consecutive_5xx >= any_5xx)
         ):
             return
+        self._eject(member, rules, now)
+
+    def _eject_slow(self, now: float) -> None:
+        """Latency outliers; run at most every ``latency_interval`` seconds."""
+        rules = self.outlier
+        if rules is None or rules.latency_factor is None:
+            self._latency_due = math.inf
+            return
+        self._latency_due = now + rules.latency_interval
+        for tier in self._tiers:
+            for member in slow_members(tier.members, rules, self._latency_marks):
+                self._eject(member, rules, now)
+
+    def _eject(self, member: Member, rules: OutlierDetection, now: float) -> None:
+        """Eject ``member`` unless its tier's cap is reached."""
         tier = self._tiers[member.tier].members
         ejected = sum(1 for m in tier if m.health is Health.EJECTED)
         if ejected + 1 > max(1, math.floor(rules.max_ejected_share * len(tier))):
@@ -473,6 +496,8 @@ class Pool:
                 member.consecutive_local = member.consecutive_gateway = member.consecutive_5xx = 0
                 member.observe(elapsed, now)
             self._changed(member)
+            if now >= self._latency_due:
+                self._eject_slow(now)
 
     def _finish(self, lease: Lease, outcome: Outcome) -> None:
         with self._lock:
@@ -496,6 +521,8 @@ class Pool:
             self._changed(member)
             if member.health is Health.DRAINING and member.in_flight == 0:
                 self._drop(member)
+            if now >= self._latency_due:
+                self._eject_slow(now)
 
     # -- retries ----------------------------------------------------------------
 
