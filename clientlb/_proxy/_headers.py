@@ -1,0 +1,220 @@
+"""The proxy's header and target policy, sans-IO.
+
+This module contains no networking code and imports neither starlette nor httpx:
+the ASGI and WSGI shells hand it the request line parts and header list they
+received and get back what to send upstream. Rules, in one place:
+
+* Hop-by-hop headers (RFC 9110 7.6.1: Connection, Keep-Alive, TE, Trailer,
+  Transfer-Encoding, Upgrade, Proxy-Authorization, Proxy-Authenticate,
+  Proxy-Connection) and every header named in ``Connection`` stay on their hop.
+  ``Expect`` is answered by the server in front of the proxy, so it is not
+  forwarded either.
+* ``X-Forwarded-For`` gets the peer address appended. A client-sent value is kept
+  only when the peer is one of ``trusted_proxies``; otherwise it is replaced.
+  ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` are set the same way: a trusted
+  peer's values stand, anyone else's are overwritten.
+* ``Host`` is the upstream's, unless ``preserve_host`` keeps the client's.
+* The upstream request target is the upstream's path prefix followed by the
+  client's raw path and query, byte for byte: nothing is decoded, normalised or
+  escaped. An absolute-form target (``GET http://elsewhere/ HTTP/1.1``) keeps only
+  its path; where a request goes is never taken from the request.
+* The client address, for ``ip_hash``, is the peer; when the peer is trusted, it
+  is the right-most untrusted ``X-Forwarded-For`` hop.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"proxy-connection",
+    }
+)
+# Set by the proxy itself, or answered by the server in front of it.
+_REPLACED = frozenset(
+    {b"host", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+)
+_DROP_REQUEST = HOP_BY_HOP | _REPLACED
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
+    """``trusted_proxies`` entries ("10.0.0.0/8", "127.0.0.1", "::1") as networks.
+
+    Raises ``ValueError`` naming the bad entry.
+    """
+    if isinstance(values, str):
+        values = [values]
+    out: list[Network] = []
+    for value in values:
+        try:
+            out.append(ipaddress.ip_network(str(value).strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {value!r}") from None
+    return tuple(out)
+
+
+def _connection_tokens(value: bytes) -> set[bytes]:
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+class HeaderPolicy:
+    """What the proxy sends upstream, built once per proxy.
+
+    **Parameters:**
+
+    * **trusted_proxies** - networks whose ``X-Forwarded-*`` headers are believed.
+    * **preserve_host** - send the client's ``Host`` instead of the upstream's.
+    """
+
+    __slots__ = ("_is_trusted", "networks", "preserve_host")
+
+    def __init__(self, trusted_proxies: Iterable[str] = (), preserve_host: bool = False) -> None:
+        self.networks = parse_networks(trusted_proxies)
+        self.preserve_host = preserve_host
+        self._is_trusted = functools.lru_cache(maxsize=1024)(self._check)
+
+    def _check(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip().strip("[]"))
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+    def trusted(self, address: str | None) -> bool:
+        """Whether ``address`` (a peer or an X-Forwarded-For hop) is a trusted proxy."""
+        return bool(self.networks) and address is not None and self._is_trusted(address)
+
+    def request(
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        peer: str | None,
+        scheme: str,
+    ) -> tuple[Headers, str | None, bool]:
+        """Headers to send upstream, the client address (the ``ip_hash`` key), and
+        whether ``Host`` is among them.
+
+        ``headers`` have lower-case names (as ASGI gives them); ``peer`` is the
+        connecting address. Unless the client's ``Host`` is kept, the caller adds
+        the upstream's once it knows which upstream (``host_header``).
+        """
+        out: Headers = []
+        named: set[bytes] | None = None
+        forwarded_for: list[bytes] = []
+        host = proto = fwd_host = None
+        for name, value in headers:
+            if name in _DROP_REQUEST:
+                if name == b"connection":
+                    named = (
+                        _connection_tokens(value)
+                        if named is None
+                        else named | _connection_tokens(value)
+                    )
+                elif name == b"host":
+                    host = value
+                elif name == b"x-forwarded-for":
+                    forwarded_for.append(value)
+                elif name == b"x-forwarded-proto":
+                    proto = value
+                elif name == b"x-forwarded-host":
+                    fwd_host = value
+                continue
+            out.append((name, value))
+        if named:
+            out = [(n, v) for n, v in out if n not in named]
+        trusted = self.trusted(peer)
+        client = peer
+        chain = b", ".join(forwarded_for) if trusted and forwarded_for else b""
+        if chain:
+            client = self._client_from_chain(chain, peer)
+        if peer is not None:
+            chain = chain + b", " + peer.encode("latin-1") if chain else peer.encode("latin-1")
+        has_host = self.preserve_host and host is not None
+        if has_host:
+            out.append((b"host", host))  # type: ignore[arg-type]
+        if chain:
+            out.append((b"x-forwarded-for", chain))
+        out.append((b"x-forwarded-proto", proto if trusted and proto else scheme.encode("latin-1")))
+        if trusted and fwd_host:
+            out.append((b"x-forwarded-host", fwd_host))
+        elif host is not None:
+            out.append((b"x-forwarded-host", host))
+        return out, client, has_host
+
+    def _client_from_chain(self, chain: bytes, peer: str | None) -> str | None:
+        hops = [h.strip() for h in chain.decode("latin-1").split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self.trusted(hop):
+                return hop
+        return hops[0] if hops else peer
+
+
+def response_headers(headers: Sequence[tuple[bytes, bytes]]) -> Headers:
+    """Upstream response headers to pass to the client.
+
+    Hop-by-hop headers and those named in ``Connection`` are dropped; the server in
+    front re-frames the body (``Content-Length`` is kept unless the upstream also
+    sent ``Transfer-Encoding``, which overrides it). Repeated headers such as two
+    ``Set-Cookie`` stay repeated and in order.
+    """
+    named: set[bytes] | None = None
+    out: Headers = []
+    framed = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"connection":
+                named = (
+                    _connection_tokens(value)
+                    if named is None
+                    else named | _connection_tokens(value)
+                )
+            elif lname == b"transfer-encoding":
+                framed = True
+            continue
+        out.append((lname, value))
+    if named or framed:
+        drop = (named or set()) | ({b"content-length"} if framed else set())
+        out = [(n, v) for n, v in out if n not in drop]
+    return out
+
+
+def request_target(prefix: bytes, raw_path: bytes, query: bytes) -> bytes:
+    """The upstream request target: ``prefix`` + the client's raw path and query.
+
+    Nothing is decoded or escaped. An absolute-form path keeps only its path part,
+    so the target never names another host.
+    """
+    if not raw_path.startswith(b"/"):
+        if raw_path == b"*":
+            raw_path = b"" if prefix else b"*"
+        else:
+            _, sep, rest = raw_path.partition(b"://")
+            raw_path = b"/" + rest.partition(b"/")[2] if sep else b"/" + raw_path
+    target = prefix + raw_path if prefix else raw_path
+    if not target:
+        target = b"/"
+    return target + b"?" + query if query else target
+
+
+def host_header(host: str, port: int, scheme: str) -> bytes:
+    """The ``Host`` value for an upstream: the port is left out when it is the
+    scheme's default."""
+    netloc = f"[{host}]" if ":" in host else host
+    if (scheme, port) in (("http", 80), ("https", 443)):
+        return netloc.encode("ascii")
+    return f"{netloc}:{port}".encode("ascii")
