@@ -1,0 +1,388 @@
+"""``ProxyApp`` and ``ProxyMiddleware``: the ASGI forwarding proxy.
+
+Pure ASGI (no Starlette request objects on the hot path): each request is one
+``AttemptPlan`` driven here directly, with the inner engine doing the I/O:
+
+    plan.first() -> lease -> engine.request() -> lease.responded(status)
+      -> stream the body back -> lease.finish(SUCCESS)
+
+A failure before any response byte reached the client may be retried where the
+plan allows it and the body can be sent again (held whole in memory, at most
+``retry_body_limit`` bytes, or not yet started). After the response started, an
+upstream failure aborts the client connection: the body is never presented as
+complete. A client that goes away cancels the upstream exchange, and the lease
+ends as ``CANCELLED``, which frees its in-flight slot without blaming the
+upstream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+import anyio
+import httpx
+
+from .._core import Algorithm, AttemptPlan, Lease, NoUpstream, Outcome, Pool, Upstream
+from .._errors_map import outcome_of
+from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
+from ._disconnect import run_until_disconnect
+from ._engine import DEFAULT_TIMEOUTS, AsyncEngine, AsyncResponse, default_async_engine
+from ._errors import ErrorReply, reply_for
+from ._headers import request_target, response_headers
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ClientDisconnected(Exception):
+    """The client went away while its request body was being read."""
+
+
+class _Body:
+    """A request body larger than the retry limit: read from the client while it
+    is sent upstream, once."""
+
+    __slots__ = ("_parts", "_receive", "done", "length", "started")
+
+    def __init__(self, receive: Receive, parts: list[bytes], length: int | None) -> None:
+        self._receive = receive
+        self._parts = parts
+        self.length = length
+        self.started = False
+        self.done = anyio.Event()
+
+    async def read(self) -> bytes:
+        self.started = True
+        if self._parts:
+            return self._parts.pop(0)
+        if self.done.is_set():
+            return b""
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.done.set()
+                raise ClientDisconnected()
+            more = message.get("more_body", False)
+            if not more:
+                self.done.set()
+            chunk: bytes = message.get("body", b"")
+            if chunk or not more:
+                return chunk
+
+
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class ProxyApp(ProxyBase):
+    """An ASGI app that forwards every request to an upstream the pool picks.
+
+    **Parameters:**
+
+    * **upstreams**, **standbys**, **algorithm** - as for ``clientlb.Pool``; or
+    * **pool** - a shared ``clientlb.Pool`` (its state is shared with every
+      transport and proxy that uses it).
+    * **trusted_proxies** - addresses or networks whose ``X-Forwarded-For`` is
+      believed (and used as the client address for ``ip_hash``).
+    * **preserve_host** - send the client's ``Host`` upstream (default: the
+      upstream's own).
+    * **retry_body_limit** - request bodies up to this many bytes are held in
+      memory so a retry can resend them; larger ones stream and are not resent.
+    * **timeout** - seconds, an ``httpx.Timeout`` or ``None``.
+    * **engine** - the inner HTTP engine (default: the fastest available).
+    * **background** - objects with ``async start()``/``async stop()`` run for
+      the app's lifespan (active health checks, discovery).
+
+    Lifespan events start and stop the background work and close the engine.
+    """
+
+    def __init__(
+        self,
+        upstreams: Iterable[str | Upstream] | Pool | None = None,
+        standbys: Iterable[str | Upstream] = (),
+        algorithm: str | Algorithm = "round_robin",
+        *,
+        pool: Pool | None = None,
+        trusted_proxies: Iterable[str] = (),
+        preserve_host: bool = False,
+        retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
+        timeout: Any = DEFAULT_TIMEOUTS,
+        engine: AsyncEngine | None = None,
+        background: Iterable[Any] = (),
+        pool_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            upstreams,
+            standbys,
+            algorithm,
+            pool=pool,
+            trusted_proxies=trusted_proxies,
+            preserve_host=preserve_host,
+            retry_body_limit=retry_body_limit,
+            timeout=timeout,
+            pool_options=pool_options,
+        )
+        self._engine = engine
+        self.background = list(background)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            self._engine = default_async_engine()
+        return self._engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.handle_http(scope, receive, send)
+        elif kind == "websocket":
+            from ._websocket import proxy_websocket
+
+            await proxy_websocket(self, scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    # -- lifespan ---------------------------------------------------------------
+
+    async def startup(self) -> None:
+        for task in self.background:
+            await task.start()
+
+    async def shutdown(self) -> None:
+        for task in reversed(self.background):
+            await task.stop()
+        if self._engine is not None:
+            await self._engine.aclose()
+            self._engine = None
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- http -------------------------------------------------------------------
+
+    async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Forward one HTTP request (the scope may come from a middleware)."""
+        headers_in = scope["headers"]
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        body: bytes | _Body = message.get("body", b"")
+        if message.get("more_body", False):
+            whole = await self._read_body(
+                receive, message.get("body", b""), _content_length(headers_in)
+            )
+            if whole is None:
+                return
+            body = whole
+        client = scope.get("client")
+        headers, key, has_host = self.policy.request(
+            headers_in, client[0] if client else None, scope["scheme"]
+        )
+        done = None if isinstance(body, bytes) else body.done
+
+        async def forward() -> None:
+            with contextlib.suppress(ClientDisconnected):
+                await self._forward(scope, send, headers, key, has_host, body)
+
+        await run_until_disconnect(receive, done, forward)
+
+    async def _read_body(
+        self, receive: Receive, first: bytes, length: int | None
+    ) -> bytes | _Body | None:
+        parts = [first]
+        size = len(first)
+        limit = self.retry_body_limit
+        if length is None or length <= limit:
+            while size <= limit:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                parts.append(chunk)
+                size += len(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(parts)
+        return _Body(receive, parts, length)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        key: str | None,
+        has_host: bool,
+        body: bytes | _Body,
+    ) -> None:
+        method: str = scope["method"]
+        pool = self.pool
+        plan = AttemptPlan(pool, method, key if pool.algorithm.hashes else None)
+        try:
+            lease = plan.first()
+        except NoUpstream as exc:
+            return await self._reply(send, scope, reply_for(exc), exc, None)
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        query: bytes = scope.get("query_string", b"")
+        method_b = method.encode("ascii")
+        engine, timeouts, retry_on = self.engine, self.timeouts, pool.retry.retry_on_status
+        while True:
+            host, prefix = self.upstream_parts(lease.upstream)
+            attempt_headers = headers.copy() if has_host else [*headers, (b"host", host)]
+            target = request_target(prefix, raw_path, query)
+            try:
+                response = await engine.request(
+                    lease.upstream, method_b, target, attempt_headers, body, timeouts
+                )
+            except httpx.TransportError as exc:
+                outcome = outcome_of(exc)
+                lease.finish(outcome)
+                plan.record(lease, outcome)
+                if plan.retry_after(outcome, replayable=_replayable(body)):
+                    try:
+                        lease = plan.next()
+                        continue
+                    except NoUpstream:
+                        pass
+                return await self._reply(send, scope, reply_for(exc), exc, lease)
+            except BaseException:
+                lease.finish(Outcome.CANCELLED)
+                raise
+            status = response.status
+            lease.responded(status)
+            if status in retry_on and plan.retry_after(
+                None, status=status, replayable=_replayable(body)
+            ):
+                try:
+                    following = plan.next()
+                except NoUpstream:
+                    pass
+                else:
+                    plan.record(lease, "response", status)
+                    await _discard(response, lease)
+                    lease = following
+                    continue
+            return await self._relay(send, scope, response, lease)
+
+    async def _relay(self, send: Send, scope: Scope, response: AsyncResponse, lease: Lease) -> None:
+        """Stream the response back; on an upstream failure mid-body, abort the
+        client connection by returning without completing the response."""
+        outcome = Outcome.CANCELLED
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": response_headers(response.headers),
+                }
+            )
+            read = response.read
+            chunk = await read()
+            while chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                chunk = await read()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            outcome = Outcome.SUCCESS
+        except httpx.TransportError as exc:
+            outcome = outcome_of(exc)
+            log_failure(
+                scope["method"],
+                scope["path"],
+                reply_for(exc),
+                f"aborted mid-response: {exc}",
+                lease,
+            )
+        finally:
+            await response.aclose()
+            lease.finish(outcome)
+
+    async def _reply(
+        self, send: Send, scope: Scope, reply: ErrorReply, detail: object, lease: Lease | None
+    ) -> None:
+        log_failure(scope["method"], scope["path"], reply, detail, lease)
+        await send(
+            {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
+        )
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else reply.body}
+        )
+
+
+def _replayable(body: bytes | _Body) -> bool:
+    return isinstance(body, bytes) or not body.started
+
+
+async def _discard(response: AsyncResponse, lease: Lease) -> None:
+    try:
+        await response.aclose()
+    finally:
+        lease.finish(Outcome.SUCCESS)
+
+
+class ProxyMiddleware:
+    """Forward requests whose raw path is ``prefix`` or under it; pass the rest,
+    and lifespan events, to ``app``.
+
+    The prefix is matched on the raw (undecoded) path and removed before
+    forwarding unless ``strip_prefix=False``. Other keyword arguments are
+    ``ProxyApp``'s; the proxy's background work starts and stops with the app's
+    lifespan.
+    """
+
+    def __init__(
+        self, app: ASGIApp, prefix: str = "/", *, strip_prefix: bool = True, **options: Any
+    ) -> None:
+        self.app = app
+        self.proxy = ProxyApp(**options)
+        self.prefix = prefix.rstrip("/").encode("utf-8")
+        self.strip_prefix = strip_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            return await self.app(scope, self._lifespan_receive(receive), send)
+        if kind not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        prefix = self.prefix
+        if prefix and not (raw == prefix or raw.startswith(prefix + b"/")):
+            return await self.app(scope, receive, send)
+        if prefix and self.strip_prefix:
+            scope = dict(scope)
+            scope["raw_path"] = raw[len(prefix) :] or b"/"
+            path: str = scope["path"]
+            decoded = self.prefix.decode("utf-8")
+            scope["path"] = path[len(decoded) :] or "/" if path.startswith(decoded) else path
+        await self.proxy(scope, receive, send)
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.proxy.startup()
+            elif message["type"] == "lifespan.shutdown":
+                await self.proxy.shutdown()
+            return message
+
+        return wrapped

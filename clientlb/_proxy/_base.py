@@ -1,0 +1,87 @@
+"""What the ASGI and WSGI proxies share: the pool, the header policy, timeouts,
+the retry-body limit, and the one log line a failed request leaves."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from .._core import Algorithm, ConfigError, Lease, Pool, Upstream
+from ._engine import DEFAULT_TIMEOUTS, Timeouts
+from ._errors import ErrorReply
+from ._headers import HeaderPolicy, host_header
+
+log = logging.getLogger("clientlb.proxy")
+
+DEFAULT_RETRY_BODY_LIMIT = 64 * 1024
+
+
+class ProxyBase:
+    """Configuration common to ``ProxyApp`` and ``WSGIProxy`` (see their docs)."""
+
+    def __init__(
+        self,
+        upstreams: Iterable[str | Upstream] | Pool | None = None,
+        standbys: Iterable[str | Upstream] = (),
+        algorithm: str | Algorithm = "round_robin",
+        *,
+        pool: Pool | None = None,
+        trusted_proxies: Iterable[str] = (),
+        preserve_host: bool = False,
+        retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
+        timeout: Any = DEFAULT_TIMEOUTS,
+        pool_options: dict[str, Any] | None = None,
+    ) -> None:
+        if isinstance(upstreams, Pool):
+            pool, upstreams = upstreams, None
+        if pool is not None:
+            if upstreams is not None or tuple(standbys):
+                raise ConfigError("pool", "give either pool= or upstreams=/standbys=, not both")
+            if not isinstance(pool, Pool):
+                raise ConfigError("pool", f"expected a clientlb.Pool, got {pool!r}")
+            self.pool = pool
+        else:
+            if upstreams is None:
+                raise ConfigError("upstreams", "give upstreams= (a list of URLs) or pool=")
+            self.pool = Pool(upstreams, standbys, algorithm, **(pool_options or {}))
+        try:
+            self.policy = HeaderPolicy(trusted_proxies, preserve_host)
+        except ValueError as exc:
+            raise ConfigError("trusted_proxies", str(exc)) from None
+        if (
+            isinstance(retry_body_limit, bool)
+            or not isinstance(retry_body_limit, int)
+            or retry_body_limit < 0
+        ):
+            raise ConfigError(
+                "retry_body_limit", f"must be a whole number >= 0, got {retry_body_limit!r}"
+            )
+        self.retry_body_limit = retry_body_limit
+        try:
+            self.timeouts = Timeouts.of(timeout)
+        except ValueError as exc:
+            raise ConfigError("timeout", str(exc)) from None
+        self._hosts: dict[str, tuple[bytes, bytes]] = {}
+
+    def upstream_parts(self, upstream: Upstream) -> tuple[bytes, bytes]:
+        """The upstream's Host header value and path prefix, as bytes (cached)."""
+        parts = self._hosts.get(upstream.key)
+        if parts is None:
+            host = host_header(upstream.host, upstream.port, upstream.scheme)
+            parts = self._hosts[upstream.key] = (host, upstream.prefix.encode("latin-1"))
+        return parts
+
+    def snapshot(self) -> dict[str, Any]:
+        """The pool's snapshot (see ``Pool.snapshot``)."""
+        return self.pool.snapshot()
+
+
+def log_failure(
+    method: str, path: str, reply: ErrorReply, detail: object, lease: Lease | None
+) -> None:
+    """The one line a request answered by the proxy itself leaves."""
+    where = f" from {lease.upstream.url}" if lease is not None else ""
+    log.warning(
+        "%s %s -> %d %s%s: %s", method, path, reply.status, reply.reason, where, detail or "-"
+    )

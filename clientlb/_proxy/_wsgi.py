@@ -1,0 +1,313 @@
+"""``WSGIProxy`` and ``WSGIProxyMiddleware``: the WSGI twins of the ASGI proxy.
+
+The same plan, header policy and error table, driven with the sync engine (over
+httpcore, the I/O layer of httpx) in the server's worker thread. The response
+body is an iterator that the server pulls, so it streams with the server's own
+backpressure; when the server closes it early (the client left) the upstream
+exchange is closed and the lease ends as ``CANCELLED``. An upstream failure
+mid-body raises from the iterator, which makes the server drop the connection
+rather than end the body as if it were complete.
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import httpx
+
+from .._core import Algorithm, AttemptPlan, Lease, NoUpstream, Outcome, Pool, Upstream
+from .._errors_map import outcome_of
+from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
+from ._engine import SyncEngine, SyncHttpcoreEngine, SyncResponse, Timeouts
+from ._errors import ErrorReply, reply_for
+from ._headers import request_target, response_headers
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class UpstreamAborted(Exception):
+    """The upstream failed after the response started; the server must drop the
+    client connection."""
+
+
+def environ_headers(environ: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """The request headers of a WSGI environ, lower-case, as bytes."""
+    out = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").lower()
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if not value:
+                continue
+            name = key.replace("_", "-").lower()
+        else:
+            continue
+        out.append((name.encode("latin-1"), str(value).encode("latin-1")))
+    return out
+
+
+def raw_target(environ: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The client's raw path and query: the server's undecoded ``RAW_URI`` or
+    ``REQUEST_URI`` when it gives one, else rebuilt from ``PATH_INFO``."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        path, _, query = str(raw).encode("latin-1").partition(b"?")
+        return path, query
+    from urllib.parse import quote
+
+    path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")
+    return quote(path, safe="/%;,=:@!$&'()*+~").encode("ascii"), environ.get(
+        "QUERY_STRING", ""
+    ).encode("latin-1")
+
+
+class _Body:
+    __slots__ = ("_input", "_parts", "_remaining", "length", "started")
+
+    def __init__(
+        self, stream: Any, parts: list[bytes], length: int | None, remaining: int | None
+    ) -> None:
+        self._input = stream
+        self._parts = parts
+        self.length = length
+        self._remaining = remaining
+        self.started = False
+
+    def read(self) -> bytes:
+        self.started = True
+        if self._parts:
+            return self._parts.pop(0)
+        size = 65536 if self._remaining is None else min(65536, self._remaining)
+        if size <= 0:
+            return b""
+        chunk: bytes = self._input.read(size)
+        if self._remaining is not None:
+            self._remaining -= len(chunk)
+        return chunk
+
+
+class WSGIProxy(ProxyBase):
+    """A WSGI app that forwards every request to an upstream the pool picks.
+
+    Takes ``ProxyApp``'s arguments (``upstreams``/``standbys``/``algorithm`` or
+    ``pool``, ``trusted_proxies``, ``preserve_host``, ``retry_body_limit``,
+    ``timeout``); ``engine`` is a sync engine (default over httpcore). Safe to
+    call from many worker threads at once.
+    """
+
+    def __init__(
+        self,
+        upstreams: Iterable[str | Upstream] | Pool | None = None,
+        standbys: Iterable[str | Upstream] = (),
+        algorithm: str | Algorithm = "round_robin",
+        *,
+        pool: Pool | None = None,
+        trusted_proxies: Iterable[str] = (),
+        preserve_host: bool = False,
+        retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
+        timeout: Any = None,
+        engine: SyncEngine | None = None,
+        pool_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            upstreams,
+            standbys,
+            algorithm,
+            pool=pool,
+            trusted_proxies=trusted_proxies,
+            preserve_host=preserve_host,
+            retry_body_limit=retry_body_limit,
+            timeout=Timeouts() if timeout is None else timeout,
+            pool_options=pool_options,
+        )
+        self.engine: SyncEngine = engine if engine is not None else SyncHttpcoreEngine()
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        raw_path, query = raw_target(environ)
+        body = self._read_body(environ)
+        headers, key, has_host = self.policy.request(
+            environ_headers(environ),
+            environ.get("REMOTE_ADDR") or None,
+            environ.get("wsgi.url_scheme", "http"),
+        )
+        pool = self.pool
+        plan = AttemptPlan(pool, method, key if pool.algorithm.hashes else None)
+        path = environ.get("PATH_INFO", "/")
+        try:
+            lease = plan.first()
+        except NoUpstream as exc:
+            return self._reply(start_response, method, path, reply_for(exc), exc, None)
+        retry_on = pool.retry.retry_on_status
+        while True:
+            host, prefix = self.upstream_parts(lease.upstream)
+            attempt_headers = headers.copy() if has_host else [*headers, (b"host", host)]
+            target = request_target(prefix, raw_path, query)
+            try:
+                response = self.engine.request(
+                    lease.upstream,
+                    method.encode("ascii"),
+                    target,
+                    attempt_headers,
+                    body,
+                    self.timeouts,
+                )
+            except httpx.TransportError as exc:
+                outcome = outcome_of(exc)
+                lease.finish(outcome)
+                plan.record(lease, outcome)
+                if plan.retry_after(outcome, replayable=_replayable(body)):
+                    try:
+                        lease = plan.next()
+                        continue
+                    except NoUpstream:
+                        pass
+                return self._reply(start_response, method, path, reply_for(exc), exc, lease)
+            except BaseException:
+                lease.finish(Outcome.CANCELLED)
+                raise
+            status = response.status
+            lease.responded(status)
+            if status in retry_on and plan.retry_after(
+                None, status=status, replayable=_replayable(body)
+            ):
+                try:
+                    following = plan.next()
+                except NoUpstream:
+                    pass
+                else:
+                    plan.record(lease, "response", status)
+                    response.close()
+                    lease.finish(Outcome.SUCCESS)
+                    lease = following
+                    continue
+            start_response(
+                _status_line(status),
+                [
+                    (n.decode("latin-1"), v.decode("latin-1"))
+                    for n, v in response_headers(response.headers)
+                ],
+            )
+            return _Relay(response, lease, method, path)
+
+    def _read_body(self, environ: dict[str, Any]) -> bytes | _Body:
+        stream = environ["wsgi.input"]
+        try:
+            length: int | None = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            length = None
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if length is None and not chunked:
+            return b""
+        limit = self.retry_body_limit
+        if length is not None:
+            if length <= limit:
+                return bytes(stream.read(length)) if length else b""
+            return _Body(stream, [], length, length)
+        parts: list[bytes] = []
+        size = 0  # chunked: the server dechunks; read until EOF
+        while size <= limit:
+            chunk = stream.read(min(65536, limit + 1 - size))
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+            size += len(chunk)
+        return _Body(stream, parts, None, None)
+
+    def _reply(
+        self,
+        start_response: StartResponse,
+        method: str,
+        path: str,
+        reply: ErrorReply,
+        detail: object,
+        lease: Lease | None,
+    ) -> list[bytes]:
+        log_failure(method, path, reply, detail, lease)
+        start_response(
+            _status_line(reply.status), [(n.decode(), v.decode()) for n, v in reply.headers]
+        )
+        return [b""] if method == "HEAD" else [reply.body]
+
+
+def _replayable(body: bytes | _Body) -> bool:
+    return isinstance(body, bytes) or not body.started
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
+class _Relay:
+    """The response body iterator; ``close()`` settles the lease."""
+
+    def __init__(self, response: SyncResponse, lease: Lease, method: str, path: str) -> None:
+        self._response = response
+        self._lease = lease
+        self._method = method
+        self._path = path
+        self._outcome = Outcome.CANCELLED
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = self._response.read()
+        except httpx.TransportError as exc:
+            self._outcome = outcome_of(exc)
+            log_failure(
+                self._method,
+                self._path,
+                reply_for(exc),
+                f"aborted mid-response: {exc}",
+                self._lease,
+            )
+            self.close()
+            raise UpstreamAborted(str(exc)) from None
+        if not chunk:
+            self._outcome = Outcome.SUCCESS
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        try:
+            self._response.close()
+        finally:
+            self._lease.finish(self._outcome)
+
+
+class WSGIProxyMiddleware:
+    """Forward requests whose path is ``prefix`` or under it; pass the rest to
+    ``app``. The prefix is removed before forwarding unless ``strip_prefix=False``."""
+
+    def __init__(
+        self, app: WSGIApp, prefix: str = "/", *, strip_prefix: bool = True, **options: Any
+    ) -> None:
+        self.app = app
+        self.proxy = WSGIProxy(**options)
+        self.prefix = prefix.rstrip("/")
+        self.strip_prefix = strip_prefix
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        prefix = self.prefix
+        if prefix and not (path == prefix or path.startswith(prefix + "/")):
+            return self.app(environ, start_response)
+        if prefix and self.strip_prefix:
+            environ = dict(environ)
+            environ["PATH_INFO"] = path[len(prefix) :] or "/"
+            raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+            if raw and str(raw).startswith(prefix):
+                environ["RAW_URI"] = str(raw)[len(prefix) :] or "/"
+                environ.pop("REQUEST_URI", None)
+        return self.proxy(environ, start_response)
