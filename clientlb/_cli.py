@@ -1,0 +1,182 @@
+"""The ``clientlb`` command: ``clientlb proxy ...`` and ``clientlb demo ...``.
+
+Bad flags or configuration end the process with status 2 and one line on stderr
+that names the problem; nothing starts listening before everything is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from ._core import ALGORITHMS, ConfigError
+
+PROG = "clientlb"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line, not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _algorithm(value: str) -> str:
+    if value not in ALGORITHMS:
+        raise argparse.ArgumentTypeError(
+            f"unknown algorithm {value!r}; one of {', '.join(ALGORITHMS)}"
+        )
+    return value
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return number
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog=PROG, description="An in-process load balancer: forwarding proxy and demo.")
+    commands = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    proxy = commands.add_parser("proxy", help="run the forwarding proxy")
+    proxy.add_argument(
+        "--listen", metavar="HOST:PORT", help="where to listen (default 127.0.0.1:8080)"
+    )
+    proxy.add_argument(
+        "--upstream",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="a primary upstream (repeat for more)",
+    )
+    proxy.add_argument(
+        "--standby",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="a standby upstream, used only when no primary can serve",
+    )
+    proxy.add_argument(
+        "--algorithm",
+        type=_algorithm,
+        metavar="NAME",
+        help=f"one of {', '.join(ALGORITHMS)} (default round_robin)",
+    )
+    proxy.add_argument("--config", metavar="FILE.toml", help="settings file; flags override it")
+    proxy.add_argument("--health-path", metavar="PATH", help="run active health checks on PATH")
+    proxy.add_argument(
+        "--admin", metavar="HOST:PORT", help="admin listener: /status, /stats, /metrics"
+    )
+    proxy.add_argument(
+        "--trusted-proxy",
+        metavar="NETWORK",
+        action="append",
+        default=[],
+        help="believe X-Forwarded-For from this address or network (repeat)",
+    )
+    proxy.add_argument(
+        "--preserve-host",
+        action="store_true",
+        default=None,
+        help="send the client's Host header upstream",
+    )
+    proxy.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"))
+    # Discovery flags (--discovery ...) are added here by the discovery package.
+
+    demo = commands.add_parser("demo", help="watch the algorithms balance live replicas")
+    demo.add_argument("--algorithm", type=_algorithm, default="least_response_time", metavar="NAME")
+    demo.add_argument("--duration", type=_positive, default=3.0, metavar="SECONDS")
+    return top
+
+
+def proxy_settings(args: argparse.Namespace) -> Any:
+    """Settings from ``--config`` and the flags (flags win)."""
+    from ._proxy._config import Settings, build, check, load_file
+
+    settings = Settings()
+    if args.config:
+        settings = build(load_file(args.config), settings)
+    flags: dict[str, Any] = {}
+    if args.listen is not None:
+        flags["listen"] = args.listen
+    if args.admin is not None:
+        flags["admin"] = args.admin
+    if args.upstream:
+        flags["upstreams"] = args.upstream
+    if args.standby:
+        flags["standbys"] = args.standby
+    if args.algorithm is not None:
+        flags["algorithm"] = args.algorithm
+    if args.trusted_proxy:
+        flags["trusted_proxies"] = args.trusted_proxy
+    if args.preserve_host is not None:
+        flags["preserve_host"] = True
+    if args.health_path is not None:
+        health = (
+            {f: getattr(settings.health, f) for f in ("interval", "timeout", "rise", "fall")}
+            if settings.health is not None
+            else {}
+        )
+        flags["health"] = {**health, "path": args.health_path}
+    if args.log_level is not None:
+        flags["server"] = {"log_level": args.log_level}
+    try:
+        return check(build(flags, settings))
+    except ConfigError as exc:
+        field = exc.field
+        if field in ("upstreams", "standbys", "listen", "admin", "algorithm", "health.path"):
+            raise ConfigError(_flag_name(field), str(exc).split(": ", 1)[-1]) from None
+        raise
+
+
+def _flag_name(field: str) -> str:
+    return {
+        "upstreams": "--upstream",
+        "standbys": "--standby",
+        "listen": "--listen",
+        "admin": "--admin",
+        "algorithm": "--algorithm",
+        "health.path": "--health-path",
+    }[field]
+
+
+def _run_proxy(args: argparse.Namespace) -> int:
+    from ._proxy._serve import run
+
+    try:
+        settings = proxy_settings(args)
+    except ConfigError as exc:
+        print(f"{PROG} proxy: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.server["log_level"].upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        run(settings)
+    except OSError as exc:
+        print(f"{PROG} proxy: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"{PROG} proxy: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``clientlb`` command; returns the exit status."""
+    args = parser().parse_args(argv)
+    if args.command == "proxy":
+        return _run_proxy(args)
+    from . import _demo
+
+    result: int = _demo.main(args.algorithm, args.duration)
+    return result

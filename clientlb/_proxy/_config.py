@@ -1,0 +1,245 @@
+"""``clientlb proxy`` settings: defaults, a TOML file, then command-line flags.
+
+The file can say everything the flags can, plus weights and tuning:
+
+    listen = "127.0.0.1:8080"
+    admin = "127.0.0.1:9901"
+    algorithm = "least_connections"
+    trusted_proxies = ["10.0.0.0/8"]
+    preserve_host = false
+    retry_body_limit = 65536
+    upstreams = ["http://10.0.0.1:8000", { url = "http://10.0.0.2:8000", weight = 2 }]
+    standbys = ["http://10.0.0.9:8000"]
+
+    [health]        # active checks; HealthCheck's fields
+    path = "/health"
+    interval = 5.0
+
+    [timeouts]      # seconds: connect, read, write, pool
+    [retry]         # RetryPolicy's fields
+    [outlier]       # OutlierDetection's fields
+    [pool]          # slow_start, fail_back_after, failure_penalty
+    [server]        # graceful_shutdown, log_level, access_log, http, loop, backlog
+
+Every problem is a ``ConfigError`` naming the field, which the CLI prints as one
+line before exiting with status 2. Unknown keys are errors too: a misspelt
+setting silently ignored is worse than a refusal to start.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .._core import (
+    ALGORITHMS,
+    ConfigError,
+    HealthCheck,
+    OutlierDetection,
+    RetryPolicy,
+    Upstream,
+)
+from ._engine import Timeouts
+from ._headers import parse_networks
+
+_SERVER_DEFAULTS: dict[str, Any] = {
+    "graceful_shutdown": 30.0,
+    "log_level": "info",
+    "access_log": False,
+    "http": "auto",
+    "loop": "auto",
+    "backlog": 2048,
+}
+DEFAULT_OUTLIER = OutlierDetection()
+_POOL_KEYS = frozenset({"slow_start", "fail_back_after", "failure_penalty", "slow_start_min_share"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``clientlb proxy`` runs with, validated."""
+
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    admin: tuple[str, int] | None = None
+    upstreams: tuple[Upstream, ...] = ()
+    standbys: tuple[Upstream, ...] = ()
+    algorithm: str = "round_robin"
+    trusted_proxies: tuple[str, ...] = ()
+    preserve_host: bool = False
+    retry_body_limit: int = 64 * 1024
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: RetryPolicy | None = None
+    outlier: OutlierDetection | None = DEFAULT_OUTLIER
+    health: HealthCheck | None = None
+    pool: dict[str, float] = field(default_factory=dict)
+    server: dict[str, Any] = field(default_factory=lambda: dict(_SERVER_DEFAULTS))
+    # Discovery providers are configured here too; they are added by the
+    # discovery package (``--discovery`` and the ``[discovery]`` table).
+    discovery: dict[str, Any] = field(default_factory=dict)
+
+    def pool_options(self) -> dict[str, Any]:
+        return {"retry": self.retry, "outlier": self.outlier, **self.pool}
+
+
+def parse_address(value: object, name: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a pair."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(name, f"expected HOST:PORT, got {value!r}")
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(name, f"invalid port in {value!r}")
+    return host, int(port)
+
+
+def _upstream(value: object, name: str) -> Upstream:
+    try:
+        if isinstance(value, str):
+            return Upstream(value)
+        if isinstance(value, dict):
+            unknown = set(value) - {"url", "weight"}
+            if unknown:
+                raise ConfigError(name, f"unknown key {sorted(unknown)[0]!r} in an upstream")
+            if "url" not in value:
+                raise ConfigError(name, "an upstream table needs a url")
+            return Upstream(value["url"], value.get("weight", 1))
+    except ConfigError as exc:
+        raise ConfigError(name, str(exc)) from None
+    raise ConfigError(name, f"expected a URL or {{url, weight}}, got {value!r}")
+
+
+def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.pop(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a table, got {value!r}")
+    return value
+
+
+def _build(cls: Any, values: dict[str, Any], name: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"{name}.{key}", "unknown setting")
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}.{exc.field}", str(exc).split(": ", 1)[-1]) from None
+    except TypeError as exc:
+        raise ConfigError(name, str(exc)) from None
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read a TOML file into a plain dict (errors name the file)."""
+    try:
+        with Path(path).open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path}: {exc}") from None
+
+
+def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
+    """Settings from a config mapping (as read from TOML, or built from flags)."""
+    data = dict(data)
+    changes: dict[str, Any] = {}
+    if "listen" in data:
+        changes["listen"] = parse_address(data.pop("listen"), "listen")
+    if "admin" in data:
+        admin = data.pop("admin")
+        changes["admin"] = parse_address(admin, "admin") if admin else None
+    for key in ("upstreams", "standbys"):
+        if key in data:
+            values = data.pop(key)
+            if not isinstance(values, list):
+                raise ConfigError(key, "expected a list of URLs")
+            changes[key] = tuple(_upstream(v, key) for v in values)
+    if "algorithm" in data:
+        algorithm = data.pop("algorithm")
+        if algorithm not in ALGORITHMS:
+            raise ConfigError(
+                "algorithm", f"unknown algorithm {algorithm!r}; one of {', '.join(ALGORITHMS)}"
+            )
+        changes["algorithm"] = algorithm
+    if "trusted_proxies" in data:
+        proxies = data.pop("trusted_proxies")
+        proxies = [proxies] if isinstance(proxies, str) else proxies
+        try:
+            parse_networks(proxies)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError("trusted_proxies", str(exc)) from None
+        changes["trusted_proxies"] = tuple(proxies)
+    if "preserve_host" in data:
+        value = data.pop("preserve_host")
+        if not isinstance(value, bool):
+            raise ConfigError("preserve_host", f"expected true or false, got {value!r}")
+        changes["preserve_host"] = value
+    if "retry_body_limit" in data:
+        value = data.pop("retry_body_limit")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError("retry_body_limit", f"expected a whole number >= 0, got {value!r}")
+        changes["retry_body_limit"] = value
+    if "timeouts" in data:
+        values = {**_as_dict(base.timeouts), **_table(data, "timeouts")}
+        changes["timeouts"] = _timeouts(values)
+    for key, cls in (
+        ("retry", RetryPolicy),
+        ("outlier", OutlierDetection),
+        ("health", HealthCheck),
+    ):
+        if key in data:
+            table = _table(data, key)
+            if key == "retry" and "retry_on_status" in table:
+                table["retry_on_status"] = frozenset(table["retry_on_status"])
+            if key == "health" and "expected" in table:
+                table["expected"] = frozenset(table["expected"])
+            changes[key] = _build(cls, table, key)
+    if "pool" in data:
+        table = _table(data, "pool")
+        for key in table:
+            if key not in _POOL_KEYS:
+                raise ConfigError(f"pool.{key}", "unknown setting")
+        changes["pool"] = table
+    if "server" in data:
+        table = _table(data, "server")
+        for key in table:
+            if key not in _SERVER_DEFAULTS:
+                raise ConfigError(f"server.{key}", "unknown setting")
+        changes["server"] = {**base.server, **table}
+    if "discovery" in data:
+        changes["discovery"] = _table(data, "discovery")
+    if data:
+        raise ConfigError(sorted(data)[0], "unknown setting")
+    return replace(base, **changes)
+
+
+def _as_dict(timeouts: Timeouts) -> dict[str, Any]:
+    return {f.name: getattr(timeouts, f.name) for f in fields(timeouts)}
+
+
+def _timeouts(values: dict[str, Any]) -> Timeouts:
+    for key, value in values.items():
+        if key not in ("connect", "read", "write", "pool"):
+            raise ConfigError(f"timeouts.{key}", "unknown setting")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        ):
+            raise ConfigError(
+                f"timeouts.{key}", f"expected a positive number of seconds, got {value!r}"
+            )
+    return Timeouts(**values)
+
+
+def check(settings: Settings) -> Settings:
+    """The checks that need the whole picture (after file and flags merged)."""
+    if not settings.upstreams and not settings.standbys and not settings.discovery:
+        raise ConfigError(
+            "--upstream", "give at least one upstream (--upstream URL or upstreams = [...])"
+        )
+    seen: set[str] = set()
+    for up in (*settings.upstreams, *settings.standbys):
+        if up.key in seen:
+            raise ConfigError("upstreams", f"duplicate upstream {up.url}")
+        seen.add(up.key)
+    return settings
