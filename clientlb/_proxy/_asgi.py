@@ -49,12 +49,16 @@ class _Body:
 
     __slots__ = ("_parts", "_receive", "done", "length", "started")
 
-    def __init__(self, receive: Receive, parts: list[bytes], length: int | None) -> None:
+    def __init__(
+        self, receive: Receive, parts: list[bytes], length: int | None, complete: bool = False
+    ) -> None:
         self._receive = receive
         self._parts = parts
         self.length = length
         self.started = False
         self.done = anyio.Event()
+        if complete:
+            self.done.set()
 
     async def read(self) -> bytes:
         self.started = True
@@ -189,14 +193,16 @@ class ProxyApp(ProxyBase):
         message = await receive()
         if message["type"] == "http.disconnect":
             return
-        body: bytes | _Body = message.get("body", b"")
+        first: bytes = message.get("body", b"")
+        body: bytes | _Body = first
         if message.get("more_body", False):
-            whole = await self._read_body(
-                receive, message.get("body", b""), _content_length(headers_in)
-            )
+            whole = await self._read_body(receive, first, _content_length(headers_in))
             if whole is None:
                 return
             body = whole
+        elif len(first) > self.retry_body_limit:
+            # Whole already, but over the limit: sent once, never resent.
+            body = _Body(receive, [first], len(first), complete=True)
         client = scope.get("client")
         headers, key, has_host = self.policy.request(
             headers_in, client[0] if client else None, scope["scheme"]

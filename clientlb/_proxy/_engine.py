@@ -120,11 +120,11 @@ class SyncEngine(Protocol):
 def frame(headers: Headers, body: bytes | BodyStream | SyncBodyStream) -> Headers:
     """Add the request's framing header when the client's was dropped: a body read
     whole gets its Content-Length, a stream of unknown length goes chunked."""
-    if isinstance(body, bytes):
-        if body and not any(n == b"content-length" for n, _ in headers):
-            headers.append((b"content-length", str(len(body)).encode("ascii")))
-    elif body.length is None:
+    length = len(body) if isinstance(body, bytes) else body.length
+    if length is None:
         headers.append((b"transfer-encoding", b"chunked"))
+    elif length and not any(n == b"content-length" for n, _ in headers):
+        headers.append((b"content-length", str(length).encode("ascii")))
     return headers
 
 

@@ -1,0 +1,163 @@
+"""The header and target policy, without sockets."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from clientlb._core import NoUpstream
+from clientlb._proxy._errors import reply_for
+from clientlb._proxy._headers import (
+    HeaderPolicy,
+    host_header,
+    request_target,
+    response_headers,
+)
+
+
+def names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    return [n for n, _ in headers]
+
+
+def value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    found = [v for n, v in headers if n == name]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def test_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
+    policy = HeaderPolicy()
+    out, _, has_host = policy.request(
+        [
+            (b"connection", b"keep-alive, X-Secret , x-other"),
+            (b"keep-alive", b"timeout=5"),
+            (b"te", b"trailers"),
+            (b"trailer", b"x"),
+            (b"transfer-encoding", b"chunked"),
+            (b"upgrade", b"h2c"),
+            (b"proxy-authorization", b"Basic eA=="),
+            (b"proxy-connection", b"keep-alive"),
+            (b"x-secret", b"1"),
+            (b"x-other", b"2"),
+            (b"expect", b"100-continue"),
+            (b"accept", b"*/*"),
+            (b"host", b"public.example"),
+        ],
+        "203.0.113.7",
+        "http",
+    )
+    assert not has_host
+    assert names(out) == [b"accept", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"]
+
+
+def test_forwarded_headers_from_an_untrusted_peer_are_replaced() -> None:
+    out, client, _ = HeaderPolicy().request(
+        [
+            (b"x-forwarded-for", b"1.2.3.4"),
+            (b"x-forwarded-proto", b"https"),
+            (b"x-forwarded-host", b"evil"),
+            (b"host", b"site"),
+        ],
+        "203.0.113.7",
+        "http",
+    )
+    assert value(out, b"x-forwarded-for") == b"203.0.113.7"
+    assert value(out, b"x-forwarded-proto") == b"http"
+    assert value(out, b"x-forwarded-host") == b"site"
+    assert client == "203.0.113.7"
+
+
+def test_forwarded_headers_from_a_trusted_peer_are_kept_and_appended() -> None:
+    policy = HeaderPolicy(["10.0.0.0/8", "::1"])
+    out, client, _ = policy.request(
+        [
+            (b"x-forwarded-for", b"198.51.100.1, 10.1.1.1"),
+            (b"x-forwarded-for", b"10.2.2.2"),
+            (b"x-forwarded-proto", b"https"),
+            (b"x-forwarded-host", b"shop.example"),
+            (b"host", b"internal"),
+        ],
+        "10.9.9.9",
+        "http",
+    )
+    assert value(out, b"x-forwarded-for") == b"198.51.100.1, 10.1.1.1, 10.2.2.2, 10.9.9.9"
+    assert value(out, b"x-forwarded-proto") == b"https"
+    assert value(out, b"x-forwarded-host") == b"shop.example"
+    assert client == "198.51.100.1"  # the right-most untrusted hop
+
+
+def test_client_key_is_rightmost_untrusted_hop() -> None:
+    policy = HeaderPolicy(["10.0.0.0/8"])
+    _, client, _ = policy.request(
+        [(b"x-forwarded-for", b"6.6.6.6, 198.51.100.1, 10.0.0.5")], "10.0.0.1", "http"
+    )
+    assert client == "198.51.100.1"  # 6.6.6.6 may be forged by the client
+    _, client, _ = policy.request([(b"x-forwarded-for", b"10.0.0.7")], "10.0.0.1", "http")
+    assert client == "10.0.0.7"  # every hop trusted: the left-most
+    _, client, _ = policy.request([(b"x-forwarded-for", b"198.51.100.1")], "192.0.2.1", "http")
+    assert client == "192.0.2.1"  # untrusted peer: its own address
+
+
+def test_preserve_host_keeps_the_clients_host() -> None:
+    out, _, has_host = HeaderPolicy(preserve_host=True).request(
+        [(b"host", b"public.example")], "192.0.2.1", "https"
+    )
+    assert has_host and value(out, b"host") == b"public.example"
+    assert value(out, b"x-forwarded-proto") == b"https"
+
+
+def test_bad_trusted_proxy_is_refused() -> None:
+    with pytest.raises(ValueError, match="not-an-ip"):
+        HeaderPolicy(["not-an-ip"])
+
+
+@pytest.mark.parametrize(
+    ("prefix", "raw", "query", "expected"),
+    [
+        (b"", b"/a%2Fb/%2e%2e/c", b"x=1&x=2", b"/a%2Fb/%2e%2e/c?x=1&x=2"),
+        (b"/v2", b"/users/1", b"", b"/v2/users/1"),
+        (b"/v%20x", b"/a", b"q", b"/v%20x/a?q"),
+        (b"", b"http://169.254.169.254/latest/meta-data", b"", b"/latest/meta-data"),
+        (b"", b"http://169.254.169.254", b"", b"/"),
+        (b"/p", b"*", b"", b"/p"),
+        (b"", b"/a/../b//c", b"", b"/a/../b//c"),
+    ],
+)
+def test_request_target_is_prefix_plus_raw_path(
+    prefix: bytes, raw: bytes, query: bytes, expected: bytes
+) -> None:
+    assert request_target(prefix, raw, query) == expected
+
+
+def test_response_headers_keep_repeats_and_drop_hop_by_hop() -> None:
+    out = response_headers(
+        [
+            (b"Set-Cookie", b"a=1"),
+            (b"Connection", b"close, X-Internal"),
+            (b"X-Internal", b"1"),
+            (b"Set-Cookie", b"b=2"),
+            (b"Content-Length", b"3"),
+            (b"Keep-Alive", b"timeout=5"),
+        ]
+    )
+    assert out == [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"content-length", b"3")]
+    chunked = response_headers([(b"transfer-encoding", b"chunked"), (b"content-length", b"3")])
+    assert chunked == []
+
+
+def test_host_header_omits_default_ports() -> None:
+    assert host_header("example.com", 80, "http") == b"example.com"
+    assert host_header("example.com", 8443, "https") == b"example.com:8443"
+    assert host_header("::1", 8000, "http") == b"[::1]:8000"
+
+
+def test_error_table() -> None:
+    assert reply_for(NoUpstream("x")).status == 503
+    assert reply_for(httpx.ConnectError("x")).status == 502
+    assert reply_for(httpx.ConnectTimeout("x")).status == 502
+    for exc in (httpx.ReadTimeout("x"), httpx.WriteTimeout("x"), httpx.PoolTimeout("x")):
+        assert reply_for(exc).status == 504
+    assert reply_for(httpx.RemoteProtocolError("x")).status == 502
+    assert reply_for(httpx.ReadError("x")).status == 502
+    assert reply_for(RuntimeError("x")).status == 502
+    assert b"Traceback" not in reply_for(RuntimeError("x")).body
