@@ -9,5 +9,7 @@ Layout: ``_headers`` (header and target policy, sans-IO), ``_errors`` (failure t
 
 from ._asgi import ProxyApp as ProxyApp
 from ._asgi import ProxyMiddleware as ProxyMiddleware
+from ._wsgi import WSGIProxy as WSGIProxy
+from ._wsgi import WSGIProxyMiddleware as WSGIProxyMiddleware
 
-__all__ = ["ProxyApp", "ProxyMiddleware"]
+__all__ = ["ProxyApp", "ProxyMiddleware", "WSGIProxy", "WSGIProxyMiddleware"]

@@ -16,7 +16,7 @@ from clientlb import Pool
 from clientlb._proxy import ProxyApp
 
 from ..replicas import Replica, closed_port
-from .conftest import in_flight
+from .conftest import in_flight, wait_until
 from .servers import Dying, Served, Special, raw_request, split_response
 
 pytestmark = pytest.mark.integration
@@ -180,10 +180,7 @@ def test_client_disconnect_cancels_the_upstream_request(
         assert app_state.started.wait(5)
         assert in_flight(app.pool) == 1
     assert app_state.disconnected.wait(5), "the upstream request was not cancelled"
-    deadline = __import__("time").monotonic() + 5
-    while in_flight(app.pool) and __import__("time").monotonic() < deadline:
-        __import__("time").sleep(0.01)
-    assert in_flight(app.pool) == 0
+    assert wait_until(lambda: in_flight(app.pool) == 0)
 
 
 def test_no_healthy_upstream_is_503(proxy: Start, caplog: pytest.LogCaptureFixture) -> None:
@@ -224,7 +221,7 @@ def test_large_streamed_body_is_not_resent(proxy: Start) -> None:
     dying = Dying(answer=False)  # reads the head, then closes: a reset
     try:
         with Replica("b") as good:
-            app, served = proxy([dying.url, good.url], retry_body_limit=1024)
+            _, served = proxy([dying.url, good.url], retry_body_limit=1024)
             for size, resent in ((100, True), (10_000, False)):
                 for _ in range(6):  # until one starts at the dying upstream
                     dead_before, good_before = dying.accepted, good.count()
