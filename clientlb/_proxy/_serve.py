@@ -132,6 +132,7 @@ async def serve(
                 break
             await asyncio.sleep(0.01)
         else:
+            _announce(sockets, len(app.pool))
             if ready is not None:
                 ready()
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -140,6 +141,16 @@ async def serve(
         await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
             task.result()
+
+
+def _announce(sockets: tuple[socket.socket, socket.socket | None], upstreams: int) -> None:
+    """One line saying where the proxy listens (the bound ports, even for port 0)."""
+    host, port = sockets[0].getsockname()[:2]
+    admin = ""
+    if sockets[1] is not None:
+        admin_host, admin_port = sockets[1].getsockname()[:2]
+        admin = f", admin on http://{admin_host}:{admin_port}"
+    log.info("listening on http://%s:%d%s, %d upstreams", host, port, admin, upstreams)
 
 
 def run(settings: Settings, ready: Callable[[], None] | None = None) -> None:
