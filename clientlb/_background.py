@@ -1,0 +1,222 @@
+"""A pool's background work, active health checks and discovery, started and stopped
+with the transport or app that owns the pool.
+
+Sync owners (``BalancingTransport``, ``WSGIProxy``) use daemon threads::
+
+    self._background = Background(pool, health_check=check, discovery=provider).start()
+    ...
+    def close(self) -> None:
+        self._background.close()        # stops and joins every thread it started
+
+Async owners (``AsyncBalancingTransport``, ``ProxyApp`` in its lifespan) use an
+anyio task group, under asyncio or trio::
+
+    self._background = AsyncBackground(pool, health_check=check, discovery=provider)
+
+    async def __aenter__(self):
+        await self._background.start()  # tasks run until aclose()
+        return self
+
+    async def aclose(self) -> None:
+        await self._background.aclose() # cancels the tasks and waits for them
+
+``start()`` and ``aclose()`` must run in the same task (anyio's rule for task
+groups); ``AsyncBackground`` also works as ``async with``, and ``run()`` serves
+callers with a task group of their own. With neither a health check nor a
+provider, both classes start nothing; ``close()``/``aclose()`` are idempotent and
+safe without ``start()``. After ``close()`` no thread or task of theirs is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Self
+
+import anyio
+import anyio.abc
+import httpx
+
+from ._core import HealthCheck, Pool
+from ._health import HealthChecker
+from .discovery import Provider
+
+log = logging.getLogger("clientlb")
+
+#: Seconds ``close()`` waits for each thread before saying it is stuck.
+JOIN_TIMEOUT = 30.0
+
+
+def _providers(discovery: Provider | Iterable[Provider] | None) -> list[Provider]:
+    if discovery is None:
+        return []
+    providers = [discovery] if isinstance(discovery, Provider) else list(discovery)
+    for provider in providers:
+        if not isinstance(provider, Provider):
+            raise TypeError(f"discovery: expected a clientlb.discovery provider, got {provider!r}")
+    return providers
+
+
+class _Base:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        health_check: HealthCheck | None = None,
+        discovery: Provider | Iterable[Provider] | None = None,
+    ) -> None:
+        if not isinstance(pool, Pool):
+            raise TypeError(f"expected a Pool, got {pool!r}")
+        self.pool = pool
+        self.checker = HealthChecker(pool, health_check) if health_check is not None else None
+        self.providers = _providers(discovery)
+        self.started = False
+        self.closed = False
+
+    def _begin(self) -> None:
+        if self.closed:
+            raise RuntimeError("this background runner was closed; make a new one")
+        if self.started:
+            raise RuntimeError("this background runner is already started")
+        self.started = True
+
+
+class Background(_Base):
+    """Runs a pool's health checks and discovery in daemon threads.
+
+    **Parameters:**
+
+    * **pool** - the pool to check and feed.
+    * **health_check** - a ``HealthCheck`` policy, or ``None`` for no active checks.
+    * **discovery** - a provider (or several) feeding the pool, or ``None``.
+    * **transport** - the httpx transport for the checks (still owned by the
+      caller); by default the checker has its own.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        health_check: HealthCheck | None = None,
+        discovery: Provider | Iterable[Provider] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(pool, health_check=health_check, discovery=discovery)
+        self.transport = transport
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> Self:
+        """Start the threads (none if there is nothing to run)."""
+        self._begin()
+        for provider in self.providers:
+            self._spawn(f"clientlb-discovery {provider!r}", provider.run, self.pool, self._stop)
+        if self.checker is not None:
+            self._spawn("clientlb-health", self.checker.run, self._stop, self.transport)
+        return self
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
+        def body() -> None:
+            try:
+                target(*args)
+            except Exception:  # pragma: no cover - the loops catch their own errors
+                log.exception("%s stopped by an unexpected error", name)
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self) -> None:
+        """Stop every thread and wait for it to end. Idempotent."""
+        self.closed = True
+        self._stop.set()
+        for provider in self.providers:
+            provider.interrupt()
+        for thread in self._threads:
+            thread.join(JOIN_TIMEOUT)
+            if thread.is_alive():  # pragma: no cover - every blocking call is bounded
+                log.error("%s did not stop within %ss", thread.name, JOIN_TIMEOUT)
+        self._threads.clear()
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The threads started and not yet joined."""
+        return list(self._threads)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncBackground(_Base):
+    """Runs a pool's health checks and discovery as anyio tasks (asyncio or trio).
+
+    Same parameters as ``Background``, with an ``httpx.AsyncBaseTransport``.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        health_check: HealthCheck | None = None,
+        discovery: Provider | Iterable[Provider] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(pool, health_check=health_check, discovery=discovery)
+        self.transport = transport
+        self._group: anyio.abc.TaskGroup | None = None
+
+    def _launch(self, tg: anyio.abc.TaskGroup) -> None:
+        for provider in self.providers:
+            tg.start_soon(provider.arun, self.pool, name=f"clientlb-discovery {provider!r}")
+        if self.checker is not None:
+            tg.start_soon(self.checker.arun, self.transport, name="clientlb-health")
+
+    async def start(self) -> Self:
+        """Start the tasks in a task group of its own, until ``aclose()``."""
+        self._begin()
+        if self.providers or self.checker is not None:
+            group = anyio.create_task_group()
+            await group.__aenter__()
+            self._group = group
+            self._launch(group)
+        return self
+
+    async def aclose(self) -> None:
+        """Cancel the tasks and wait for them to end. Idempotent."""
+        self.closed = True
+        group, self._group = self._group, None
+        if group is not None:
+            group.cancel_scope.cancel()
+            await group.__aexit__(None, None, None)
+
+    async def run(self) -> None:
+        """Run the tasks here until cancelled: for a caller's own task group,
+        ``tg.start_soon(background.run)``."""
+        self._begin()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._launch(tg)
+                await anyio.sleep_forever()
+        finally:
+            self.closed = True
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,123 @@
+"""Active health checks: the I/O around the ``HealthCheck`` policy.
+
+``HealthChecker`` sends ``GET path`` to every upstream of a pool (draining ones
+aside) once per interval and hands each result to ``pool.report_check()``, where
+the rise/fall counting and every health decision live. The sync driver ``run()``
+is the body of a thread and checks the upstreams in parallel on a small thread
+pool; the async driver ``arun()`` is an anyio task (asyncio or trio) with one
+child task per check. Checks go straight to the upstream, never through the
+balancer, and never count as traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import anyio
+import httpx
+
+from ._core import Health, HealthCheck, Member, Pool
+
+log = logging.getLogger("clientlb.health")
+
+#: Checks that may run at once in the sync driver.
+MAX_WORKERS = 16
+HEADERS = {"user-agent": "clientlb-health-check"}
+
+
+class HealthChecker:
+    """Runs ``policy`` against the upstreams of ``pool``.
+
+    ``transport`` is the httpx transport for the checks (the caller keeps
+    ownership; by default the checker opens and closes its own).
+    """
+
+    def __init__(self, pool: Pool, policy: HealthCheck) -> None:
+        if not isinstance(policy, HealthCheck):
+            raise TypeError(f"expected a HealthCheck, got {policy!r}")
+        self.pool = pool
+        self.policy = policy
+        self.rounds = 0  # completed rounds, for tests and benchmarks
+
+    def targets(self) -> list[Member]:
+        """The members to check this round: all but the draining ones."""
+        return [m for m in self.pool.members if m.health is not Health.DRAINING]
+
+    def report(self, member: Member, status: int | None, error: str = "") -> None:
+        """Hand one result to the pool; log when it changes the member's health."""
+        policy = self.policy
+        passed = status is not None and policy.passed(status)
+        before = member.health
+        self.pool.report_check(member.upstream, passed, rise=policy.rise, fall=policy.fall)
+        after = member.health
+        if after is not before:
+            why = f"status {status}" if status is not None else error or "no answer"
+            log.info("%s: %s -> %s (check %s)", member.upstream.url, before.value, after.value, why)
+
+    # -- sync driver ----------------------------------------------------------------
+
+    def run(self, stop: threading.Event, transport: httpx.BaseTransport | None = None) -> None:
+        """Check every interval until ``stop`` is set (the body of a thread)."""
+        own = transport is None
+        client = httpx.Client(
+            transport=transport or httpx.HTTPTransport(), timeout=self.policy.timeout
+        )
+        workers = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="clientlb-health")
+        try:
+            due = time.monotonic()
+            while not stop.is_set():
+                checks = [workers.submit(self._check, client, m) for m in self.targets()]
+                for check in checks:
+                    check.result()
+                self.rounds += 1
+                due = max(due + self.policy.interval, time.monotonic())
+                if stop.wait(due - time.monotonic()):
+                    break
+        finally:
+            workers.shutdown(wait=True, cancel_futures=True)
+            if own:
+                client.close()
+
+    def _check(self, client: httpx.Client, member: Member) -> None:
+        status, error = None, ""
+        try:
+            response = client.get(self.policy.url(member.upstream.url), headers=HEADERS)
+            status = response.status_code
+        except Exception as exc:  # any failure to get an answer fails the check
+            error = type(exc).__name__
+        self.report(member, status, error)
+
+    # -- async driver ---------------------------------------------------------------
+
+    async def arun(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """Check every interval until cancelled (an anyio task)."""
+        own = transport is None
+        client = httpx.AsyncClient(
+            transport=transport or httpx.AsyncHTTPTransport(), timeout=self.policy.timeout
+        )
+        try:
+            due = anyio.current_time()
+            while True:
+                async with anyio.create_task_group() as tg:
+                    for member in self.targets():
+                        tg.start_soon(self._acheck, client, member)
+                self.rounds += 1
+                due = max(due + self.policy.interval, anyio.current_time())
+                await anyio.sleep_until(due)
+        finally:
+            if own:
+                with anyio.CancelScope(shield=True):
+                    await client.aclose()
+
+    async def _acheck(self, client: httpx.AsyncClient, member: Member) -> None:
+        status, error = None, "timeout"
+        with anyio.move_on_after(self.policy.timeout):
+            try:
+                response = await client.get(self.policy.url(member.upstream.url), headers=HEADERS)
+                status = response.status_code
+            except Exception as exc:  # any failure to get an answer fails the check
+                error = type(exc).__name__
+        self.report(member, status, error)
