@@ -5,7 +5,12 @@ helpers to talk HTTP/1.1 byte by byte."""
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -223,3 +228,47 @@ def split_response(raw: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         (k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])
     ]
     return status, headers, body
+
+
+# -- the CLI in a subprocess -------------------------------------------------------
+
+
+class Running:
+    """The CLI in a subprocess, with the addresses it announced."""
+
+    def __init__(self, args: list[str]) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clientlb", "proxy", "--listen", "127.0.0.1:0", *args],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            found = re.search(
+                r"listening on (http://[\d.:]+)(?:, admin on (http://[\d.:]+))?", line
+            )
+            if found:
+                self.url, self.admin = found.group(1), found.group(2)
+                break
+        else:
+            raise RuntimeError("the proxy did not start: " + "".join(self.lines))
+        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain.start()
+
+    def _read_rest(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(15)
+        self._drain.join(5)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        return code

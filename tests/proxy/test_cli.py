@@ -4,9 +4,6 @@ and a graceful SIGTERM."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +16,7 @@ import pytest
 from clientlb._cli import main
 
 from ..replicas import Replica
+from .servers import Running
 
 pytestmark = pytest.mark.integration
 
@@ -74,47 +72,6 @@ def test_bad_config_exits_2_naming_the_field(
     assert main(["proxy", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0], err
-
-
-class Running:
-    """The CLI in a subprocess, with the addresses it announced."""
-
-    def __init__(self, args: list[str]) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clientlb", "proxy", "--listen", "127.0.0.1:0", *args],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            found = re.search(
-                r"listening on (http://[\d.:]+)(?:, admin on (http://[\d.:]+))?", line
-            )
-            if found:
-                self.url, self.admin = found.group(1), found.group(2)
-                break
-        else:
-            raise RuntimeError("the proxy did not start: " + "".join(self.lines))
-        self._drain = threading.Thread(target=self._read_rest, daemon=True)
-        self._drain.start()
-
-    def _read_rest(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(15)
-        self._drain.join(5)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
-        return code
 
 
 @pytest.fixture

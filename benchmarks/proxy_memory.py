@@ -1,0 +1,191 @@
+"""Peak memory of ``clientlb proxy`` while a large upload and a large download
+stream through it.
+
+    python benchmarks/proxy_memory.py [--mib 1024]
+
+Starts an upstream (uvicorn) that counts what it receives and streams what is
+asked of it, runs ``clientlb proxy`` as a subprocess in front of it, uploads then
+downloads ``--mib`` MiB through the proxy with httpx, and reads the proxy's peak
+resident set (``VmHWM``) against its idle resident set after a warm-up request.
+The target is a peak within 64 MiB of idle. Loopback only; stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import uvicorn
+
+CHUNK = 64 * 1024
+LIMIT_MIB = 64
+
+
+async def upstream(scope: Any, receive: Any, send: Any) -> None:
+    """``POST /upload`` answers the byte count; ``GET /download?mib=N`` streams."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/upload":
+        total = 0
+        while True:
+            message = await receive()
+            total += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = str(total).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return
+    mib = int(scope["query_string"].decode().partition("=")[2] or "1")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(mib * 1024 * 1024).encode())],
+        }
+    )
+    chunk = b"x" * CHUNK
+    for _ in range(mib * 1024 * 1024 // CHUNK):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _rss(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
+    return {k: int(v.split()[0]) * 1024 for k, v in fields.items()}
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        config = uvicorn.Config(upstream, log_level="warning", lifespan="off", loop="asyncio")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+class Proxy:
+    """``clientlb proxy`` in a subprocess; ``url`` once it listens."""
+
+    def __init__(self, upstream_url: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "clientlb",
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                upstream_url,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            found = re.search(r"listening on (http://[\d.:]+)", line)
+            if found:
+                self.url = found.group(1)
+                break
+        else:
+            raise RuntimeError("the proxy did not start")
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def _chunks(total: int) -> Iterator[bytes]:
+    chunk = b"u" * CHUNK
+    for _ in range(total // CHUNK):
+        yield chunk
+
+
+def measure(mib: int) -> dict[str, float]:
+    """Stream ``mib`` MiB up and down through a fresh proxy; figures in MiB and s."""
+    size = mib * 1024 * 1024
+    with Upstream() as upstream_url:
+        proxy = Proxy(upstream_url)
+        try:
+            timeout = httpx.Timeout(120.0)
+            with httpx.Client(base_url=proxy.url, timeout=timeout) as client:
+                client.get("/download?mib=1").raise_for_status()  # warm up
+                idle = _rss(proxy.proc.pid)["VmRSS"]
+                start = time.perf_counter()
+                r = client.post("/upload", content=_chunks(size))
+                up_s = time.perf_counter() - start
+                assert r.text == str(size), r.text
+                start = time.perf_counter()
+                received = 0
+                with client.stream("GET", f"/download?mib={mib}") as response:
+                    for piece in response.iter_raw(CHUNK):
+                        received += len(piece)
+                down_s = time.perf_counter() - start
+                assert received == size, received
+                peak = _rss(proxy.proc.pid)["VmHWM"]
+        finally:
+            proxy.stop()
+    mb = 1024 * 1024
+    return {
+        "mib": mib,
+        "idle_mib": idle / mb,
+        "peak_mib": peak / mb,
+        "growth_mib": (peak - idle) / mb,
+        "upload_s": up_s,
+        "download_s": down_s,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=1024, help="size of each transfer (MiB)")
+    args = parser.parse_args()
+    r = measure(args.mib)
+    print(f"{r['mib']} MiB up and down through clientlb proxy")
+    print(f"  upload   {r['upload_s']:.1f} s ({r['mib'] / r['upload_s']:.0f} MiB/s)")
+    print(f"  download {r['download_s']:.1f} s ({r['mib'] / r['download_s']:.0f} MiB/s)")
+    print(
+        f"  proxy RSS idle {r['idle_mib']:.1f} MiB, peak {r['peak_mib']:.1f} MiB, "
+        f"growth {r['growth_mib']:.1f} MiB (target <= {LIMIT_MIB})"
+    )
+    return 0 if r["growth_mib"] <= LIMIT_MIB else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
