@@ -364,10 +364,9 @@ class PowerOfTwo(Algorithm):
         return (m.in_flight + 1) / m.weight
 
     def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
-        members = self.members
-        if exclude and any(m in exclude for m in self._two(members)):
-            members = _allowed(members, exclude)
-        a, b = self._two(members)
+        a, b = self._two(self.members)
+        if exclude and (a in exclude or b in exclude):  # redraw among the allowed only
+            a, b = self._two(_allowed(self.members, exclude))
         if a is None:
             return None
         if b is None:
