@@ -21,6 +21,7 @@ from ._core import (
     AttemptPlan,
     Lease,
     NoUpstream,
+    Outcome,
     OutlierDetection,
     Pool,
     RetryPolicy,
@@ -236,7 +237,10 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
             exchange.plan.record(lease, outcome)
             raise
         self._accept(exchange, lease, response)
-        response.stream = LeasedSyncStream(response.stream, lease)  # type: ignore[arg-type]
+        if response.is_closed:  # a body read in full already (mocks): nothing to hold
+            lease.finish(Outcome.SUCCESS)
+        else:
+            response.stream = LeasedSyncStream(response.stream, lease)  # type: ignore[arg-type]
         return response
 
     def _retry(self, exchange: _Exchange, stream: Any) -> httpx.Response:
@@ -342,7 +346,10 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
             exchange.plan.record(lease, outcome)
             raise
         self._accept(exchange, lease, response)
-        response.stream = LeasedAsyncStream(response.stream, lease)  # type: ignore[arg-type]
+        if response.is_closed:  # a body read in full already (mocks): nothing to hold
+            lease.finish(Outcome.SUCCESS)
+        else:
+            response.stream = LeasedAsyncStream(response.stream, lease)  # type: ignore[arg-type]
         return response
 
     async def _retry(self, exchange: _Exchange, stream: Any) -> httpx.Response:
