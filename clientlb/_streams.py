@@ -62,6 +62,8 @@ class LeasedSyncStream(httpx.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self.stream
+        except GeneratorExit:  # iteration abandoned, response still open: close() ends it
+            raise
         except BaseException as exc:
             self.lease.finish(outcome_of(exc))
             raise
@@ -84,6 +86,8 @@ class LeasedAsyncStream(httpx.AsyncByteStream):
         try:
             async for chunk in self.stream:
                 yield chunk
+        except GeneratorExit:  # iteration abandoned, response still open: aclose() ends it
+            raise
         except BaseException as exc:
             self.lease.finish(outcome_of(exc))
             raise
