@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from clientlb import BalancingTransport, Pool
+from clientlb._background import Background
 from clientlb.discovery import Etcd
 
 from ..replicas import Replica
@@ -150,3 +152,17 @@ def test_bad_values_keep_the_last_good_endpoint(
         wait_for(lambda: tiers(pool) == ({"http://127.0.0.1:3": 2}, {"http://127.0.0.1:2": 1}), 5)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and "junk" in warnings[0] and "/a" in warnings[1]
+
+
+def test_close_interrupts_a_quiet_watch(etcd: EtcdServer) -> None:
+    etcd.put(PREFIX + "a", {"url": "http://127.0.0.1:1"})
+    pool = Pool(allow_empty=True)
+    background = Background(pool, discovery=Etcd(etcd.url, PREFIX, watch_timeout=60))
+    background.start()
+    wait_for(lambda: len(pool) == 1, 5)
+    etcd.put(PREFIX + "b", {"url": "http://127.0.0.1:2"})
+    wait_for(lambda: len(pool) == 2, 5, "the watch")  # the watch is open and quiet now
+    started = time.monotonic()
+    background.close()
+    assert time.monotonic() - started < 1.0
+    assert not [t for t in threading.enumerate() if t.name.startswith("clientlb")]
