@@ -28,16 +28,21 @@ class Replica:
 
     * ``delay`` - seconds every response waits (a slow replica).
     * ``status`` - the status every response has (set it to make a replica sick).
+    * ``drop`` - read and record each request, then close the connection without
+      answering (a replica that fails after the request reached it).
 
     Special paths: ``/stream?chunks=N`` streams N chunks, waiting for
     ``replica.release`` (a threading.Event) before the last one; ``/health``
     answers ``health_status``.
     """
 
-    def __init__(self, name: str, *, delay: float = 0.0, status: int = 200) -> None:
+    def __init__(
+        self, name: str, *, delay: float = 0.0, status: int = 200, drop: bool = False
+    ) -> None:
         self.name = name
         self.delay = delay
         self.status = status
+        self.drop = drop
         self.health_status = 200
         self.requests: list[dict[str, Any]] = []
         self.release = threading.Event()
@@ -68,7 +73,9 @@ class Replica:
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> Replica:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY on accepted sockets only
+        # when it sees it, and without it each response waits ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         sock.listen(128)
@@ -76,7 +83,7 @@ class Replica:
             self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1,
             http="h11", loop="asyncio", interface="asgi3",
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._server = server
         self._sock = sock
@@ -130,6 +137,9 @@ class Replica:
         if scope["path"] == "/health":
             await _respond(send, self.health_status, b"ok")
             return
+        if self.drop:
+            await _drop_connection(receive, send)
+            return
         if self.delay:
             await asyncio.sleep(self.delay)
         if scope["path"] == "/stream":
@@ -144,6 +154,35 @@ class Replica:
             return
         payload = json.dumps(record).encode()
         await _respond(send, self.status, payload, b"application/json")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus a race in its shutdown: a connection accepted just
+    before the listener closed joins after uvicorn told the open ones to close, so
+    uvicorn waits its whole graceful timeout for it and then leaves it unclosed (a
+    ResourceWarning in whatever test runs next)."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting, then let accepted connections be made
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await super().shutdown(sockets)
+        for connection in list(self.server_state.connections):
+            connection.transport.close()  # any straggler still open after the timeout
+        await asyncio.sleep(0)
+
+
+async def _drop_connection(receive: Receive, send: Send) -> None:
+    """Close the connection without a response. ASGI has no message for this, so
+    it reaches uvicorn's transport through ``send`` (a bound method of uvicorn's
+    request cycle), then waits for the disconnect so uvicorn adds no 500 of its own."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        raise RuntimeError("cannot reach the server's transport to drop the connection")
+    transport.close()
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _pairs(query: bytes) -> list[tuple[str, str]]:
