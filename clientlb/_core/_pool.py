@@ -217,6 +217,9 @@ class Pool:
                     raise ConfigError(field, f"duplicate upstream {up.url}")
                 wanted[up.key] = (up, tier)
         with self._lock:
+            # slow start protects newcomers from a load others carry: none to protect
+            # when no one serves (the first answer of a discovery, or a pool in panic)
+            ramp = any(m.health is Health.HEALTHY and not m.until for m in self._members.values())
             for key, member in list(self._members.items()):
                 target = wanted.get(key)
                 if target is None:
@@ -230,7 +233,7 @@ class Pool:
                     self._dirty = True
             for key, (up, tier) in wanted.items():
                 if key not in self._members:
-                    self._insert(up, tier, TIER_NAMES[tier], ramp=True)
+                    self._insert(up, tier, TIER_NAMES[tier], ramp=ramp)
 
     def _member(self, upstream: str | Upstream) -> Member:
         key = as_upstream(upstream).key
@@ -434,15 +437,18 @@ class Pool:
                 self._run_timers(now)
             if self._dirty:
                 self._rebuild(now)
-            member = None
+            member = held = None
             for tier in self._tiers:
                 if tier.available:
                     member = tier.algorithm.pick(key, exclude)
                     if member is not None:
                         if now < member.ramp_until and not tier.algorithm.hashes:
+                            held = held or member  # if the next tier has no one, it serves
                             member = self._ramp_gate(tier, member, key, exclude, now)
                         if member is not None:
                             break
+            if member is None:
+                member = held
             if member is None and self._panic is not None:
                 member = self._panic.pick(key, exclude)
             if member is None:

@@ -248,3 +248,28 @@ def test_consistent_hash_remaps_little_on_membership_change(algorithm: str) -> N
     assert len(moved) - len(lost) < 0.03 * len(keys)  # Maglev: very few others move
     pool.update(urls)  # and back: the table is rebuilt exactly as it was
     assert owners() == before
+
+
+def test_a_ramping_primary_serves_when_the_standbys_are_excluded() -> None:
+    clock = Clock()
+    pool = Pool(["http://p:1"], ["http://s:1"], clock=clock, slow_start=10.0)
+    pool.report_check("http://p:1", False, fall=1)
+    pool.report_check("http://p:1", True, rise=1)  # back, ramping from 10 %
+    standby = [m for m in pool.members if m.upstream.url == "http://s:1"]
+    for _ in range(50):  # a retry that already tried the standby
+        lease = pool.pick(exclude=standby)
+        assert lease.upstream.url == "http://p:1"
+        lease.finish()
+    seen = Counter(pool.pick().upstream.url for _ in range(1000))
+    assert 50 < seen["http://p:1"] < 200  # the ramp still spills most to the standby
+
+
+def test_the_first_discovery_answer_does_not_ramp() -> None:
+    clock = Clock()
+    pool = Pool(allow_empty=True, clock=clock, slow_start=30.0)
+    pool.update(["http://p:1"], ["http://s:1"])
+    assert all(m.snapshot(clock.now)["state"] == "healthy" for m in pool.members)
+    assert Counter(pool.pick().upstream.url for _ in range(100)) == {"http://p:1": 100}
+    pool.update(["http://p:1", "http://q:1"], ["http://s:1"])  # a later newcomer ramps
+    states = {m.upstream.url: m.snapshot(clock.now)["state"] for m in pool.members}
+    assert states == {"http://p:1": "healthy", "http://q:1": "slow-start", "http://s:1": "healthy"}
