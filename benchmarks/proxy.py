@@ -1,0 +1,441 @@
+"""Forwarding throughput: ``clientlb proxy`` against Python peers and nginx.
+
+    python benchmarks/proxy.py [--duration 5] [--rounds 3] [--connections 32]
+
+On loopback, with ``wrk`` (Debian package) as the load generator and two fast
+upstreams (nginx returning a short body, or small uvicorn apps without nginx),
+it measures, interleaved round by round so that drift on a shared machine hits
+every target alike:
+
+* ``direct``            wrk straight to one upstream (the ceiling)
+* ``clientlb``          ``clientlb proxy`` (the CLI), over both upstreams
+* ``clientlb-httpcore`` the same app with the httpcore engine (engine choice)
+* ``clientlb-aiohttp``  the same app with an aiohttp engine (engine choice;
+                        the adapter lives in this file, not in the library)
+* ``asgiproxy``         asgiproxy (uvicorn + aiohttp client), one upstream
+* ``fastapi-proxy-lib`` fastapi-proxy-lib (httpx.AsyncClient), one upstream
+* ``nginx``             nginx as a load balancer, one worker, keep-alive upstreams
+
+Every Python proxy runs under the same uvicorn settings (uvloop, httptools, no
+access log, one process). When the machine has two or more cores, the proxy
+under test is pinned to one core and wrk and the upstreams to another. A peer
+that is not installed is skipped with a message. Results are medians over the
+rounds; the peak RSS of ``clientlb proxy`` under load is read from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+HERE = os.path.abspath(__file__)
+UVICORN = {"loop": "uvloop", "http": "httptools", "access_log": False, "log_level": "warning"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(
+    port: int, proc: subprocess.Popen[Any] | None = None, timeout: float = 15
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def pin(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
+
+
+# -- serve mode: the Python proxies, re-invoked as `proxy.py --serve NAME` ---------------
+
+
+class AiohttpEngine:
+    """A benchmark-only inner engine over aiohttp, to compare engines fairly."""
+
+    def __init__(self) -> None:
+        self._session: Any = None
+
+    async def request(
+        self, upstream: Any, method: bytes, target: bytes, headers: Any, body: Any, timeouts: Any
+    ) -> Any:
+        import aiohttp
+        from yarl import URL
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent",),
+            )
+        url = URL(f"{upstream.scheme}://{upstream.netloc}{target.decode('latin-1')}", encoded=True)
+        hdrs = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+        response = await self._session.request(
+            method.decode(), url, headers=hdrs, data=body or None, allow_redirects=False
+        )
+        return _AiohttpResponse(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class _AiohttpResponse:
+    def __init__(self, response: Any) -> None:
+        self._r = response
+        self.status = response.status
+        self.headers = list(response.raw_headers)
+
+    async def read(self) -> bytes:
+        data: bytes = await self._r.content.readany()
+        return data
+
+    async def aclose(self) -> None:
+        self._r.release()
+
+
+def serve(name: str, port: int, upstreams: list[str]) -> None:
+    import uvicorn
+
+    app: Any
+    if name in ("clientlb-httpcore", "clientlb-aiohttp"):
+        from clientlb._proxy import ProxyApp
+        from clientlb._proxy._engine import HttpcoreEngine
+
+        engine: Any = HttpcoreEngine() if name == "clientlb-httpcore" else AiohttpEngine()
+        app = ProxyApp(upstreams, engine=engine)
+    elif name == "asgiproxy":
+        from asgiproxy.config import BaseURLProxyConfigMixin, ProxyConfig
+        from asgiproxy.context import ProxyContext
+        from asgiproxy.simple_proxy import make_simple_proxy_app
+
+        config = type(
+            "Config",
+            (BaseURLProxyConfigMixin, ProxyConfig),
+            {
+                "upstream_base_url": upstreams[0] + "/",
+                "rewrite_host_header": upstreams[0].split("://", 1)[1],
+            },
+        )()
+        app = make_simple_proxy_app(ProxyContext(config))
+    elif name == "fastapi-proxy-lib":
+        from fastapi_proxy_lib.core.http import ReverseHttpProxy
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.routing import Route
+
+        proxy = ReverseHttpProxy(base_url=upstreams[0] + "/")
+
+        async def handler(request: Request) -> Any:
+            return await proxy.proxy(request=request, path=request.path_params["path"])
+
+        app = Starlette(routes=[Route("/{path:path}", handler, methods=["GET", "POST"])])
+    else:
+        raise SystemExit(f"unknown target {name}")
+    uvicorn.run(app, host="127.0.0.1", port=port, **UVICORN)  # type: ignore[arg-type]
+
+
+# -- the targets -----------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    proc: subprocess.Popen[Any] | None = None
+    rps: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+NGINX_UPSTREAMS = """worker_processes 1;
+daemon off;
+pid {dir}/up.pid;
+error_log {dir}/up.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  server {{ listen 127.0.0.1:{p1}; location / {{ return 200 "hello from 1\\n"; }} }}
+  server {{ listen 127.0.0.1:{p2}; location / {{ return 200 "hello from 2\\n"; }} }}
+}}
+"""
+
+NGINX_LB = """worker_processes 1;
+daemon off;
+pid {dir}/lb.pid;
+error_log {dir}/lb.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream backends {{ server 127.0.0.1:{p1}; server 127.0.0.1:{p2}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }}
+  }}
+}}
+"""
+
+UPSTREAM_APP = """
+import sys, uvicorn
+body = ("hello from %s\\n" % sys.argv[2]).encode()
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+            access_log=False, log_level="warning")
+"""
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def start(cmd: list[str], port: int, log: str) -> subprocess.Popen[Any]:
+    out = open(log, "w")  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    wait_listening(port, proc)
+    return proc
+
+
+def wrk(port: int, duration: float, connections: int, cpu: int | None) -> tuple[float, float]:
+    cmd = [
+        *pin(cpu),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        f"http://127.0.0.1:{port}/bench",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    latency = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if errors:
+        print(f"    warning: {errors.group(0)} on port {port}", file=sys.stderr)
+    return rps, latency
+
+
+def rss_peak(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="clientlb proxy throughput against its peers")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--only", nargs="*", help="run only these targets")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", action="append", default=[], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.upstream)
+        return 0
+    if not shutil.which("wrk"):
+        print("wrk is not installed (apt-get install wrk): nothing to measure")
+        return 0
+    cores = os.cpu_count() or 1
+    proxy_cpu, load_cpu = (1, 0) if cores >= 2 else (None, None)
+    tmp = tempfile.mkdtemp(prefix="clientlb-bench-")
+    procs: list[subprocess.Popen[Any]] = []
+    targets: list[Target] = []
+    try:
+        p1, p2 = free_port(), free_port()
+        nginx = shutil.which("nginx") or (
+            "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+        )
+        if nginx:
+            conf = os.path.join(tmp, "up.conf")
+            with open(conf, "w") as f:
+                f.write(NGINX_UPSTREAMS.format(dir=tmp, p1=p1, p2=p2))
+            procs.append(start([*pin(load_cpu), nginx, "-c", conf, "-p", tmp], p1, f"{tmp}/up.log"))
+            upstream_kind = "nginx (one worker)"
+        else:
+            for port, n in ((p1, "1"), (p2, "2")):
+                procs.append(
+                    start(
+                        [*pin(load_cpu), sys.executable, "-c", UPSTREAM_APP, str(port), n],
+                        port,
+                        f"{tmp}/up{n}.log",
+                    )
+                )
+            upstream_kind = "uvicorn apps (nginx not installed)"
+        wait_listening(p2)
+        ups = [f"http://127.0.0.1:{p1}", f"http://127.0.0.1:{p2}"]
+        wanted = set(args.only) if args.only else None
+
+        def add(name: str, cmd: list[str] | None, note: str = "") -> None:
+            if wanted is not None and name not in wanted:
+                return
+            port = free_port()
+            if name == "direct":
+                targets.append(Target(name, p1, note=note))
+                return
+            assert cmd is not None
+            full = [arg.replace("{port}", str(port)) for arg in cmd]
+            try:
+                proc = start([*pin(proxy_cpu), *full], port, f"{tmp}/{name}.log")
+            except RuntimeError as exc:
+                print(f"skipping {name}: {exc}")
+                return
+            procs.append(proc)
+            targets.append(Target(name, port, proc, note=note))
+
+        py = sys.executable
+        add("direct", None, "one upstream, no proxy")
+        add(
+            "clientlb",
+            [
+                py,
+                "-m",
+                "clientlb",
+                "proxy",
+                "--listen",
+                "127.0.0.1:{port}",
+                "--upstream",
+                ups[0],
+                "--upstream",
+                ups[1],
+                "--log-level",
+                "warning",
+            ],
+        )
+        for name in ("clientlb-httpcore", "clientlb-aiohttp"):
+            if name == "clientlb-aiohttp" and not installed("aiohttp"):
+                print(f"skipping {name}: aiohttp is not installed")
+                continue
+            add(
+                name,
+                [
+                    py,
+                    HERE,
+                    "--serve",
+                    name,
+                    "--port",
+                    "{port}",
+                    "--upstream",
+                    ups[0],
+                    "--upstream",
+                    ups[1],
+                ],
+            )
+        for name, module in (
+            ("asgiproxy", "asgiproxy"),
+            ("fastapi-proxy-lib", "fastapi_proxy_lib"),
+        ):
+            if not installed(module):
+                print(f"skipping {name}: not installed (pip install {name})")
+                continue
+            add(
+                name,
+                [py, HERE, "--serve", name, "--port", "{port}", "--upstream", ups[0]],
+                "one upstream",
+            )
+        if nginx:
+            conf = os.path.join(tmp, "lb.conf")
+            lb_port = free_port()
+            with open(conf, "w") as f:
+                f.write(NGINX_LB.format(dir=tmp, p1=p1, p2=p2, port=lb_port))
+            if wanted is None or "nginx" in wanted:
+                proc = start(
+                    [*pin(proxy_cpu), nginx, "-c", conf, "-p", tmp], lb_port, f"{tmp}/lb.log"
+                )
+                procs.append(proc)
+                targets.append(Target("nginx", lb_port, proc, note="one worker"))
+        else:
+            print("skipping nginx: not installed (apt-get install nginx-light)")
+
+        print(
+            f"upstreams: {upstream_kind}; wrk -t1 -c{args.connections} -d{args.duration}s; "
+            f"{args.rounds} rounds; proxy pinned to CPU {proxy_cpu}, load to CPU {load_cpu}"
+        )
+        for target in targets:  # warm up connections and code paths
+            wrk(target.port, 1, args.connections, load_cpu)
+        for r in range(args.rounds):
+            for target in targets:
+                rps, p99 = wrk(target.port, args.duration, args.connections, load_cpu)
+                target.rps.append(rps)
+                target.p99.append(p99)
+                print(
+                    f"  round {r + 1}: {target.name:<18} {rps:>9.0f} req/s  p99 {p99:7.2f} ms",
+                    flush=True,
+                )
+        report(targets)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def report(targets: list[Target]) -> None:
+    print()
+    print(f"{'target':<18} {'req/s':>9} {'p99 ms':>8}  notes")
+    by_name = {}
+    for t in targets:
+        rps, p99 = statistics.median(t.rps), statistics.median(t.p99)
+        by_name[t.name] = (rps, p99)
+        note = t.note
+        if t.name == "clientlb" and t.proc is not None:
+            note = f"peak RSS {rss_peak(t.proc.pid):.0f} MiB under load"
+        print(f"{t.name:<18} {rps:>9.0f} {p99:>8.2f}  {note}")
+    ours = by_name.get("clientlb")
+    peers = {n: v for n, v in by_name.items() if n in ("asgiproxy", "fastapi-proxy-lib")}
+    if ours and peers:
+        best_name, (best_rps, best_p99) = max(peers.items(), key=lambda kv: kv[1][0])
+        ratio = ours[0] / best_rps
+        print(
+            f"\nclientlb vs best Python peer ({best_name}): {ratio:.2f}x req/s "
+            f"(target >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}), p99 {ours[1]:.2f} ms vs "
+            f"{best_p99:.2f} ms ({'met' if ours[1] <= best_p99 else 'NOT met'})"
+        )
+    if ours and "nginx" in by_name:
+        print(f"clientlb / nginx: {ours[0] / by_name['nginx'][0]:.2f}x req/s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
