@@ -1,0 +1,47 @@
+"""The ASGI proxy in-process under both anyio backends: asyncio picks the lean
+engine, trio the httpcore one; both forward and both answer errors alike."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from clientlb import Pool
+from clientlb._proxy import ProxyApp, ProxyMiddleware
+from clientlb._proxy._engine import HttpcoreEngine
+
+from ..replicas import Replica
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_forwarding_under_each_backend(anyio_backend: str) -> None:
+    with Replica("a") as up:
+        app = ProxyApp([up.url])
+        transport = httpx.ASGITransport(app=app, client=("192.0.2.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://front") as client:
+            r = await client.post("/p%2Fq?x=1&x=2", content=b"body")
+        await app.shutdown()
+    record = json.loads(r.content)
+    assert (record["raw_path"], record["query"], record["body_length"]) == ("/p%2Fq", "x=1&x=2", 4)
+    assert ["x-forwarded-for", "192.0.2.1"] in record["headers"]
+
+
+async def test_middleware_passes_other_paths_and_errors_are_plain(anyio_backend: str) -> None:
+    async def local(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"local"})
+
+    app = ProxyMiddleware(local, "/api", pool=Pool([], allow_empty=True), engine=HttpcoreEngine())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://front") as client:
+        assert (await client.get("/home")).text == "local"
+        r = await client.get("/api/x")
+    assert r.status_code == 503 and r.text.startswith("503")
