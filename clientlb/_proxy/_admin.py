@@ -105,7 +105,7 @@ def admin_app(pool: Pool, extra: dict[str, Any] | None = None) -> Starlette:
         snap = pool.snapshot()
         rows = "".join(
             "<tr>"
-            + "".join(f"<td>{html.escape(_cell(up.get(c)))}</td>" for c in _COLUMNS)
+            + "".join(f"<td>{html.escape(_cell(c, up.get(c)))}</td>" for c in _COLUMNS)
             + "</tr>"
             for up in snap["upstreams"]
         )
@@ -147,9 +147,9 @@ _COLUMNS = (
 )
 
 
-def _cell(value: Any) -> str:
+def _cell(column: str, value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float):
-        return f"{value * 1000:.1f} ms" if value < 100 else f"{value:g}"
-    return str(value)
+    if column == "ewma_latency":
+        return f"{value * 1000:.1f} ms"
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -171,11 +171,7 @@ class _AsyncCoreResponse:
                 if chunk:
                     return chunk
             return b""
-        except httpcore.TimeoutException as exc:
-            raise map_httpcore(exc) from exc
-        except httpcore.NetworkError as exc:
-            raise map_httpcore(exc) from exc
-        except httpcore.ProtocolError as exc:
+        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as exc:
             raise map_httpcore(exc) from exc
 
     async def aclose(self) -> None:
@@ -214,8 +210,6 @@ class HttpcoreEngine:
         )
         try:
             return _AsyncCoreResponse(await self._pool.handle_async_request(request))
-        except httpcore.ConnectError as exc:
-            raise httpx.ConnectError(str(exc)) from exc
         except (
             httpcore.TimeoutException,
             httpcore.NetworkError,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from typing import Any
 
 import httptools
 import httpx
@@ -354,8 +353,3 @@ async def _send_stream(
             await conn.drain(write_timeout)
     if chunked:
         transport.write(b"0\r\n\r\n")
-
-
-def engine_info() -> dict[str, Any]:
-    """Which parser this engine uses (shown by the admin listener)."""
-    return {"engine": "h1", "parser": "httptools " + httptools.__version__}

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import sniffio
 
 from .._core import AttemptPlan, Lease, NoUpstream, Outcome
 from ._errors import NO_UPSTREAM, TIMED_OUT, UNREACHABLE, ErrorReply
@@ -45,6 +46,7 @@ _HANDSHAKE = frozenset(
 # Codes that say what happened on one hop and cannot be sent in a close frame.
 _RESERVED = frozenset({1005, 1006, 1015})
 BAD_GATEWAY = 1014
+NOT_SUPPORTED = ErrorReply(501, b"501 Not Implemented: WebSockets need asyncio\n", "not supported")
 
 
 async def proxy_websocket(
@@ -57,6 +59,8 @@ async def proxy_websocket(
     message = await receive()
     if message["type"] != "websocket.connect":
         return
+    if sniffio.current_async_library() != "asyncio":  # the websockets client is asyncio's
+        return await _deny(scope, send, NOT_SUPPORTED)
     client = scope.get("client")
     headers, key, _ = proxy.policy.request(
         scope["headers"],

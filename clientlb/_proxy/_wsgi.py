@@ -306,8 +306,9 @@ class WSGIProxyMiddleware:
         if prefix and self.strip_prefix:
             environ = dict(environ)
             environ["PATH_INFO"] = path[len(prefix) :] or "/"
-            raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-            if raw and str(raw).startswith(prefix):
-                environ["RAW_URI"] = str(raw)[len(prefix) :] or "/"
+            raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+            if raw.startswith(prefix):
+                rest = raw[len(prefix) :]
+                environ["RAW_URI"] = rest if rest.startswith("/") else "/" + rest
                 environ.pop("REQUEST_URI", None)
         return self.proxy(environ, start_response)
