@@ -26,7 +26,7 @@ import httpx
 
 from .._core import Algorithm, AttemptPlan, Lease, NoUpstream, Outcome, Pool, Upstream
 from .._errors_map import outcome_of
-from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
+from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log, log_failure
 from ._disconnect import run_until_disconnect
 from ._engine import DEFAULT_TIMEOUTS, AsyncEngine, AsyncResponse, default_async_engine
 from ._errors import ErrorReply, reply_for
@@ -271,6 +271,13 @@ class ProxyApp(ProxyBase):
                         continue
                     except NoUpstream:
                         pass
+                return await self._reply(send, scope, reply_for(exc), exc, lease)
+            except (ClientDisconnected, anyio.get_cancelled_exc_class()):
+                lease.finish(Outcome.CANCELLED)
+                raise
+            except Exception as exc:  # a fault in the proxy: a plain 502, never a traceback
+                lease.finish(Outcome.CANCELLED)
+                log.exception("unexpected error forwarding %s %s", method, scope["path"])
                 return await self._reply(send, scope, reply_for(exc), exc, lease)
             except BaseException:
                 lease.finish(Outcome.CANCELLED)

@@ -45,3 +45,18 @@ async def test_middleware_passes_other_paths_and_errors_are_plain(anyio_backend:
         assert (await client.get("/home")).text == "local"
         r = await client.get("/api/x")
     assert r.status_code == 503 and r.text.startswith("503")
+
+
+async def test_a_fault_in_the_engine_is_a_plain_502(anyio_backend: str) -> None:
+    class Broken:
+        async def request(self, *args: object) -> None:
+            raise ZeroDivisionError("bug")
+
+        async def aclose(self) -> None:
+            pass
+
+    app = ProxyApp(["http://127.0.0.1:9"], engine=Broken())  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://f") as c:
+        r = await c.get("/x")
+    assert r.status_code == 502 and b"Traceback" not in r.content
+    assert app.pool.snapshot()["upstreams"][0]["in_flight"] == 0
