@@ -19,7 +19,7 @@ The file can say everything the flags can, plus weights and tuning:
     [retry]         # RetryPolicy's fields
     [outlier]       # OutlierDetection's fields
     [pool]          # slow_start, fail_back_after, failure_penalty
-    [server]        # graceful_shutdown, log_level, access_log, http, loop, backlog
+    [server]        # graceful_shutdown, log_level, access_log, http, loop, backlog, gc_freeze
 
 Every problem is a ``ConfigError`` naming the field, which the CLI prints as one
 line before exiting with status 2. Unknown keys are errors too: a misspelt
@@ -51,6 +51,7 @@ _SERVER_DEFAULTS: dict[str, Any] = {
     "http": "auto",
     "loop": "auto",
     "backlog": 2048,
+    "gc_freeze": True,
 }
 DEFAULT_OUTLIER = OutlierDetection()
 _POOL_KEYS = frozenset({"slow_start", "fail_back_after", "failure_penalty", "slow_start_min_share"})
