@@ -24,7 +24,16 @@ from typing import Any
 import anyio
 import httpx
 
-from .._core import Algorithm, AttemptPlan, Lease, NoUpstream, Outcome, Pool, Upstream
+from .._core import (
+    Algorithm,
+    AttemptPlan,
+    HealthCheck,
+    Lease,
+    NoUpstream,
+    Outcome,
+    Pool,
+    Upstream,
+)
 from .._errors_map import outcome_of
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log, log_failure
 from ._disconnect import run_until_disconnect
@@ -105,8 +114,10 @@ class ProxyApp(ProxyBase):
       memory so a retry can resend them; larger ones stream and are not resent.
     * **timeout** - seconds, an ``httpx.Timeout`` or ``None``.
     * **engine** - the inner HTTP engine (default: the fastest available).
-    * **background** - objects with ``async start()``/``async stop()`` run for
-      the app's lifespan (active health checks, discovery).
+    * **health_check** - a ``clientlb.HealthCheck``: active checks of every
+      upstream, run for the app's lifespan.
+    * **discovery** - a discovery provider (or several) that keeps the pool's
+      membership current, run for the app's lifespan.
 
     Lifespan events start and stop the background work and close the engine.
     """
@@ -123,7 +134,8 @@ class ProxyApp(ProxyBase):
         retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
         timeout: Any = DEFAULT_TIMEOUTS,
         engine: AsyncEngine | None = None,
-        background: Iterable[Any] = (),
+        health_check: HealthCheck | None = None,
+        discovery: Any = None,
         pool_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
@@ -138,7 +150,13 @@ class ProxyApp(ProxyBase):
             pool_options=pool_options,
         )
         self._engine = engine
-        self.background = list(background)
+        self._background: Any = None
+        if health_check is not None or discovery is not None:
+            from .._background import AsyncBackground
+
+            self._background = AsyncBackground(
+                self.pool, health_check=health_check, discovery=discovery
+            )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -160,12 +178,15 @@ class ProxyApp(ProxyBase):
     # -- lifespan ---------------------------------------------------------------
 
     async def startup(self) -> None:
-        for task in self.background:
-            await task.start()
+        """Start the health checks and discovery (call ``shutdown()`` from the
+        same task)."""
+        if self._background is not None:
+            await self._background.start()
 
     async def shutdown(self) -> None:
-        for task in reversed(self.background):
-            await task.stop()
+        """Stop the background work and close the upstream connections."""
+        if self._background is not None:
+            await self._background.aclose()
         if self._engine is not None:
             await self._engine.aclose()
             self._engine = None

@@ -27,12 +27,6 @@ from ._config import Settings
 
 log = logging.getLogger("clientlb.proxy")
 
-# Factories of background work (active health checks, discovery) for a settings
-# object and its pool; each returns an object with async start()/stop(), or None.
-# The health-check and discovery modules add theirs here.
-BACKGROUND_FACTORIES: list[Callable[[Settings, Pool], Any]] = []
-
-
 def build_app(settings: Settings) -> ProxyApp:
     """The ``ProxyApp`` the settings describe."""
     pool = Pool(
@@ -42,16 +36,14 @@ def build_app(settings: Settings) -> ProxyApp:
         allow_empty=bool(settings.discovery),
         **settings.pool_options(),
     )
-    background = [
-        task for factory in BACKGROUND_FACTORIES if (task := factory(settings, pool)) is not None
-    ]
+    # Discovery providers built from settings.discovery join here (discovery=...).
     return ProxyApp(
         pool=pool,
         trusted_proxies=settings.trusted_proxies,
         preserve_host=settings.preserve_host,
         retry_body_limit=settings.retry_body_limit,
         timeout=settings.timeouts,
-        background=background,
+        health_check=settings.health,
     )
 
 

@@ -17,10 +17,19 @@ from typing import Any
 
 import httpx
 
-from .._core import Algorithm, AttemptPlan, Lease, NoUpstream, Outcome, Pool, Upstream
+from .._core import (
+    Algorithm,
+    AttemptPlan,
+    HealthCheck,
+    Lease,
+    NoUpstream,
+    Outcome,
+    Pool,
+    Upstream,
+)
 from .._errors_map import outcome_of
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
-from ._engine import SyncEngine, SyncHttpcoreEngine, SyncResponse, Timeouts
+from ._engine import DEFAULT_TIMEOUTS, SyncEngine, SyncHttpcoreEngine, SyncResponse
 from ._errors import ErrorReply, reply_for
 from ._headers import request_target, response_headers
 
@@ -94,8 +103,10 @@ class WSGIProxy(ProxyBase):
 
     Takes ``ProxyApp``'s arguments (``upstreams``/``standbys``/``algorithm`` or
     ``pool``, ``trusted_proxies``, ``preserve_host``, ``retry_body_limit``,
-    ``timeout``); ``engine`` is a sync engine (default over httpcore). Safe to
-    call from many worker threads at once.
+    ``timeout``, ``health_check``, ``discovery``); ``engine`` is a sync engine
+    (default over httpcore). Health checks and discovery run in daemon threads
+    from construction until ``close()``. Safe to call from many worker threads
+    at once.
     """
 
     def __init__(
@@ -108,8 +119,10 @@ class WSGIProxy(ProxyBase):
         trusted_proxies: Iterable[str] = (),
         preserve_host: bool = False,
         retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
-        timeout: Any = None,
+        timeout: Any = DEFAULT_TIMEOUTS,
         engine: SyncEngine | None = None,
+        health_check: HealthCheck | None = None,
+        discovery: Any = None,
         pool_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
@@ -120,12 +133,22 @@ class WSGIProxy(ProxyBase):
             trusted_proxies=trusted_proxies,
             preserve_host=preserve_host,
             retry_body_limit=retry_body_limit,
-            timeout=Timeouts() if timeout is None else timeout,
+            timeout=timeout,
             pool_options=pool_options,
         )
         self.engine: SyncEngine = engine if engine is not None else SyncHttpcoreEngine()
+        self._background: Any = None
+        if health_check is not None or discovery is not None:
+            from .._background import Background
+
+            self._background = Background(
+                self.pool, health_check=health_check, discovery=discovery
+            ).start()
 
     def close(self) -> None:
+        """Stop the background threads and close the upstream connections."""
+        if self._background is not None:
+            self._background.close()
         self.engine.close()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
