@@ -161,6 +161,8 @@ class Etcd(Provider):
     * **prefix** - the key prefix, e.g. ``/services/users/``.
     * **timeout** - seconds for connecting and for a range request.
     * **watch_timeout** - seconds a quiet watch is kept before it is renewed.
+
+    Needs etcd 3.4 or later (earlier versions serve the JSON API under another path).
     """
 
     def __init__(

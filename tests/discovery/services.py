@@ -12,6 +12,7 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -150,6 +151,10 @@ class EtcdServer:
     def __init__(self, workdir: Path) -> None:
         if ETCD is None:
             pytest.skip("etcd is not installed (Debian: apt-get install etcd-server)")
+        out = subprocess.run([ETCD, "--version"], capture_output=True, text=True).stdout
+        found = re.search(r"etcd Version: (\d+)\.(\d+)", out)
+        if found is None or (int(found[1]), int(found[2])) < (3, 4):
+            pytest.skip(f"etcd 3.4 or later is needed (JSON API at /v3); found {out[:40]!r}")
         self.dir = workdir
         self.client_port = free_port()
         self.peer_port = free_port()
