@@ -408,6 +408,10 @@ def hash64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
+#: The smallest default Maglev table (a prime is taken at or above the size).
+MIN_TABLE_SIZE = 1 << 16
+
+
 def _next_prime(n: int) -> int:
     def is_prime(k: int) -> bool:
         if k < 2 or k % 2 == 0:
@@ -422,8 +426,11 @@ def _next_prime(n: int) -> int:
 class ConsistentHash(Algorithm):
     """Maglev consistent hashing of a request key (``hash_on=``).
 
-    A lookup table of prime size (at least 100 entries per member) is filled by
-    each member in turn from its own permutation, in proportion to its weight.
+    A lookup table of prime size is filled by each member in turn from its own
+    permutation, in proportion to its weight. A key's slot depends on the table
+    size, so the size must not follow every membership change: it is 65,537 (as in
+    Maglev and Envoy) and grows only in powers of two, to keep at least 100 entries
+    per member past 648 members; ``table_size`` fixes it (rounded up to a prime).
     Each member owns an equal share of the table (so load is even), and removing
     one member reassigns its own entries and very few others. A pick is one hash
     and one table read. A request without a key is placed at random.
@@ -443,8 +450,8 @@ class ConsistentHash(Algorithm):
         if not n:
             self.table: list[int] = []
             return
-        size = _next_prime(max(self.table_size or 0, 101 * n, 1009))
-        self.table = self._populate(size)
+        size = self.table_size or max(MIN_TABLE_SIZE, 1 << (101 * n - 1).bit_length())
+        self.table = self._populate(_next_prime(size))
 
     def _populate(self, size: int) -> list[int]:
         offsets, skips = [], []

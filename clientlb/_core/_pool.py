@@ -314,9 +314,10 @@ class Pool:
             if now < member.until:
                 upcoming = min(upcoming, member.until)
                 continue
-            member.until = 0.0
+            due, member.until = member.until, 0.0
             if member.health is Health.EJECTED:
                 self._set_health(member, Event.EXPIRE)
+                member.last_ejection_end = due  # back in since then, even if no pick saw it
                 if member.until:
                     upcoming = min(upcoming, member.until)
             elif member.health is Health.DRAINING:

@@ -1,0 +1,165 @@
+"""ip_hash and consistent_hash (Maglev): minimal disruption, even spread, stable keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from clientlb import ConfigError, Outcome, Pool, Upstream
+from clientlb._core import ConsistentHash
+
+from .helpers import fail, make_pool, member, urls
+
+HASHING = ["ip_hash", "consistent_hash"]
+KEYS = [f"10.{i // 256 % 256}.{i % 256}.{i % 7}:{i}" for i in range(10_000)]
+
+
+def owners(pool: Pool, keys: list[str]) -> list[str]:
+    out = []
+    for key in keys:
+        lease = pool.pick(key)
+        lease.finish(Outcome.CANCELLED)
+        out.append(lease.upstream.url)
+    return out
+
+
+@pytest.mark.parametrize("name", HASHING)
+@pytest.mark.parametrize("removed", [0, 4, 9])
+def test_removing_one_of_ten_moves_few_keys(name: str, removed: int) -> None:
+    ups = urls(10)
+    before = owners(make_pool(ups, name), KEYS)
+    survivors = ups[:removed] + ups[removed + 1 :]
+    after = owners(make_pool(survivors, name), KEYS)
+    moved = [k for k, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+    assert len(moved) <= 0.12 * len(KEYS)
+    owned = [k for k, url in enumerate(before) if url == ups[removed]]
+    assert 0.07 * len(KEYS) <= len(owned) <= 0.13 * len(KEYS)
+    assert set(owned) <= set(moved)  # every key of the removed one moves
+
+
+@pytest.mark.parametrize("name", HASHING)
+def test_remove_and_eject_at_run_time_move_few_keys(name: str) -> None:
+    ups = urls(10)
+    pool = make_pool(ups, name)
+    before = owners(pool, KEYS)
+    pool.remove(ups[3])
+    after_remove = owners(pool, KEYS)
+    fail(pool, ups[6], 5)  # ejected: its keys go elsewhere while it is out
+    after_eject = owners(pool, KEYS)
+    for old, new, gone in ((before, after_remove, ups[3]), (after_remove, after_eject, ups[6])):
+        moved = sum(1 for a, b in zip(old, new, strict=True) if a != b)
+        assert moved <= 0.12 * len(KEYS)
+        assert gone not in new
+
+
+@pytest.mark.parametrize("name", HASHING)
+def test_adding_one_to_ten_moves_keys_mostly_to_the_newcomer(name: str) -> None:
+    ups = urls(11)
+    before = owners(make_pool(ups[:10], name), KEYS)
+    after = owners(make_pool(ups, name), KEYS)
+    moved = [b for a, b in zip(before, after, strict=True) if a != b]
+    assert len(moved) <= 0.12 * len(KEYS)
+    assert moved.count(ups[10]) >= 0.8 * len(moved)
+
+
+@pytest.mark.parametrize("name", HASHING)
+def test_spread_over_100_upstreams_is_even(name: str) -> None:
+    pool = make_pool(urls(100), name)
+    counts = Counter(owners(pool, [f"user-{i}" for i in range(200_000)]))
+    assert len(counts) == 100
+    mean = 200_000 / 100
+    assert max(counts.values()) / mean <= 1.10
+    assert min(counts.values()) / mean >= 0.90
+
+
+@pytest.mark.parametrize("name", HASHING)
+def test_same_key_same_upstream_in_independent_pools(name: str) -> None:
+    ups = urls(7)
+    keys = KEYS[:500]
+    first = owners(make_pool(ups, name, seed=1), keys)
+    second = owners(make_pool(list(ups), name, seed=99), keys)
+    assert first == second
+    assert len(set(first)) == 7
+
+
+_CHILD = """
+import json, random, sys
+from clientlb import Pool
+ups, name, keys = json.loads(sys.stdin.read())
+pool = Pool(ups, algorithm=name, rng=random.Random())
+print(json.dumps([pool.pick(k).upstream.url for k in keys]))
+"""
+
+
+@pytest.mark.parametrize("name", HASHING)
+def test_same_key_same_upstream_across_processes(name: str) -> None:
+    ups = urls(7)
+    keys = KEYS[:300]
+    here = owners(make_pool(ups, name), keys)
+    for hash_seed in ("1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        result = subprocess.run(
+            [sys.executable, "-c", _CHILD],
+            input=json.dumps([ups, name, keys]),
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            timeout=60,
+        )
+        assert json.loads(result.stdout) == here
+
+
+@pytest.mark.parametrize("name", HASHING)
+def test_weights_are_honoured_in_proportion(name: str) -> None:
+    weights = {"http://a": 1, "http://b": 2, "http://c": 3}
+    pool = make_pool([Upstream(u, weight=w) for u, w in weights.items()], name)
+    counts = Counter(owners(pool, [f"k{i}" for i in range(60_000)]))
+    for url, weight in weights.items():
+        share = counts[url] / 60_000
+        assert share == pytest.approx(weight / 6, rel=0.08)
+
+
+@pytest.mark.parametrize("name", HASHING)
+def test_retry_goes_to_the_next_owner_deterministically(name: str) -> None:
+    ups = urls(5)
+    pool = make_pool(ups, name)
+    first = pool.pick("client-1")
+    second = pool.pick("client-1", exclude={first.member})
+    again = pool.pick("client-1", exclude={first.member})
+    assert second.upstream.url != first.upstream.url
+    assert again.upstream.url == second.upstream.url
+    everyone = frozenset(member(pool, u) for u in ups)
+    with pytest.raises(LookupError):
+        pool.pick("client-1", exclude=everyone)
+
+
+@pytest.mark.parametrize("name", HASHING)
+def test_no_key_is_placed_at_random(name: str) -> None:
+    pool = make_pool(urls(5), name, seed=3)
+    seen = {pool.pick().upstream.url for _ in range(200)}
+    assert len(seen) == 5
+
+
+@pytest.mark.parametrize("bad", [0, 1, 2.5, "big"])
+def test_table_size_is_validated(bad: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        ConsistentHash(table_size=bad)  # type: ignore[arg-type]
+    assert info.value.field == "table_size"
+    assert repr(bad) in str(info.value)
+
+
+def test_the_default_table_does_not_change_size_with_membership() -> None:
+    ups = urls(40)
+    pool = make_pool(ups, "consistent_hash")
+    before = owners(pool, KEYS[:2000])
+    pool.update(ups[10:])  # a quarter of the pool leaves: only its keys move
+    after = owners(pool, KEYS[:2000])
+    kept = [b for a, b in zip(before, after, strict=True) if a not in ups[:10]]
+    stayed = sum(1 for a, b in zip(before, after, strict=True) if a not in ups[:10] and a == b)
+    assert stayed >= 0.97 * len(kept)

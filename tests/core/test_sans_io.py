@@ -1,0 +1,66 @@
+"""The core is sans-IO: it imports only the standard library, never an I/O framework."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+import clientlb._core
+
+CORE = Path(clientlb._core.__file__).parent
+FORBIDDEN = frozenset({"httpx", "starlette", "asyncio", "anyio", "trio", "socket", "uvicorn"})
+DYNAMIC = frozenset({"import_module", "__import__"})
+
+
+def imported_modules(source: str) -> set[str]:
+    """Top-level names of every absolute import in ``source``."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if name in DYNAMIC and isinstance(node.args[0].value, str):
+                names.add(node.args[0].value.split(".")[0])
+    return names
+
+
+def core_files() -> list[Path]:
+    files = sorted(CORE.glob("*.py"))
+    assert len(files) >= 10
+    return files
+
+
+@pytest.mark.parametrize("path", core_files(), ids=lambda p: p.name)
+def test_core_module_imports_no_io_framework(path: Path) -> None:
+    imported = imported_modules(path.read_text(encoding="utf-8"))
+    assert not imported & FORBIDDEN, f"{path.name} imports {sorted(imported & FORBIDDEN)}"
+    outside = {name for name in imported if name not in sys.stdlib_module_names}
+    assert not outside - {"__future__"}, f"{path.name} imports non-stdlib {sorted(outside)}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import httpx",
+        "import anyio.abc",
+        "from asyncio import sleep",
+        "from starlette.types import Scope",
+        "def f():\n    import socket\n",
+        "try:\n    import trio\nexcept ImportError:\n    pass\n",
+        "import importlib\nimportlib.import_module('uvicorn.config')",
+        "__import__('socket')",
+    ],
+)
+def test_the_check_catches_forbidden_imports(source: str) -> None:
+    assert imported_modules(source) & FORBIDDEN
+
+
+def test_relative_imports_are_fine() -> None:
+    assert imported_modules("from ._pool import Pool\nfrom . import _state") == set()
