@@ -43,10 +43,11 @@ class OutlierDetection:
     ``None`` disables a rule.
 
     Latency outliers (off unless ``latency_factor`` is set): an upstream whose
-    latency EWMA is above ``latency_factor`` times the median of its tier is ejected
-    under the same cap and times. Only upstreams with ``latency_min_samples``
-    finished requests since they were (re-)admitted take part, and the rule is
-    re-evaluated at most every ``latency_interval`` seconds, not per request.
+    latency EWMA is above ``latency_factor`` times the median of its tier (over the
+    serving upstreams with a latency estimate, two at least) is ejected under the
+    same cap and times. Only upstreams with ``latency_min_samples`` requests finished
+    since they were (re-)admitted are judged, and the rule is re-evaluated at most
+    every ``latency_interval`` seconds, not per request.
     """
 
     consecutive_local_failures: int | None = 5
