@@ -433,6 +433,15 @@ def report(targets: list[Target]) -> None:
             f"(target >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}), p99 {ours[1]:.2f} ms vs "
             f"{best_p99:.2f} ms ({'met' if ours[1] <= best_p99 else 'NOT met'})"
         )
+        # Round by round the targets ran back to back, so a per-round ratio is
+        # less exposed to load that comes and goes on a shared machine.
+        mine = next(t for t in targets if t.name == "clientlb")
+        peer = next(t for t in targets if t.name == best_name)
+        rounds = [a / b for a, b in zip(mine.rps, peer.rps, strict=True)]
+        print(
+            f"per-round req/s ratios: {', '.join(f'{r:.2f}' for r in rounds)}"
+            f" (median {statistics.median(rounds):.2f}x)"
+        )
     if ours and "nginx" in by_name:
         print(f"clientlb / nginx: {ours[0] / by_name['nginx'][0]:.2f}x req/s")
 
