@@ -60,3 +60,37 @@ async def test_a_fault_in_the_engine_is_a_plain_502(anyio_backend: str) -> None:
         r = await c.get("/x")
     assert r.status_code == 502 and b"Traceback" not in r.content
     assert app.pool.snapshot()["upstreams"][0]["in_flight"] == 0
+
+
+async def test_middleware_strips_the_prefix_and_passes_lifespan(anyio_backend: str) -> None:
+    events: list[str] = []
+
+    async def local(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                events.append(message["type"])
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"local"})
+
+    with Replica("a") as up:
+        app = ProxyMiddleware(local, "/api", upstreams=[up.url + "/v1"])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://front") as client:
+            r = await client.get("/api/users/%2F1?x=1")
+            assert (await client.get("/apiary")).text == "local"
+        await app.proxy.shutdown()
+    record = json.loads(r.content)
+    assert (record["raw_path"], record["query"]) == ("/v1/users/%2F1", "x=1")
+
+    async def lifespan_receive() -> dict[str, str]:
+        return {"type": "lifespan.startup" if not events else "lifespan.shutdown"}
+
+    async def lifespan_send(message: object) -> None:
+        pass
+
+    await app({"type": "lifespan"}, lifespan_receive, lifespan_send)
+    assert events == ["lifespan.startup", "lifespan.shutdown"]
