@@ -3,6 +3,7 @@
 Public names only; the code lives in the private modules.
 """
 
+from . import discovery as discovery
 from ._core import (
     ALGORITHMS as ALGORITHMS,
 )
@@ -14,6 +15,9 @@ from ._core import (
 )
 from ._core import (
     Health as Health,
+)
+from ._core import (
+    HealthCheck as HealthCheck,
 )
 from ._core import (
     Lease as Lease,
@@ -45,6 +49,18 @@ from ._exceptions import (
 from ._exceptions import (
     UnknownService as UnknownService,
 )
+from ._proxy import (
+    ProxyApp as ProxyApp,
+)
+from ._proxy import (
+    ProxyMiddleware as ProxyMiddleware,
+)
+from ._proxy import (
+    WSGIProxy as WSGIProxy,
+)
+from ._proxy import (
+    WSGIProxyMiddleware as WSGIProxyMiddleware,
+)
 from ._transports import (
     AsyncBalancingTransport as AsyncBalancingTransport,
 )
@@ -62,14 +78,20 @@ __all__ = [
     "BalancingTransport",
     "ConfigError",
     "Health",
+    "HealthCheck",
     "Lease",
     "NoUpstreamAvailable",
     "Outcome",
     "OutlierDetection",
     "Pool",
+    "ProxyApp",
+    "ProxyMiddleware",
     "RetryBudget",
     "RetryPolicy",
     "UnknownService",
     "Upstream",
+    "WSGIProxy",
+    "WSGIProxyMiddleware",
     "__version__",
+    "discovery",
 ]

@@ -10,15 +10,17 @@ plan's decision, so tenacity drives the attempts and the core decides them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import httpx
 import tenacity
 
+from ._background import AsyncBackground, Background
 from ._core import (
     Algorithm,
     AttemptPlan,
+    HealthCheck,
     Lease,
     NoUpstream,
     Outcome,
@@ -38,6 +40,7 @@ from ._streams import (
     TrackedSyncStream,
     is_replayable,
 )
+from .discovery import Provider
 
 ATTEMPTS_EXTENSION = "clientlb.attempts"
 _DEFAULT_OUTLIER = DEFAULT_OUTLIER
@@ -126,6 +129,20 @@ class _Balancer:
             return self._pool.snapshot()
         return {name: pool.snapshot() for name, pool in self._services.items()}
 
+    def _claim_pools(self) -> list[Pool]:
+        """The pools whose checks and discovery this transport runs: those with any
+        to run and no other owner already running them."""
+        return [
+            pool
+            for pool in self.pools.values()
+            if (pool.health_check is not None or pool.discovery is not None)
+            and pool.claim_runner(self)
+        ]
+
+    def _release_pools(self) -> None:
+        for pool in self.pools.values():
+            pool.release_runner(self)
+
     def _route(self, request: httpx.Request) -> Pool | None:
         if self._pool is not None:
             return self._pool
@@ -142,20 +159,6 @@ class _Balancer:
         response.extensions[ATTEMPTS_EXTENSION] = exchange.plan.history
 
 
-def _pool_options(
-    retry: RetryPolicy | None,
-    outlier: OutlierDetection | None,
-    slow_start: float,
-    fail_back_after: float,
-) -> dict[str, Any]:
-    return {
-        "retry": retry,
-        "outlier": outlier,
-        "slow_start": slow_start,
-        "fail_back_after": fail_back_after,
-    }
-
-
 class BalancingTransport(_Balancer, httpx.BaseTransport):
     """A sync httpx transport that balances requests over upstream replicas.
 
@@ -170,8 +173,10 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
       raise ``UnknownService``.
     * **inner** - the transport that does the I/O (default ``httpx.HTTPTransport()``).
     * **hash_on** - the key of hashing algorithms: ``"header:NAME"`` or a callable.
-    * **retry**, **outlier**, **slow_start**, **fail_back_after** - passed to the
-      pools this transport builds (see ``Pool``); a ``Pool`` you pass keeps its own.
+    * **retry**, **outlier**, **slow_start**, **fail_back_after**, **health_check**,
+      **discovery** - passed to the pools this transport builds (see ``Pool``); a
+      ``Pool`` you pass keeps its own. The transport runs its pools' active health
+      checks and discovery in threads until ``close()``.
 
     Safe to share between threads.
     """
@@ -190,11 +195,29 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
         outlier: OutlierDetection | None = _DEFAULT_OUTLIER,
         slow_start: float = 0.0,
         fail_back_after: float = 0.0,
+        health_check: HealthCheck | None = None,
+        discovery: Provider | Iterable[Provider] | None = None,
     ) -> None:
-        options = _pool_options(retry, outlier, slow_start, fail_back_after)
+        options = {
+            "retry": retry,
+            "outlier": outlier,
+            "slow_start": slow_start,
+            "fail_back_after": fail_back_after,
+            "health_check": health_check,
+            "discovery": discovery,
+        }
         super().__init__(upstreams, standbys, algorithm, services, hash_on, options)
         self._fallback = fallback
         self._inner = inner if inner is not None else httpx.HTTPTransport()
+        self._background = [
+            Background(
+                pool,
+                health_check=pool.health_check,
+                discovery=pool.discovery,
+                transport=self._inner,
+            ).start()
+            for pool in self._claim_pools()
+        ]
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         pool = self._route(request)
@@ -276,6 +299,9 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
         return exchange.response
 
     def close(self) -> None:
+        for background in self._background:
+            background.close()
+        self._release_pools()
         self._inner.close()
         if self._fallback is not None:
             self._fallback.close()
@@ -283,7 +309,11 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
 
 class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
     """The async twin of ``BalancingTransport`` (same parameters; ``inner`` defaults
-    to ``httpx.AsyncHTTPTransport()``). Works under asyncio and trio."""
+    to ``httpx.AsyncHTTPTransport()``). Works under asyncio and trio.
+
+    Active health checks and discovery run as tasks from ``__aenter__`` (entered by
+    ``async with httpx.AsyncClient(transport=...)``) until ``aclose()``.
+    """
 
     def __init__(
         self,
@@ -299,11 +329,37 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         outlier: OutlierDetection | None = _DEFAULT_OUTLIER,
         slow_start: float = 0.0,
         fail_back_after: float = 0.0,
+        health_check: HealthCheck | None = None,
+        discovery: Provider | Iterable[Provider] | None = None,
     ) -> None:
-        options = _pool_options(retry, outlier, slow_start, fail_back_after)
+        options = {
+            "retry": retry,
+            "outlier": outlier,
+            "slow_start": slow_start,
+            "fail_back_after": fail_back_after,
+            "health_check": health_check,
+            "discovery": discovery,
+        }
         super().__init__(upstreams, standbys, algorithm, services, hash_on, options)
         self._fallback = fallback
         self._inner = inner if inner is not None else httpx.AsyncHTTPTransport()
+        self._background = [
+            AsyncBackground(
+                pool,
+                health_check=pool.health_check,
+                discovery=pool.discovery,
+                transport=self._inner,
+            )
+            for pool in self._claim_pools()
+        ]
+
+    async def __aenter__(self) -> Self:
+        """Start the pools' health checks and discovery (``async with`` the client or
+        the transport); they stop in ``aclose()``."""
+        for background in self._background:
+            if not background.started:
+                await background.start()
+        return self
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         pool = self._route(request)
@@ -386,6 +442,9 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         return exchange.response
 
     async def aclose(self) -> None:
+        for background in self._background:
+            await background.aclose()
+        self._release_pools()
         await self._inner.aclose()
         if self._fallback is not None:
             await self._fallback.aclose()

@@ -25,7 +25,7 @@ from ._errors import ConfigError, NoUpstream
 from ._latency import finished, slow_members
 from ._member import PRIMARY, STANDBY, TIER_NAMES, Member
 from ._outcome import Outcome
-from ._policies import OutlierDetection, RetryPolicy, _positive
+from ._policies import HealthCheck, OutlierDetection, RetryPolicy, _positive
 from ._state import Event, Health, transition
 from ._upstream import Upstream, as_upstream
 
@@ -97,7 +97,12 @@ class Pool:
       traffic leaves the standbys for it.
     * **failure_penalty** - the latency, in seconds, that a failed attempt counts
       as at least, so that an upstream failing fast never looks quick.
-    * **allow_empty** - accept no upstreams (discovery will add them).
+    * **health_check** - a ``HealthCheck`` policy: the transport or proxy that owns
+      the pool runs the checks (the core only counts their results).
+    * **discovery** - a ``clientlb.discovery`` provider (or a list) that keeps the
+      membership current; run, like the checks, by the pool's owner.
+    * **allow_empty** - accept no upstreams (discovery will add them); implied by
+      ``discovery``.
     * **clock**, **rng** - injected time and randomness, for tests.
     """
 
@@ -113,6 +118,8 @@ class Pool:
         slow_start_min_share: float = 0.1,
         fail_back_after: float = 0.0,
         failure_penalty: float = 1.0,
+        health_check: HealthCheck | None = None,
+        discovery: Any = None,
         allow_empty: bool = False,
         clock: Callable[[], float] = time.monotonic,
         rng: _random.Random | None = None,
@@ -134,6 +141,12 @@ class Pool:
         self.slow_start_min_share = min(1.0, float(slow_start_min_share))
         self.fail_back_after = float(fail_back_after)
         self.failure_penalty = float(failure_penalty)
+        if health_check is not None and not isinstance(health_check, HealthCheck):
+            raise ConfigError("health_check", f"expected HealthCheck or None, got {health_check!r}")
+        self.health_check = health_check
+        self.discovery = discovery
+        self._runner: object = None
+        allow_empty = allow_empty or discovery is not None
         self.clock = clock
         self.rng = rng if rng is not None else _random.Random()
         self._lock = threading.RLock()
@@ -388,6 +401,19 @@ class Pool:
                 member.check_fails += 1
                 if member.check_fails >= fall:
                     self._set_health(member, Event.CHECK_DOWN)
+
+    def claim_runner(self, owner: object) -> bool:
+        """Let one owner at a time run this pool's checks and discovery: a pool
+        shared by several transports and proxies is checked once, not once each."""
+        with self._lock:
+            if self._runner is None:
+                self._runner = owner
+            return self._runner is owner
+
+    def release_runner(self, owner: object) -> None:
+        with self._lock:
+            if self._runner is owner:
+                self._runner = None
 
     def subscribe(self, listener: Callable[[str, Member], None]) -> None:
         """Call ``listener(event, member)`` on every health or membership change."""

@@ -1,0 +1,71 @@
+"""The transports run their pools' active health checks for their lifetime."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import httpx
+import pytest
+
+import clientlb
+from clientlb import HealthCheck
+
+from ..replicas import Replica
+from .conftest import await_for, wait_for
+
+FAST = HealthCheck(interval=0.05, timeout=1.0, rise=1, fall=2)
+
+
+def _state(transport: clientlb.BalancingTransport | clientlb.AsyncBalancingTransport, url: str) -> str:
+    return next(u["state"] for u in transport.snapshot()["upstreams"] if u["url"] == url)
+
+
+def test_sync_transport_checks_until_closed(replicas: list[Replica]) -> None:
+    before = set(threading.enumerate())
+    transport = clientlb.BalancingTransport([r.url for r in replicas], health_check=FAST)
+    sick = replicas[0]
+    with httpx.Client(transport=transport, base_url="http://svc") as client:
+        sick.health_status = 503
+        wait_for(lambda: _state(transport, sick.url) == "down", what="the sick replica down")
+        sick.reset()
+        for _ in range(30):
+            assert client.get("/work").status_code == 200
+        assert sick.count(path="/work") == 0
+        sick.health_status = 200
+        wait_for(lambda: _state(transport, sick.url) == "healthy", what="the replica back")
+    assert set(threading.enumerate()) <= before  # no checker thread outlives close()
+
+
+def _checker_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "clientlb-health")
+
+
+def test_a_shared_pool_is_checked_once(replicas: list[Replica]) -> None:
+    pool = clientlb.Pool([r.url for r in replicas], health_check=FAST)
+    first = clientlb.BalancingTransport(pool)
+    second = clientlb.BalancingTransport(pool)
+    try:
+        assert _checker_threads() == 1
+        wait_for(lambda: replicas[0].count(path="/health") >= 2, what="checks")
+    finally:
+        first.close()
+        second.close()
+    assert _checker_threads() == 0
+
+
+@pytest.mark.anyio
+async def test_async_transport_checks_inside_the_client(replicas: list[Replica]) -> None:
+    transport = clientlb.AsyncBalancingTransport([r.url for r in replicas], health_check=FAST)
+    sick = replicas[1]
+    sick.health_status = 500
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        await await_for(lambda: _state(transport, sick.url) == "down", what="the sick replica down")
+        sick.reset()
+        for _ in range(30):
+            assert (await client.get("/work")).status_code == 200
+        assert sick.count(path="/work") == 0
+    checks = sick.count(path="/health")
+    with anyio.fail_after(1):
+        await anyio.sleep(0.2)  # four intervals with the client closed
+    assert sick.count(path="/health") == checks  # the checks stopped with the client
