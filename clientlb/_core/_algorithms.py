@@ -445,6 +445,11 @@ class ConsistentHash(Algorithm):
         self.table_size = table_size
 
     def rebuild(self, members: Sequence[Member]) -> None:
+        signature = [(m.upstream.key, m.weight) for m in members]
+        if getattr(self, "signature", None) == signature:
+            self.members = list(members)  # the same upstreams: the table stands
+            return
+        self.signature = signature
         self.members = list(members)
         n = len(self.members)
         if not n:
@@ -490,7 +495,7 @@ class ConsistentHash(Algorithm):
         slot = int(self.rng.random() * len(table)) if key is None else hash64(key) % len(table)
         m = self.members[table[slot]]
         if exclude and m in exclude:
-            if all(x in exclude for x in self.members):
+            if len(exclude) >= len(self.members) and all(x in exclude for x in self.members):
                 return None
             size = len(table)
             for step in range(1, size):  # the next owner along the table

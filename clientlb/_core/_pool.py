@@ -35,13 +35,16 @@ DEFAULT_OUTLIER = OutlierDetection()
 
 
 class _Tier:
-    __slots__ = ("algorithm", "available", "members", "name")
+    __slots__ = ("algorithm", "available", "members", "name", "unavailable")
 
     def __init__(self, name: str, algorithm: Algorithm) -> None:
         self.name = name
         self.algorithm = algorithm
         self.members: list[Member] = []
         self.available: list[Member] = []
+        # Hashing algorithms hold every member, so that an ejection does not move
+        # other members' keys; the ones out are excluded at pick time instead.
+        self.unavailable: frozenset[Member] = frozenset()
 
 
 class Lease:
@@ -429,7 +432,13 @@ class Pool:
         any_available = False
         for tier in self._tiers:
             tier.available = [m for m in tier.members if m.health is Health.HEALTHY and not m.until]
-            tier.algorithm.rebuild(tier.available)
+            if tier.algorithm.hashes and tier.available:
+                listed = [m for m in tier.members if m.health is not Health.DRAINING]
+                tier.unavailable = frozenset(listed).difference(tier.available)
+                tier.algorithm.rebuild(listed)
+            else:
+                tier.unavailable = frozenset()
+                tier.algorithm.rebuild(tier.available)
             any_available = any_available or bool(tier.available)
         if any_available:
             self._panic = None
@@ -467,7 +476,8 @@ class Pool:
             member = held = None
             for tier in self._tiers:
                 if tier.available:
-                    member = tier.algorithm.pick(key, exclude)
+                    out = tier.unavailable
+                    member = tier.algorithm.pick(key, out.union(exclude) if out else exclude)
                     if member is not None:
                         if now < member.ramp_until and not tier.algorithm.hashes:
                             held = held or member  # if the next tier has no one, it serves

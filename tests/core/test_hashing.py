@@ -13,7 +13,7 @@ import pytest
 from clientlb import ConfigError, Outcome, Pool, Upstream
 from clientlb._core import ConsistentHash
 
-from .helpers import fail, make_pool, member, urls
+from .helpers import fail, make_pool, member, state, urls
 
 HASHING = ["ip_hash", "consistent_hash"]
 KEYS = [f"10.{i // 256 % 256}.{i % 256}.{i % 7}:{i}" for i in range(10_000)]
@@ -163,3 +163,20 @@ def test_the_default_table_does_not_change_size_with_membership() -> None:
     kept = [b for a, b in zip(before, after, strict=True) if a not in ups[:10]]
     stayed = sum(1 for a, b in zip(before, after, strict=True) if a not in ups[:10] and a == b)
     assert stayed >= 0.97 * len(kept)
+
+
+@pytest.mark.parametrize("name", HASHING)
+def test_an_ejection_moves_only_the_ejected_members_keys(name: str) -> None:
+    ups = urls(10)
+    pool = make_pool(ups, name)
+    keys = KEYS[:3000]
+    before = owners(pool, keys)
+    table = pool._tiers[0].algorithm.table  # type: ignore[attr-defined]
+    fail(pool, ups[3], 5)  # five connect failures in a row: ejected
+    assert state(pool, ups[3]) == "ejected"
+    after = owners(pool, keys)
+    assert pool._tiers[0].algorithm.table is table  # type: ignore[attr-defined]
+    for b, a in zip(before, after, strict=True):
+        assert a == b or b == ups[3]
+        assert a != ups[3]
+    assert sum(b == ups[3] for b in before) > 0
