@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -22,7 +22,13 @@ import uvicorn
 class Served:
     """An ASGI app served by uvicorn on an ephemeral loopback port, in a thread."""
 
-    def __init__(self, app: Any, *, http: str = "httptools", lifespan: str = "off") -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        http: Literal["h11", "httptools"] = "httptools",
+        lifespan: Literal["on", "off"] = "off",
+    ) -> None:
         self.app = app
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -35,13 +41,12 @@ class Served:
             log_level="warning",
             lifespan=lifespan,
             http=http,
-            loop="asyncio",  # type: ignore[arg-type]
+            loop="asyncio",
             timeout_graceful_shutdown=1,
             ws="websockets-sansio",
             proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [sock]}, daemon=True

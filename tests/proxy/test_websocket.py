@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from clientlb import Pool
 from clientlb._proxy import ProxyApp
@@ -66,7 +67,9 @@ def test_messages_are_relayed_both_ways(proxy: Start) -> None:
         app, served = proxy([up.url + "/base"])
 
         async def talk() -> None:
-            async with connect(ws_url(served, "/chat?room=1"), subprotocols=["chat.v2"]) as ws:
+            async with connect(
+                ws_url(served, "/chat?room=1"), subprotocols=[Subprotocol("chat.v2")]
+            ) as ws:
                 assert ws.subprotocol == "chat.v2"
                 assert await ws.recv() == "hello from a /base/chat"
                 await ws.send("text")
