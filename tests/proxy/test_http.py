@@ -202,8 +202,8 @@ def test_unreachable_upstream_is_502(proxy: Start, caplog: pytest.LogCaptureFixt
 
 
 def test_upstream_timeout_is_504(proxy: Start) -> None:
-    with Replica("slow", delay=2.0) as up:
-        _, served = proxy([up.url], timeout=httpx.Timeout(5.0, read=0.2))
+    with Replica("slow", delay=0.5) as up:
+        _, served = proxy([up.url], timeout=httpx.Timeout(5.0, read=0.1))
         r = httpx.get(served.url + "/x")
     assert r.status_code == 504 and b"timed out" in r.content
 

@@ -147,8 +147,8 @@ def test_errors_are_plain_statuses() -> None:
     refused = WSGIProxy([closed_port()])
     status, _, body = call(refused, environ("/x"))
     assert status.startswith("502") and b"unreachable" in body
-    with Replica("slow", delay=2.0) as up:
-        slow = WSGIProxy([up.url], timeout=httpx.Timeout(5.0, read=0.2))
+    with Replica("slow", delay=0.5) as up:
+        slow = WSGIProxy([up.url], timeout=httpx.Timeout(5.0, read=0.1))
         status, _, _ = call(slow, environ("/x"))
     assert status.startswith("504")
     for proxy in (empty, refused, slow):
