@@ -46,19 +46,25 @@ _HANDSHAKE = frozenset(
 # Codes that say what happened on one hop and cannot be sent in a close frame.
 _RESERVED = frozenset({1005, 1006, 1015})
 BAD_GATEWAY = 1014
-NOT_SUPPORTED = ErrorReply(501, b"501 Not Implemented: WebSockets need asyncio\n", "not supported")
+NOT_SUPPORTED = ErrorReply(
+    501,
+    b"501 Not Implemented: WebSocket forwarding needs asyncio and websockets\n",
+    "not supported",
+)
 
 
 async def proxy_websocket(
     proxy: ProxyApp, scope: MutableMapping[str, Any], receive: Receive, send: Send
 ) -> None:
     """Forward one WebSocket connection (an ASGI ``websocket`` scope)."""
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import InvalidStatus
-
     message = await receive()
     if message["type"] != "websocket.connect":
         return
+    try:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidStatus
+    except ImportError:  # pragma: no cover - uvicorn needs a WebSocket library too
+        return await _deny(scope, send, NOT_SUPPORTED)
     if sniffio.current_async_library() != "asyncio":  # the websockets client is asyncio's
         return await _deny(scope, send, NOT_SUPPORTED)
     client = scope.get("client")
