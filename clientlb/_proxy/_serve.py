@@ -27,6 +27,7 @@ from ._config import Settings
 
 log = logging.getLogger("clientlb.proxy")
 
+
 def build_app(settings: Settings) -> ProxyApp:
     """The ``ProxyApp`` the settings describe."""
     pool = Pool(
@@ -139,12 +140,11 @@ async def serve(
 
 
 def _freeze_heap() -> None:
-    """Move everything alive after startup out of the collector's sight, and
-    collect less often: a full collection walks every module and class object,
-    which under load shows up as multi-millisecond stalls in the p99 latency."""
+    """Move everything alive after startup out of the collector's sight: a full
+    collection would walk every module and class object each time, which under
+    load shows up as multi-millisecond stalls in the p99 latency."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
 
 
 def _announce(sockets: tuple[socket.socket, socket.socket | None], upstreams: int) -> None:
