@@ -57,7 +57,7 @@ def metrics_text(snapshot: dict[str, Any]) -> str:
         "# TYPE clientlb_upstream_up gauge",
     ]
     for up in snapshot["upstreams"]:
-        up_value = 1 if up["state"] in ("healthy", "slow-start") else 0
+        up_value = _up(up["state"])
         labels = f'upstream="{_label(up["url"])}",state="{up["state"]}"'
         lines.append(f"clientlb_upstream_up{{{labels}}} {up_value}")
     lines += [
@@ -66,6 +66,14 @@ def metrics_text(snapshot: dict[str, Any]) -> str:
         f"clientlb_pool_panic {int(bool(snapshot['panic']))}",
     ]
     return "\n".join(lines) + "\n"
+
+
+_UP_DOC = "Whether the upstream may be picked (1) or not (0)."
+_PANIC_DOC = "Whether the pool balances over every upstream, healthy or not."
+
+
+def _up(state: str) -> int:
+    return 1 if state in ("healthy", "slow-start") else 0
 
 
 def _label(value: str) -> str:
@@ -88,6 +96,13 @@ def _prometheus(pool: Pool) -> tuple[bytes, str] | None:
                     if up.get(key) is not None:
                         family.add_metric([up["url"], up["tier"]], float(up[key]))
                 yield family
+            up_family = GaugeMetricFamily(
+                "clientlb_upstream_up", _UP_DOC, labels=["upstream", "state"]
+            )
+            for up in snap["upstreams"]:
+                up_family.add_metric([up["url"], up["state"]], _up(up["state"]))
+            yield up_family
+            yield GaugeMetricFamily("clientlb_pool_panic", _PANIC_DOC, value=int(snap["panic"]))
 
     registry = CollectorRegistry()
     registry.register(Collector())
