@@ -89,7 +89,14 @@ def parser() -> argparse.ArgumentParser:
         help="send the client's Host header upstream",
     )
     proxy.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"))
-    # Discovery flags (--discovery ...) are added here by the discovery package.
+    proxy.add_argument(
+        "--discovery",
+        metavar="URI",
+        action="append",
+        default=[],
+        help="keep the upstreams current from dns://NAME:PORT, etcd://HOST:PORT/PREFIX "
+        "or file://PATH (repeat for more)",
+    )
 
     demo = commands.add_parser("demo", help="watch the algorithms balance live replicas")
     demo.add_argument("--algorithm", type=_algorithm, default="least_response_time", metavar="NAME")
@@ -119,6 +126,8 @@ def proxy_settings(args: argparse.Namespace) -> Any:
         flags["trusted_proxies"] = args.trusted_proxy
     if args.preserve_host is not None:
         flags["preserve_host"] = True
+    if args.discovery:
+        flags["discovery"] = {"uris": args.discovery}
     if args.health_path is not None:
         health = (
             {f: getattr(settings.health, f) for f in ("interval", "timeout", "rise", "fall")}
@@ -132,20 +141,24 @@ def proxy_settings(args: argparse.Namespace) -> Any:
         return check(build(flags, settings))
     except ConfigError as exc:
         field = exc.field
-        if field in ("upstreams", "standbys", "listen", "admin", "algorithm", "health.path"):
+        if field in _FLAGS:
             raise ConfigError(_flag_name(field), str(exc).split(": ", 1)[-1]) from None
         raise
 
 
+_FLAGS = {
+    "upstreams": "--upstream",
+    "standbys": "--standby",
+    "listen": "--listen",
+    "admin": "--admin",
+    "algorithm": "--algorithm",
+    "health.path": "--health-path",
+    "discovery": "--discovery",
+}
+
+
 def _flag_name(field: str) -> str:
-    return {
-        "upstreams": "--upstream",
-        "standbys": "--standby",
-        "listen": "--listen",
-        "admin": "--admin",
-        "algorithm": "--algorithm",
-        "health.path": "--health-path",
-    }[field]
+    return _FLAGS[field]
 
 
 def _run_proxy(args: argparse.Namespace) -> int:

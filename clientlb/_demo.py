@@ -138,7 +138,9 @@ async def _run(algorithm: str, duration: float) -> None:
             for replica in primaries:
                 replica.stop()
             served, errors = await _traffic(client, 10.0, requests=200)
-            _table("2. primaries stopped: 200 requests fail over to the standby", names, served, errors)
+            _table(
+                "2. primaries stopped: 200 requests fail over to the standby", names, served, errors
+            )
 
             for replica in primaries:
                 replica.start()

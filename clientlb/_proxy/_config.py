@@ -75,8 +75,7 @@ class Settings:
     health: HealthCheck | None = None
     pool: dict[str, float] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=lambda: dict(_SERVER_DEFAULTS))
-    # Discovery providers are configured here too; they are added by the
-    # discovery package (``--discovery`` and the ``[discovery]`` table).
+    # ``--discovery`` URIs and the ``[discovery]`` table: {"uris": [...]}.
     discovery: dict[str, Any] = field(default_factory=dict)
 
     def pool_options(self) -> dict[str, Any]:
@@ -209,10 +208,35 @@ def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
                 raise ConfigError(f"server.{key}", "unknown setting")
         changes["server"] = {**base.server, **table}
     if "discovery" in data:
-        changes["discovery"] = _table(data, "discovery")
+        changes["discovery"] = _discovery(_table(data, "discovery"))
     if data:
         raise ConfigError(sorted(data)[0], "unknown setting")
     return replace(base, **changes)
+
+
+def _discovery(table: dict[str, Any]) -> dict[str, Any]:
+    """``[discovery]``: ``uris``, a list of dns://, etcd:// or file:// URIs."""
+    uris = table.pop("uris", [])
+    if table:
+        raise ConfigError(f"discovery.{sorted(table)[0]}", "unknown setting")
+    if isinstance(uris, str):
+        uris = [uris]
+    if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
+        raise ConfigError("discovery.uris", f"expected a list of URIs, got {uris!r}")
+    return {"uris": uris}
+
+
+def discovery_providers(settings: Settings) -> list[Any]:
+    """The discovery providers the settings name (built, so checked)."""
+    from ..discovery import from_uri
+
+    providers = []
+    for uri in settings.discovery.get("uris", []):
+        try:
+            providers.append(from_uri(uri))
+        except ImportError as exc:
+            raise ConfigError("discovery", str(exc)) from None
+    return providers
 
 
 def _as_dict(timeouts: Timeouts) -> dict[str, Any]:
@@ -238,6 +262,7 @@ def check(settings: Settings) -> Settings:
         raise ConfigError(
             "--upstream", "give at least one upstream (--upstream URL or upstreams = [...])"
         )
+    discovery_providers(settings)
     seen: set[str] = set()
     for up in (*settings.upstreams, *settings.standbys):
         if up.key in seen:

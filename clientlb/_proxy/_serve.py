@@ -23,7 +23,7 @@ import uvicorn
 from .._core import Pool
 from ._admin import admin_app
 from ._asgi import ProxyApp
-from ._config import Settings
+from ._config import Settings, discovery_providers
 
 log = logging.getLogger("clientlb.proxy")
 
@@ -34,10 +34,9 @@ def build_app(settings: Settings) -> ProxyApp:
         settings.upstreams,
         settings.standbys,
         settings.algorithm,
-        allow_empty=bool(settings.discovery),
+        allow_empty=bool(settings.discovery.get("uris")),
         **settings.pool_options(),
     )
-    # Discovery providers built from settings.discovery join here (discovery=...).
     return ProxyApp(
         pool=pool,
         trusted_proxies=settings.trusted_proxies,
@@ -45,6 +44,7 @@ def build_app(settings: Settings) -> ProxyApp:
         retry_body_limit=settings.retry_body_limit,
         timeout=settings.timeouts,
         health_check=settings.health,
+        discovery=discovery_providers(settings) or None,
     )
 
 

@@ -10,6 +10,7 @@ registry retried with bounded backoff.
 * ``Etcd`` - keys under a prefix, read and then watched through etcd's v3 JSON API.
 * ``File`` - a TOML or JSON file, re-read when it changes.
 * ``Provider`` - the base class, for a registry of your own.
+* ``from_uri()`` - a provider from ``dns://``, ``etcd://`` or ``file://`` URIs.
 """
 
 from ._base import Endpoints as Endpoints
@@ -19,5 +20,6 @@ from ._base import Provider as Provider
 from ._dns import DNS as DNS
 from ._etcd import Etcd as Etcd
 from ._file import File as File
+from ._uri import from_uri as from_uri
 
-__all__ = ["DNS", "Endpoints", "Etcd", "Feed", "File", "InvalidAnswer", "Provider"]
+__all__ = ["DNS", "Endpoints", "Etcd", "Feed", "File", "InvalidAnswer", "Provider", "from_uri"]

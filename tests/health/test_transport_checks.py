@@ -17,7 +17,9 @@ from .conftest import await_for, wait_for
 FAST = HealthCheck(interval=0.05, timeout=1.0, rise=1, fall=2)
 
 
-def _state(transport: clientlb.BalancingTransport | clientlb.AsyncBalancingTransport, url: str) -> str:
+def _state(
+    transport: clientlb.BalancingTransport | clientlb.AsyncBalancingTransport, url: str
+) -> str:
     return next(u["state"] for u in transport.snapshot()["upstreams"] if u["url"] == url)
 
 

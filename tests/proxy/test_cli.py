@@ -120,3 +120,45 @@ def test_sigterm_finishes_requests_in_flight(replicas2: tuple[Replica, Replica])
     assert code == 0
     assert results and results[0].status_code == 200
     assert json.loads(results[0].content)["path"] == "/work"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("bogus://x", "unknown discovery scheme"),
+        ("etcd://127.0.0.1/", "etcd://HOST:PORT/PREFIX"),
+        ("etcd://127.0.0.1:2379/", "missing key prefix"),
+        ("dns://users:8000?ttl=3", "unknown option"),
+        ("file://", "missing path"),
+    ],
+)
+def test_bad_discovery_uri_exits_2(
+    uri: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["proxy", "--discovery", uri]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--discovery" in err[0] and message in err[0], err
+
+
+def test_discovery_from_a_watched_file(tmp_path: Path, replicas2: tuple[Replica, Replica]) -> None:
+    a, b = replicas2
+    registry = tmp_path / "upstreams.toml"
+    registry.write_text(f'upstreams = ["{a.url}"]\n')
+    running = Running(["--discovery", f"file://{registry}", "--admin", "127.0.0.1:0"])
+    try:
+        with httpx.Client(base_url=running.url) as client:
+            assert client.get("/one").status_code == 200
+            assert a.count(path="/one") == 1
+            registry.write_text(f'upstreams = ["{b.url}/b"]\n')
+            deadline = 200
+            while deadline:  # the file is polled: wait until the pool follows it
+                urls = [u["url"] for u in httpx.get(running.admin + "/stats").json()["upstreams"]]
+                if urls == [f"{b.url}/b"]:
+                    break
+                deadline -= 1
+                threading.Event().wait(0.02)
+            assert urls == [f"{b.url}/b"]
+            assert client.get("/two").status_code == 200
+            assert b.count(path="/b/two") == 1 and a.count(path="/two") == 0
+    finally:
+        assert running.stop() == 0
