@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,fast,rich]'
+	$(BIN)/python -m pip install -q -e '.[dev,fast,rich,websockets,prometheus,dns]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,10 +29,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check clientlb tests benchmarks examples
 	$(BIN)/mypy --strict clientlb
 
+# The proxy benchmark compares against peers installed here only (not dependencies).
 bench: $(STAMP)
-	@sh scripts/install-services.sh wrk nginx-light
+	@sh scripts/install-services.sh wrk nginx-light etcd-server dnsmasq-base
+	$(BIN)/python -m pip install -q asgiproxy fastapi-proxy-lib
 	$(BIN)/python benchmarks/pick.py
 	$(BIN)/python benchmarks/transport_overhead.py
+	$(BIN)/python benchmarks/proxy.py
+	$(BIN)/python benchmarks/proxy_memory.py
+	$(BIN)/python benchmarks/discovery_latency.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -151,7 +151,11 @@ class ProxyApp(ProxyBase):
         )
         self._engine = engine
         self._background: Any = None
-        if health_check is not None or discovery is not None:
+        # The pool's own checks and discovery unless given here; a pool shared by
+        # several owners is run by the first.
+        health_check = health_check if health_check is not None else self.pool.health_check
+        discovery = discovery if discovery is not None else self.pool.discovery
+        if (health_check is not None or discovery is not None) and self.pool.claim_runner(self):
             from .._background import AsyncBackground
 
             self._background = AsyncBackground(
@@ -187,6 +191,7 @@ class ProxyApp(ProxyBase):
         """Stop the background work and close the upstream connections."""
         if self._background is not None:
             await self._background.aclose()
+            self.pool.release_runner(self)
         if self._engine is not None:
             await self._engine.aclose()
             self._engine = None

@@ -138,7 +138,11 @@ class WSGIProxy(ProxyBase):
         )
         self.engine: SyncEngine = engine if engine is not None else SyncHttpcoreEngine()
         self._background: Any = None
-        if health_check is not None or discovery is not None:
+        # The pool's own checks and discovery unless given here; a pool shared by
+        # several owners is run by the first.
+        health_check = health_check if health_check is not None else self.pool.health_check
+        discovery = discovery if discovery is not None else self.pool.discovery
+        if (health_check is not None or discovery is not None) and self.pool.claim_runner(self):
             from .._background import Background
 
             self._background = Background(
@@ -149,6 +153,7 @@ class WSGIProxy(ProxyBase):
         """Stop the background threads and close the upstream connections."""
         if self._background is not None:
             self._background.close()
+            self.pool.release_runner(self)
         self.engine.close()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
