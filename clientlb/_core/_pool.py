@@ -450,15 +450,20 @@ class Pool:
             self._panic.rebuild(everyone)
         self._dirty = False
 
+    def _current(self) -> float:
+        """The time now, after any timer due has fired and candidates are rebuilt."""
+        now = self.clock()
+        if now >= self._next_timer:
+            self._run_timers(now)
+        if self._dirty:
+            self._rebuild(now)
+        return now
+
     @property
     def panicking(self) -> bool:
         """Every upstream is out and the pool balances over all of them."""
         with self._lock:
-            now = self.clock()
-            if now >= self._next_timer:
-                self._run_timers(now)
-            if self._dirty:
-                self._rebuild(now)
+            self._current()
             return self._panic is not None
 
     def pick(self, key: str | None = None, exclude: Collection[Member] = _NO_EXCLUSIONS) -> Lease:
@@ -468,11 +473,7 @@ class Pool:
         already tried.
         """
         with self._lock:
-            now = self.clock()
-            if now >= self._next_timer:
-                self._run_timers(now)
-            if self._dirty:
-                self._rebuild(now)
+            now = self._current()
             member = held = None
             for tier in self._tiers:
                 if tier.available:
@@ -595,11 +596,7 @@ class Pool:
     def snapshot(self) -> dict[str, Any]:
         """Per upstream: url, tier, state, in-flight, latency, requests, failures."""
         with self._lock:
-            now = self.clock()
-            if now >= self._next_timer:
-                self._run_timers(now)
-            if self._dirty:
-                self._rebuild(now)
+            now = self._current()
             return {
                 "algorithm": self.algorithm.name,
                 "panic": self._panic is not None,
