@@ -112,9 +112,7 @@ def _joined_url(request_url: httpx.URL, base: str) -> httpx.URL:
 def _joins_as_parsed() -> bool:
     samples = [("http://svc/a%2Fb/c?x=1&x=2", "http://h:8000/v2"), ("http://svc", "https://h")]
     try:
-        return all(
-            _joined_url(httpx.URL(u), b) == _parsed_url(httpx.URL(u), b) for u, b in samples
-        )
+        return all(_joined_url(httpx.URL(u), b) == _parsed_url(httpx.URL(u), b) for u, b in samples)
     except Exception:  # another httpx: take the parsing path
         return False
 

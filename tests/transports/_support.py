@@ -80,9 +80,7 @@ class Client:
         if self.sync is not None:
             return self.sync.send(self.sync.build_request(method, url, **kwargs), stream=True)
         assert self.async_ is not None
-        return await self.async_.send(
-            self.async_.build_request(method, url, **kwargs), stream=True
-        )
+        return await self.async_.send(self.async_.build_request(method, url, **kwargs), stream=True)
 
     async def close_response(self, response: httpx.Response) -> None:
         if self.sync is not None:
@@ -157,5 +155,3 @@ def assert_idle(transport: Any) -> None:
 def hosts(attempts: Iterable[clientlb.Attempt]) -> list[str]:
     """The upstream host of each attempt."""
     return [httpx.URL(a.upstream).host for a in attempts]
-
-

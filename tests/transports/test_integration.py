@@ -184,9 +184,7 @@ async def test_random_choices_are_roughly_even(fresh: list[Replica], algorithm: 
 
 
 @pytest.mark.parametrize("algorithm", ["consistent_hash", "ip_hash"])
-async def test_hashing_sticks_each_key_to_one_replica(
-    fresh: list[Replica], algorithm: str
-) -> None:
+async def test_hashing_sticks_each_key_to_one_replica(fresh: list[Replica], algorithm: str) -> None:
     transport = clientlb.AsyncBalancingTransport(
         urls(fresh), algorithm=algorithm, hash_on="header:X-User"
     )
@@ -233,9 +231,7 @@ async def test_least_connections_balances_open_streams(
 
 
 @pytest.mark.parametrize("algorithm", ["least_response_time", "peak_ewma"])
-async def test_slow_replica_gets_clearly_less_traffic(
-    fresh: list[Replica], algorithm: str
-) -> None:
+async def test_slow_replica_gets_clearly_less_traffic(fresh: list[Replica], algorithm: str) -> None:
     slow = fresh[0]
     slow.delay = 0.05
     transport = clientlb.AsyncBalancingTransport(urls(fresh), algorithm=algorithm)

@@ -191,9 +191,7 @@ async def test_no_upstream_available(flavour: Flavour) -> None:
     "kwargs",
     [
         pytest.param({}, id="nothing"),
-        pytest.param(
-            {"upstreams": ["http://a:1"], "services": {"s": ["http://b:1"]}}, id="both"
-        ),
+        pytest.param({"upstreams": ["http://a:1"], "services": {"s": ["http://b:1"]}}, id="both"),
         pytest.param({"upstreams": []}, id="empty-upstreams"),
         pytest.param({"services": {}}, id="empty-services"),
         pytest.param({"services": {"": ["http://a:1"]}}, id="empty-service-name"),
@@ -261,8 +259,9 @@ async def test_hash_on_callable(flavour: Flavour) -> None:
     async with flavour.client(transport) as client:
         for tenant_id in range(10):
             where = {
-                httpx.URL((await client.request("GET", f"/x?tenant={tenant_id}")).json()["url"])
-                .host
+                httpx.URL(
+                    (await client.request("GET", f"/x?tenant={tenant_id}")).json()["url"]
+                ).host
                 for _ in range(4)
             }
             assert len(where) == 1
@@ -428,8 +427,9 @@ async def test_retry_budget_exhaustion_stops_retries(flavour: Flavour) -> None:
     route = router.route().mock(side_effect=httpx.ReadTimeout)
     # one retry in the whole window: 0.1 per second over 10 s, nothing per request
     budget = RetryBudget(ratio=0.0, min_per_second=0.1, window=10.0)
-    pool = Pool(ABC, retry=RetryPolicy(max_retries=5, budget=budget), outlier=None,
-                clock=lambda: 1000.0)
+    pool = Pool(
+        ABC, retry=RetryPolicy(max_retries=5, budget=budget), outlier=None, clock=lambda: 1000.0
+    )
     transport = flavour.transport(pool, inner=flavour.mock(router))
     async with flavour.client(transport) as client:
         counts = []
@@ -561,8 +561,10 @@ async def test_shared_pool_is_one_state(flavour: Flavour) -> None:
         r1 = await one.send_streaming("GET", "/x")
         r2 = await two.send_streaming("GET", "/x")
         # the second transport saw the first one's request in flight
-        assert {r1.extensions["clientlb.attempts"][0].upstream,
-                r2.extensions["clientlb.attempts"][0].upstream} == set(ABC[:2])
+        assert {
+            r1.extensions["clientlb.attempts"][0].upstream,
+            r2.extensions["clientlb.attempts"][0].upstream,
+        } == set(ABC[:2])
         await one.close_response(r1)
         await two.close_response(r2)
     assert first.pool is second.pool
