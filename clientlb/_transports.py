@@ -32,6 +32,7 @@ from ._core import (
 from ._core._pool import DEFAULT_OUTLIER
 from ._errors_map import outcome_of
 from ._exceptions import NoUpstreamAvailable, UnknownService
+from ._inners import Inners
 from ._routing import HashOn, PoolSource, build_pools, key_function, upstream_request
 from ._streams import (
     LeasedAsyncStream,
@@ -171,7 +172,8 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
       request's host picks the pool.
     * **fallback** - the transport for hosts not in ``services``; without it they
       raise ``UnknownService``.
-    * **inner** - the transport that does the I/O (default ``httpx.HTTPTransport()``).
+    * **inner** - the transport that does the I/O, shared by every upstream (by
+      default each upstream gets an ``httpx.HTTPTransport()`` of its own).
     * **hash_on** - the key of hashing algorithms: ``"header:NAME"`` or a callable.
     * **retry**, **outlier**, **slow_start**, **fail_back_after**, **health_check**,
       **discovery** - passed to the pools this transport builds (see ``Pool``); a
@@ -208,13 +210,10 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
         }
         super().__init__(upstreams, standbys, algorithm, services, hash_on, options)
         self._fallback = fallback
-        self._inner = inner if inner is not None else httpx.HTTPTransport()
+        self._inners = Inners(inner, httpx.HTTPTransport, self.pools.values())
         self._background = [
             Background(
-                pool,
-                health_check=pool.health_check,
-                discovery=pool.discovery,
-                transport=self._inner,
+                pool, health_check=pool.health_check, discovery=pool.discovery, transport=inner
             ).start()
             for pool in self._claim_pools()
         ]
@@ -250,8 +249,11 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
         return self._retry(exchange, stream)
 
     def _attempt(self, exchange: _Exchange, lease: Lease, stream: Any) -> httpx.Response:
+        if self._inners.retired:
+            for retired in self._inners.take_retired():
+                retired.close()
         try:
-            response = self._inner.handle_request(
+            response = self._inners.get(lease.upstream).handle_request(
                 upstream_request(exchange.request, lease.upstream, stream)
             )
         except BaseException as error:
@@ -302,14 +304,15 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
         for background in self._background:
             background.close()
         self._release_pools()
-        self._inner.close()
+        for inner in self._inners.take_all():
+            inner.close()
         if self._fallback is not None:
             self._fallback.close()
 
 
 class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
-    """The async twin of ``BalancingTransport`` (same parameters; ``inner`` defaults
-    to ``httpx.AsyncHTTPTransport()``). Works under asyncio and trio.
+    """The async twin of ``BalancingTransport`` (same parameters; by default each
+    upstream gets an ``httpx.AsyncHTTPTransport()``). Works under asyncio and trio.
 
     Active health checks and discovery run as tasks from ``__aenter__`` (entered by
     ``async with httpx.AsyncClient(transport=...)``) until ``aclose()``.
@@ -342,13 +345,10 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         }
         super().__init__(upstreams, standbys, algorithm, services, hash_on, options)
         self._fallback = fallback
-        self._inner = inner if inner is not None else httpx.AsyncHTTPTransport()
+        self._inners = Inners(inner, httpx.AsyncHTTPTransport, self.pools.values())
         self._background = [
             AsyncBackground(
-                pool,
-                health_check=pool.health_check,
-                discovery=pool.discovery,
-                transport=self._inner,
+                pool, health_check=pool.health_check, discovery=pool.discovery, transport=inner
             )
             for pool in self._claim_pools()
         ]
@@ -392,8 +392,11 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         return await self._retry(exchange, stream)
 
     async def _attempt(self, exchange: _Exchange, lease: Lease, stream: Any) -> httpx.Response:
+        if self._inners.retired:
+            for retired in self._inners.take_retired():
+                await retired.aclose()
         try:
-            response = await self._inner.handle_async_request(
+            response = await self._inners.get(lease.upstream).handle_async_request(
                 upstream_request(exchange.request, lease.upstream, stream)
             )
         except BaseException as error:
@@ -445,6 +448,7 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         for background in self._background:
             await background.aclose()
         self._release_pools()
-        await self._inner.aclose()
+        for inner in self._inners.take_all():
+            await inner.aclose()
         if self._fallback is not None:
             await self._fallback.aclose()

@@ -422,6 +422,11 @@ class Pool:
         """Call ``listener(event, member)`` on every health or membership change."""
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Callable[[str, Member], None]) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def _emit(self, event: str, member: Member) -> None:
         for listener in self._listeners:
             listener(event, member)
