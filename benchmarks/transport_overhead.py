@@ -18,7 +18,7 @@ keep. Last, it times the transport's own cost per request with an in-memory inne
 transport, which the network does not blur.
 
     python benchmarks/transport_overhead.py [--rounds 5] [--seconds 0.6]
-    python benchmarks/transport_overhead.py --inner per-upstream  # one pool per upstream
+    python benchmarks/transport_overhead.py --inner shared  # one pool given as inner=
     python benchmarks/transport_overhead.py --profile   # where the transport's time goes
 
 It always exits 0: the figures are indicative, the more so on a shared machine.
@@ -132,38 +132,6 @@ def replicas(count: int, http: str) -> Iterator[list[Replica]]:
             r.stop()
 
 
-class PerUpstream(httpx.BaseTransport, httpx.AsyncBaseTransport):
-    """An inner transport keeping one connection pool per upstream (``--inner
-    per-upstream``): httpcore's pool costs each request time in proportion to the
-    connections it holds (to every origin), and a shared pool holds them all."""
-
-    def __init__(self) -> None:
-        self.sync: dict[tuple[str, int | None], httpx.HTTPTransport] = {}
-        self.async_: dict[tuple[str, int | None], httpx.AsyncHTTPTransport] = {}
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        key = (request.url.host, request.url.port)
-        pool = self.sync.get(key)
-        if pool is None:
-            pool = self.sync.setdefault(key, httpx.HTTPTransport(limits=LIMITS))
-        return pool.handle_request(request)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        key = (request.url.host, request.url.port)
-        pool = self.async_.get(key)
-        if pool is None:
-            pool = self.async_.setdefault(key, httpx.AsyncHTTPTransport(limits=LIMITS))
-        return await pool.handle_async_request(request)
-
-    def close(self) -> None:
-        for pool in self.sync.values():
-            pool.close()
-
-    async def aclose(self) -> None:
-        for pool in self.async_.values():
-            await pool.aclose()
-
-
 # -- one round ------------------------------------------------------------------------
 
 AsyncGet = Callable[[str], Awaitable[httpx.Response]]
@@ -237,10 +205,10 @@ class Result:
 
 
 def run_async(
-    urls: list[str], concurrency: int, rounds: int, seconds: float, per_upstream: bool = False
+    urls: list[str], concurrency: int, rounds: int, seconds: float, per_upstream: bool = True
 ) -> Result:
     async def measure() -> Result:
-        inner = PerUpstream() if per_upstream else httpx.AsyncHTTPTransport(limits=LIMITS)
+        inner = None if per_upstream else httpx.AsyncHTTPTransport(limits=LIMITS)
         transport = clientlb.AsyncBalancingTransport(urls, inner=inner)
         async with (
             httpx.AsyncClient(transport=transport, base_url="http://svc") as through,
@@ -264,9 +232,9 @@ def run_async(
 
 
 def run_sync(
-    urls: list[str], concurrency: int, rounds: int, seconds: float, per_upstream: bool = False
+    urls: list[str], concurrency: int, rounds: int, seconds: float, per_upstream: bool = True
 ) -> Result:
-    inner = PerUpstream() if per_upstream else httpx.HTTPTransport(limits=LIMITS)
+    inner = None if per_upstream else httpx.HTTPTransport(limits=LIMITS)
     transport = clientlb.BalancingTransport(urls, inner=inner)
     with (
         httpx.Client(transport=transport, base_url="http://svc") as through,
@@ -390,9 +358,9 @@ def main() -> int:
     parser.add_argument(
         "--inner",
         choices=["shared", "per-upstream"],
-        default="shared",
-        help="the balancing transport's inner transport: one pool (the default) or one "
-        "pool per upstream",
+        default="per-upstream",
+        help="the balancing transport's inner transport: one pool per upstream (the "
+        "transport's default) or one shared pool given as inner=",
     )
     args = parser.parse_args()
 
