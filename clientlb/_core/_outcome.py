@@ -22,7 +22,7 @@ class Outcome(enum.Enum):
 
     @property
     def is_failure(self) -> bool:
-        return self in _FAILURES
+        return self in FAILURES
 
 
-_FAILURES = frozenset({Outcome.CONNECT_FAILURE, Outcome.RESET, Outcome.TIMEOUT})
+FAILURES = frozenset({Outcome.CONNECT_FAILURE, Outcome.RESET, Outcome.TIMEOUT})

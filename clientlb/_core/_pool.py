@@ -24,7 +24,7 @@ from ._budget import BudgetLedger
 from ._errors import ConfigError, NoUpstream
 from ._latency import finished, slow_members
 from ._member import PRIMARY, STANDBY, TIER_NAMES, Member
-from ._outcome import Outcome
+from ._outcome import FAILURES, Outcome
 from ._policies import HealthCheck, OutlierDetection, RetryPolicy, _positive
 from ._state import Event, Health, transition
 from ._upstream import Upstream, as_upstream
@@ -136,6 +136,7 @@ class Pool:
         if outlier is not None and not isinstance(outlier, OutlierDetection):
             raise ConfigError("outlier", f"expected OutlierDetection or None, got {outlier!r}")
         self.algorithm = make_algorithm(algorithm)
+        self._tracks_load = self.algorithm.tracks_load  # read on every request
         self.outlier = outlier
         self.retry = retry if retry is not None else RetryPolicy()
         if not isinstance(self.retry, RetryPolicy):
@@ -478,7 +479,9 @@ class Pool:
         already tried.
         """
         with self._lock:
-            now = self._current()
+            now = self.clock()
+            if now >= self._next_timer or self._dirty:
+                self._current()
             member = held = None
             for tier in self._tiers:
                 if tier.available:
@@ -498,7 +501,10 @@ class Pool:
                 raise NoUpstream("no upstream available")
             member.in_flight += 1
             member.requests += 1
-            self._changed(member)
+            if self._tracks_load:
+                self._tiers[member.tier].algorithm.changed(member)
+                if self._panic is not None:
+                    self._panic.changed(member)
             return Lease(self, member, now)
 
     def _ramp_gate(
@@ -516,12 +522,6 @@ class Pool:
         if tier is self._tiers[PRIMARY] and self._tiers[STANDBY].available:
             return None
         return member
-
-    def _changed(self, member: Member) -> None:
-        if self.algorithm.tracks_load:
-            self._tiers[member.tier].algorithm.changed(member)
-            if self._panic is not None:
-                self._panic.changed(member)
 
     def _penalty(self, member: Member, elapsed: float) -> float:
         return max(elapsed, self.failure_penalty, 2 * member.ewma if member.sampled else 0.0)
@@ -544,7 +544,10 @@ class Pool:
             else:
                 member.consecutive_local = member.consecutive_gateway = member.consecutive_5xx = 0
                 member.observe(elapsed, now)
-            self._changed(member)
+            if self._tracks_load:
+                self._tiers[member.tier].algorithm.changed(member)
+                if self._panic is not None:
+                    self._panic.changed(member)
             if now >= self._latency_due:
                 self._eject_slow(now)
 
@@ -556,7 +559,7 @@ class Pool:
             now = self.clock()
             member = lease.member
             member.in_flight -= 1
-            if outcome.is_failure:
+            if outcome in FAILURES:
                 member.failures += 1
                 member.consecutive_local += 1
                 if lease.elapsed is None:
@@ -567,7 +570,10 @@ class Pool:
                 lease.elapsed = now - lease.started
                 member.consecutive_local = member.consecutive_gateway = member.consecutive_5xx = 0
                 member.observe(lease.elapsed, now)
-            self._changed(member)
+            if self._tracks_load:
+                self._tiers[member.tier].algorithm.changed(member)
+                if self._panic is not None:
+                    self._panic.changed(member)
             if member.health is Health.DRAINING and member.in_flight == 0:
                 self._drop(member)
             if now >= self._latency_due:
