@@ -22,9 +22,9 @@ from typing import Any
 from ._algorithms import Algorithm, make_algorithm
 from ._budget import BudgetLedger
 from ._errors import ConfigError, NoUpstream
-from ._latency import finished, slow_members
 from ._member import PRIMARY, STANDBY, TIER_NAMES, Member
 from ._outcome import FAILURES, Outcome
+from ._outlier import failing, finished, slow_members
 from ._policies import HealthCheck, OutlierDetection, RetryPolicy, _positive
 from ._state import Event, Health, transition
 from ._upstream import Upstream, as_upstream
@@ -346,20 +346,8 @@ class Pool:
 
     def _eject_if_outlier(self, member: Member, now: float) -> None:
         rules = self.outlier
-        if rules is None or member.health is not Health.HEALTHY:
-            return
-        local, gateway, any_5xx = (
-            rules.consecutive_local_failures,
-            rules.consecutive_gateway_errors,
-            rules.consecutive_5xx,
-        )
-        if not (
-            (local and member.consecutive_local >= local)
-            or (gateway and member.consecutive_gateway >= gateway)
-            or (any_5xx and member.consecutive_5xx >= any_5xx)
-        ):
-            return
-        self._eject(member, rules, now)
+        if rules is not None and member.health is Health.HEALTHY and failing(member, rules):
+            self._eject(member, rules, now)
 
     def _eject_slow(self, now: float) -> None:
         """Latency outliers; run at most every ``latency_interval`` seconds."""

@@ -1,7 +1,10 @@
-"""Latency outliers: upstreams much slower than the rest of their tier.
+"""Outlier detection rules: when passive health says an upstream should go.
 
-The pool asks this at most every ``OutlierDetection.latency_interval`` seconds, never
-per request: one pass over a tier and one median of its latency estimates.
+``failing()`` reads one member's consecutive failures, after each of its requests.
+``slow_members()`` finds latency outliers, upstreams much slower than the rest of
+their tier; the pool asks it at most every ``OutlierDetection.latency_interval``
+seconds, never per request: one pass over a tier and one median of its latency
+estimates.
 """
 
 from __future__ import annotations
@@ -12,6 +15,18 @@ from collections.abc import Mapping, Sequence
 from ._member import Member
 from ._policies import OutlierDetection
 from ._state import Health
+
+
+def failing(member: Member, rules: OutlierDetection) -> bool:
+    """Whether ``member``'s failures in a row reach one of the consecutive rules."""
+    local = rules.consecutive_local_failures
+    gateway = rules.consecutive_gateway_errors
+    any_5xx = rules.consecutive_5xx
+    return bool(
+        (local and member.consecutive_local >= local)
+        or (gateway and member.consecutive_gateway >= gateway)
+        or (any_5xx and member.consecutive_5xx >= any_5xx)
+    )
 
 
 def finished(member: Member) -> int:
