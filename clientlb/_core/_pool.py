@@ -295,6 +295,9 @@ class Pool:
             if old is Health.EJECTED:
                 member.last_ejection_end = now
             member.until = 0.0
+            # Judged afresh: failures of requests that were in flight while it was
+            # out do not count towards ejecting it again.
+            member.consecutive_local = member.consecutive_gateway = member.consecutive_5xx = 0
             self._latency_marks[member] = finished(member)
             if (
                 member.tier == PRIMARY
@@ -512,7 +515,12 @@ class Pool:
         return member
 
     def _penalty(self, member: Member, elapsed: float) -> float:
-        return max(elapsed, self.failure_penalty, 2 * member.ewma if member.sampled else 0.0)
+        """The latency a failed attempt counts as: at least ``failure_penalty``, and
+        twice the member's estimate (so a slow service's failures still cost more
+        than its successes), capped at ten penalties so that a long run of failures
+        cannot push the estimate beyond recovery."""
+        doubled = 2 * member.ewma if member.sampled else 0.0
+        return max(elapsed, self.failure_penalty, min(doubled, 10 * self.failure_penalty))
 
     def _responded(self, lease: Lease, status: int) -> None:
         with self._lock:

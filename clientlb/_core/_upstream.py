@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ._errors import ConfigError
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A DNS name or IPv4 address: letters, digits, '-', '_' and dots.
+_HOSTNAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?\.?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,7 @@ def parse_upstream_url(url: object) -> tuple[str, str, int, str]:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise ConfigError("url", f"invalid IPv6 host in {url!r}") from None
-    elif any(c in host for c in " /\\@"):
+    elif not _HOSTNAME.fullmatch(host):
         raise ConfigError("url", f"invalid host in {url!r}")
     if port == 0:
         raise ConfigError("url", f"port must be 1-65535 in {url!r}")

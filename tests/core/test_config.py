@@ -43,6 +43,9 @@ def test_config_error_is_a_value_error() -> None:
         ("http://api.example:99999", ["port"]),
         ("http://api.example:http", ["invalid"]),
         ("http://[::zz]:8000", ["invalid"]),
+        ('http://a"b:8000', ["invalid host"]),
+        ("http://-edge.example:8000", ["invalid host"]),
+        ("http://a%20b:8000", ["invalid host"]),
         ("", ["non-empty"]),
     ],
 )

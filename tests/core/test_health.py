@@ -255,3 +255,31 @@ def test_failures_during_panic_do_not_extend_ejections() -> None:
     clock.advance(10.0)
     assert pool.panicking is False
     assert {state(pool, u) for u in ups} == {"healthy"}
+
+
+def test_failures_that_land_while_ejected_do_not_eject_again_on_return() -> None:
+    clock = FakeClock()
+    ups = urls(3)
+    pool = make_pool(ups, clock=clock)
+    stragglers = []
+    for _ in range(4):  # requests in flight at the upstream before it fails
+        lease = pool.pick(exclude=frozenset(m for m in pool.members if m.upstream.url != ups[0]))
+        stragglers.append(lease)
+    fail(pool, ups[0], 5)
+    assert state(pool, ups[0]) == "ejected"
+    for lease in stragglers:  # they fail too, while it is out
+        lease.finish(Outcome.RESET)
+    clock.advance(10.0)  # the first ejection ends
+    assert state(pool, ups[0]) == "healthy"
+    fail(pool, ups[0], 1)
+    assert state(pool, ups[0]) == "healthy"  # one new failure is not five in a row
+    fail(pool, ups[0], 4)
+    assert state(pool, ups[0]) == "ejected"
+
+
+def test_a_long_run_of_failures_cannot_push_latency_beyond_recovery() -> None:
+    ups = urls(2)
+    pool = make_pool(ups, "least_response_time", outlier=None)
+    fail(pool, ups[0], 200)
+    ewma = next(m for m in pool.members if m.upstream.url == ups[0]).ewma
+    assert 1.0 <= ewma <= 10.0  # at most ten failure penalties
