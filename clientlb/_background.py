@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Self
@@ -47,6 +48,9 @@ log = logging.getLogger("clientlb")
 
 #: Seconds ``close()`` waits for each thread before saying it is stuck.
 JOIN_TIMEOUT = 30.0
+#: Seconds ``start()`` waits for discovery's first answer when the pool is empty,
+#: so that the first requests find upstreams rather than ``NoUpstreamAvailable``.
+FIRST_ANSWER_TIMEOUT = 5.0
 
 
 def _providers(discovery: Provider | Iterable[Provider] | None) -> list[Provider]:
@@ -66,14 +70,21 @@ class _Base:
         *,
         health_check: HealthCheck | None = None,
         discovery: Provider | Iterable[Provider] | None = None,
+        first_answer_timeout: float = FIRST_ANSWER_TIMEOUT,
     ) -> None:
         if not isinstance(pool, Pool):
             raise TypeError(f"expected a Pool, got {pool!r}")
         self.pool = pool
+        self.first_answer_timeout = first_answer_timeout
         self.checker = HealthChecker(pool, health_check) if health_check is not None else None
         self.providers = _providers(discovery)
         self.started = False
         self.closed = False
+
+    @property
+    def _awaits_registry(self) -> bool:
+        """Whether start() should wait for discovery: nothing to serve without it."""
+        return bool(self.providers) and len(self.pool) == 0
 
     def _begin(self) -> None:
         if self.closed:
@@ -111,10 +122,18 @@ class Background(_Base):
     def start(self) -> Self:
         """Start the threads (none if there is nothing to run)."""
         self._begin()
+        answered = []
         for provider in self.providers:
-            self._spawn(f"clientlb-discovery {provider!r}", provider.run, self.pool, self._stop)
+            event = threading.Event()
+            answered.append(event)
+            name = f"clientlb-discovery {provider!r}"
+            self._spawn(name, provider.run, self.pool, self._stop, event.set)
         if self.checker is not None:
             self._spawn("clientlb-health", self.checker.run, self._stop, self.transport)
+        if self._awaits_registry:
+            deadline = time.monotonic() + self.first_answer_timeout
+            for event in answered:
+                event.wait(max(0.0, deadline - time.monotonic()))
         return self
 
     def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
@@ -175,11 +194,16 @@ class AsyncBackground(_Base):
         self.transport = transport
         self._group: anyio.abc.TaskGroup | None = None
 
-    def _launch(self, tg: anyio.abc.TaskGroup) -> None:
+    def _launch(self, tg: anyio.abc.TaskGroup) -> list[anyio.Event]:
+        answered = []
         for provider in self.providers:
-            tg.start_soon(provider.arun, self.pool, name=f"clientlb-discovery {provider!r}")
+            event = anyio.Event()
+            answered.append(event)
+            name = f"clientlb-discovery {provider!r}"
+            tg.start_soon(provider.arun, self.pool, event.set, name=name)
         if self.checker is not None:
             tg.start_soon(self.checker.arun, self.transport, name="clientlb-health")
+        return answered
 
     async def start(self) -> Self:
         """Start the tasks in a task group of its own, until ``aclose()``."""
@@ -188,7 +212,11 @@ class AsyncBackground(_Base):
             group = anyio.create_task_group()
             await group.__aenter__()
             self._group = group
-            self._launch(group)
+            answered = self._launch(group)
+            if self._awaits_registry:
+                with anyio.move_on_after(self.first_answer_timeout):
+                    for event in answered:
+                        await event.wait()
         return self
 
     async def aclose(self) -> None:

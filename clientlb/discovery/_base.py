@@ -16,7 +16,7 @@ import logging
 import math
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import anyio
@@ -100,9 +100,12 @@ def positive(name: str, value: float) -> float:
 class Feed:
     """The decisions of one provider feeding one pool (no I/O)."""
 
-    def __init__(self, provider: Provider, pool: Pool) -> None:
+    def __init__(
+        self, provider: Provider, pool: Pool, on_first_answer: Callable[[], None] | None = None
+    ) -> None:
         self.provider = provider
         self.pool = pool
+        self._on_first_answer = on_first_answer
         self.applied: Endpoints | None = None
         self.state = "starting"
         self.failures = 0  # in a row
@@ -113,17 +116,24 @@ class Feed:
         self.answers += 1
         if not endpoints and not self.provider.allow_empty:
             self._enter("empty", "answered no endpoints")
-            return
-        self._enter("ok", f"answering: {endpoints}")
-        self.failures = 0
-        if endpoints.same_as(self.applied):
-            return
-        self.pool.update(
-            endpoints.primaries, endpoints.standbys, drain_timeout=self.provider.drain_timeout
-        )
-        if self.applied is not None:
-            log.info("%r: now %s", self.provider, endpoints)
-        self.applied = endpoints
+        else:
+            self._enter("ok", f"answering: {endpoints}")
+            self.failures = 0
+            if not endpoints.same_as(self.applied):
+                self.pool.update(
+                    endpoints.primaries,
+                    endpoints.standbys,
+                    drain_timeout=self.provider.drain_timeout,
+                )
+                if self.applied is not None:
+                    log.info("%r: now %s", self.provider, endpoints)
+                self.applied = endpoints
+        self._answered()
+
+    def _answered(self) -> None:
+        if self._on_first_answer is not None:
+            callback, self._on_first_answer = self._on_first_answer, None
+            callback()
 
     def failed(self, error: BaseException) -> float:
         """The registry failed; return how long to wait before trying again."""
@@ -131,6 +141,7 @@ class Feed:
         kind = "invalid" if isinstance(error, InvalidAnswer) else "unreachable"
         self._enter(kind, f"{type(error).__name__}: {error}")
         self.failures += 1
+        self._answered()
         return self.provider.backoff(self.failures)
 
     def _enter(self, state: str, detail: str) -> None:
@@ -189,9 +200,15 @@ class Provider:
 
     # -- drivers ----------------------------------------------------------------
 
-    def run(self, pool: Pool, stop: threading.Event) -> None:
-        """Feed ``pool`` until ``stop`` is set (the body of a thread)."""
-        self.feed = feed = Feed(self, pool)
+    def run(
+        self,
+        pool: Pool,
+        stop: threading.Event,
+        on_first_answer: Callable[[], None] | None = None,
+    ) -> None:
+        """Feed ``pool`` until ``stop`` is set (the body of a thread); call
+        ``on_first_answer`` once the registry has answered or failed once."""
+        self.feed = feed = Feed(self, pool, on_first_answer)
         while not stop.is_set():
             try:
                 delay = self.poll(feed, stop)
@@ -202,9 +219,9 @@ class Provider:
             if stop.wait(delay):
                 break
 
-    async def arun(self, pool: Pool) -> None:
+    async def arun(self, pool: Pool, on_first_answer: Callable[[], None] | None = None) -> None:
         """Feed ``pool`` until cancelled (an anyio task)."""
-        self.feed = feed = Feed(self, pool)
+        self.feed = feed = Feed(self, pool, on_first_answer)
         while True:
             try:
                 delay = await self.apoll(feed)
