@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from .._core import Pool
 
-_GAUGES = (
+_PER_UPSTREAM = (
     ("in_flight", "clientlb_upstream_in_flight", "gauge", "Requests in flight to the upstream."),
     ("requests", "clientlb_upstream_requests_total", "counter", "Requests sent to the upstream."),
     ("failures", "clientlb_upstream_failures_total", "counter", "Failed requests to the upstream."),
@@ -44,7 +44,7 @@ _GAUGES = (
 def metrics_text(snapshot: dict[str, Any]) -> str:
     """The snapshot in Prometheus text format (version 0.0.4)."""
     lines = []
-    for key, name, kind, doc in _GAUGES:
+    for key, name, kind, doc in _PER_UPSTREAM:
         lines += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}"]
         for up in snapshot["upstreams"]:
             value = up.get(key)
@@ -83,15 +83,16 @@ def _label(value: str) -> str:
 def _prometheus(pool: Pool) -> tuple[bytes, str] | None:
     try:
         from prometheus_client import CollectorRegistry, generate_latest
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     except ImportError:
         return None
 
     class Collector:
         def collect(self) -> Any:
             snap = pool.snapshot()
-            for key, name, _, doc in _GAUGES:
-                family = GaugeMetricFamily(name, doc, labels=["upstream", "tier"])
+            for key, name, kind, doc in _PER_UPSTREAM:
+                cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                family = cls(name, doc, labels=["upstream", "tier"])
                 for up in snap["upstreams"]:
                     if up.get(key) is not None:
                         family.add_metric([up["url"], up["tier"]], float(up[key]))
