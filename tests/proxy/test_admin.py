@@ -30,7 +30,7 @@ async def test_stats_status_and_metrics() -> None:
 
 
 def test_plain_exposition_without_prometheus_client() -> None:
-    text = metrics_text(Pool(['http://a"b:1']).snapshot())
+    text = metrics_text(Pool(['http://a:1/x"y']).snapshot())  # a quote to escape
     assert "# TYPE clientlb_upstream_requests_total counter" in text
-    assert 'clientlb_upstream_requests_total{upstream="http://a\\"b:1",tier="primary"} 0' in text
+    assert 'clientlb_upstream_requests_total{upstream="http://a:1/x\\"y",tier="primary"} 0' in text
     assert text.endswith("clientlb_pool_panic 0\n")
