@@ -43,6 +43,9 @@ _HANDSHAKE = frozenset(
         b"user-agent",
     }
 )
+#: The largest message relayed from an upstream, in bytes: uvicorn's default limit
+#: for what clients send (``ws_max_size``), so both directions are bounded alike.
+MAX_MESSAGE = 16 * 1024 * 1024
 # Codes that say what happened on one hop and cannot be sent in a close frame.
 _RESERVED = frozenset({1005, 1006, 1015})
 BAD_GATEWAY = 1014
@@ -100,7 +103,7 @@ async def proxy_websocket(
                 open_timeout=timeouts.connect,
                 user_agent_header=None,
                 compression=None,
-                max_size=None,
+                max_size=MAX_MESSAGE,
                 ping_interval=None,
             )
         except InvalidStatus as exc:
