@@ -35,6 +35,9 @@ from ._headers import Headers
 HIGH_WATER = 256 * 1024  # bytes of response body held before reading pauses
 LOW_WATER = 64 * 1024
 MAX_IDLE = 512  # idle connections kept per upstream
+#: Bytes of an upstream's response head (status line and headers) accepted before
+#: the response is refused as malformed, as nginx's "upstream sent too big header".
+MAX_HEAD = 64 * 1024
 
 
 class _Conn(asyncio.Protocol):
@@ -57,6 +60,7 @@ class _Conn(asyncio.Protocol):
         self.headers: Headers = []
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
+        self.head_bytes = 0
         self.head_done = False
         self.complete = False
         self.interim = False
@@ -84,6 +88,12 @@ class _Conn(asyncio.Protocol):
             if not self.complete:
                 self._fail(httpx.RemoteProtocolError(f"invalid upstream response: {exc}"))
             self._close()
+            return
+        if not self.head_done and not self.closed:  # still in the head after this read
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD:
+                self._fail(httpx.RemoteProtocolError("upstream sent too big a response head"))
+                self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -206,6 +206,33 @@ class Dying:
         self.sock.close()
 
 
+class HugeHead(Dying):
+    """A raw TCP upstream whose response head carries ``size`` bytes of headers."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        super().__init__()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    more = conn.recv(65536)
+                    if not more:
+                        break
+                    data += more
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                head += b"X-Filler: " + b"f" * self.size + b"\r\n\r\nok"
+                with contextlib.suppress(OSError):  # the proxy hangs up on a huge head
+                    conn.sendall(head)
+
+
 # -- raw HTTP/1.1 over a socket --------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from clientlb._proxy import ProxyApp
 
 from ..replicas import Replica, closed_port
 from .conftest import in_flight, wait_until
-from .servers import Dying, Served, Special, raw_request, split_response
+from .servers import Dying, HugeHead, Served, Special, raw_request, split_response
 
 pytestmark = pytest.mark.integration
 
@@ -168,6 +168,18 @@ def test_upstream_dying_mid_response_aborts_the_client(
     finally:
         dying.close()
     assert "aborted mid-response" in caplog.text
+
+
+@pytest.mark.parametrize(("size", "status"), [(8 * 1024, 200), (256 * 1024, 502)])
+def test_an_oversized_upstream_head_is_a_502(proxy: Start, size: int, status: int) -> None:
+    upstream = HugeHead(size)
+    try:
+        app, served = proxy([upstream.url])
+        with httpx.Client() as client:
+            assert client.get(served.url + "/").status_code == status
+        assert in_flight(app.pool) == 0
+    finally:
+        upstream.close()
 
 
 def test_client_disconnect_cancels_the_upstream_request(
