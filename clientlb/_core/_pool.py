@@ -242,15 +242,29 @@ class Pool:
                 if target is None:
                     if member.health is not Health.DRAINING:
                         self._drain(member, drain_timeout)
-                elif target[1] != member.tier or member.health is Health.DRAINING:
-                    self._drop(member)
-                elif target[0].weight != member.weight:
-                    member.upstream = target[0]
-                    member.weight = target[0].weight
-                    self._dirty = True
+                elif member.health is Health.DRAINING:
+                    self._drop(member)  # back in the registry: it returns as a new member
+                else:
+                    if target[1] != member.tier:
+                        self._move(member, target[1])
+                    if target[0].weight != member.weight:
+                        member.upstream = target[0]
+                        member.weight = target[0].weight
+                        self._dirty = True
             for key, (up, tier) in wanted.items():
                 if key not in self._members:
                     self._insert(up, tier, TIER_NAMES[tier], ramp=ramp)
+
+    def _move(self, member: Member, tier: int) -> None:
+        """Move ``member`` to another tier, statistics and all."""
+        old = self._tiers[member.tier].members
+        old.remove(member)
+        for i, m in enumerate(old):
+            m.index = i
+        new = self._tiers[tier].members
+        member.tier, member.index = tier, len(new)
+        new.append(member)
+        self._dirty = True
 
     def _member(self, upstream: str | Upstream) -> Member:
         key = as_upstream(upstream).key

@@ -165,3 +165,20 @@ def test_listeners_hear_membership_and_health_changes() -> None:
     fail(pool, ups[0], 5)
     pool.remove(ups[1])
     assert events == [("ejected", ups[0]), ("removed", ups[1])]
+
+
+def test_update_moving_an_upstream_between_tiers_keeps_its_statistics() -> None:
+    ups = urls(3)
+    pool = make_pool(ups[:2], standbys=[ups[2]])
+    for _ in range(4):
+        pool.pick().finish()
+    moved = member(pool, ups[1])
+    served_before = moved.requests
+    assert served_before > 0
+    pool.update([ups[0]], [ups[1], ups[2]])
+    after = member(pool, ups[1])
+    assert after is moved and after.tier == 1 and after.requests == served_before
+    for _ in range(10):  # a primary can serve: the moved upstream, now a standby, gets nothing
+        lease = pool.pick()
+        assert lease.upstream.url == ups[0]
+        lease.finish()
