@@ -310,8 +310,11 @@ class Pool:
                 member.last_ejection_end = now
             member.until = 0.0
             # Judged afresh: failures of requests that were in flight while it was
-            # out do not count towards ejecting it again.
+            # out do not count towards ejecting it again, and the latency estimate
+            # its failures inflated is dropped, so that latency-aware algorithms try
+            # it again (scored at the pool's mean until it has new samples).
             member.consecutive_local = member.consecutive_gateway = member.consecutive_5xx = 0
+            member.sampled = False
             self._latency_marks[member] = finished(member)
             if (
                 member.tier == PRIMARY

@@ -6,7 +6,17 @@ import pytest
 
 from clientlb import ALGORITHMS, Outcome, OutlierDetection
 
-from .helpers import FakeClock, fail, fast_algorithm, make_pool, respond, served, state, urls
+from .helpers import (
+    FakeClock,
+    fail,
+    fast_algorithm,
+    make_pool,
+    pick_member,
+    respond,
+    served,
+    state,
+    urls,
+)
 
 ALL = list(ALGORITHMS)
 
@@ -283,3 +293,23 @@ def test_a_long_run_of_failures_cannot_push_latency_beyond_recovery() -> None:
     fail(pool, ups[0], 200)
     ewma = next(m for m in pool.members if m.upstream.url == ups[0]).ewma
     assert 1.0 <= ewma <= 10.0  # at most ten failure penalties
+
+
+def test_a_readmitted_upstream_is_tried_again_by_least_response_time() -> None:
+    clock = FakeClock()
+    ups = urls(2)
+    pool = make_pool(ups, "least_response_time", clock=clock)
+    for _ in range(3):  # the other upstream: measured at 50 ms
+        lease = pick_member(pool, ups[1])
+        clock.advance(0.05)
+        lease.responded(200)
+        lease.finish()
+    fail(pool, ups[0], 5)  # failures count as a 1 s penalty each, then it is ejected
+    assert state(pool, ups[0]) == "ejected"
+    clock.advance(10.0)
+    assert state(pool, ups[0]) == "healthy"
+    busy = pick_member(pool, ups[1])  # 50 ms x 2 in flight: a score of 0.1
+    lease = pool.pick()  # the returning upstream's inflated estimate is gone: 0.05
+    assert lease.upstream.url == ups[0]
+    lease.finish()
+    busy.finish()
