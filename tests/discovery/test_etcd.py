@@ -92,6 +92,9 @@ def test_replicas_join_and_leave_under_traffic(
                 wait_for(lambda: leased.url in urls(pool), 5, "the leased replica to join")
                 wait_for(lambda: leased.count() > 0, 5, "the leased replica to take traffic")
                 wait_for(lambda: leased.url not in urls(pool), 10, "the lease to expire")
+                # Drained: a request picked just before the change may still land.
+                gone = lambda: leased.url not in {m.upstream.url for m in pool.members}  # noqa: E731
+                wait_for(gone, 5, "the leased replica's last request to end")
                 seen = leased.count()
                 traffic.advance()
                 assert leased.count() == seen
