@@ -151,16 +151,11 @@ class ProxyApp(ProxyBase):
         )
         self._engine = engine
         self._background: Any = None
-        # The pool's own checks and discovery unless given here; a pool shared by
-        # several owners is run by the first.
-        health_check = health_check if health_check is not None else self.pool.health_check
-        discovery = discovery if discovery is not None else self.pool.discovery
-        if (health_check is not None or discovery is not None) and self.pool.claim_runner(self):
+        work = self._background_work(health_check, discovery)
+        if work is not None:
             from .._background import AsyncBackground
 
-            self._background = AsyncBackground(
-                self.pool, health_check=health_check, discovery=discovery
-            )
+            self._background = AsyncBackground(self.pool, health_check=work[0], discovery=work[1])
 
     @property
     def engine(self) -> AsyncEngine:

@@ -20,6 +20,16 @@ DEFAULT_RETRY_BODY_LIMIT = 64 * 1024
 class ProxyBase:
     """Configuration common to ``ProxyApp`` and ``WSGIProxy`` (see their docs)."""
 
+    def _background_work(self, health_check: Any, discovery: Any) -> tuple[Any, Any] | None:
+        """The checks and discovery this proxy runs: those given, else the pool's
+        own; ``None`` when there are none or another owner of a shared pool runs
+        them (the first owner does)."""
+        health_check = health_check if health_check is not None else self.pool.health_check
+        discovery = discovery if discovery is not None else self.pool.discovery
+        if (health_check is None and discovery is None) or not self.pool.claim_runner(self):
+            return None
+        return health_check, discovery
+
     def __init__(
         self,
         upstreams: Iterable[str | Upstream] | Pool | None = None,
