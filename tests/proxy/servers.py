@@ -187,20 +187,22 @@ class Dying:
                     if not more:
                         break
                     data += more
-                if not self.answer:
-                    continue
-                if self.chunked:
-                    conn.sendall(
-                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        + b"%x\r\n" % self.sent
-                        + b"y" * self.sent
-                        + b"\r\n"
-                    )
-                else:
-                    conn.sendall(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.length
-                        + b"y" * self.sent
-                    )
+                self._respond(conn)
+
+    def _respond(self, conn: socket.socket) -> None:
+        if not self.answer:
+            return
+        if self.chunked:
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"%x\r\n" % self.sent
+                + b"y" * self.sent
+                + b"\r\n"
+            )
+        else:
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.length + b"y" * self.sent
+            )
 
     def close(self) -> None:
         self.sock.close()
@@ -213,24 +215,11 @@ class HugeHead(Dying):
         self.size = size
         super().__init__()
 
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    more = conn.recv(65536)
-                    if not more:
-                        break
-                    data += more
-                head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
-                head += b"X-Filler: " + b"f" * self.size + b"\r\n\r\nok"
-                with contextlib.suppress(OSError):  # the proxy hangs up on a huge head
-                    conn.sendall(head)
+    def _respond(self, conn: socket.socket) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+        head += b"X-Filler: " + b"f" * self.size + b"\r\n\r\nok"
+        with contextlib.suppress(OSError):  # the proxy hangs up on a huge head
+            conn.sendall(head)
 
 
 # -- raw HTTP/1.1 over a socket --------------------------------------------------------
