@@ -177,7 +177,7 @@ def test_an_oversized_upstream_head_is_a_502(proxy: Start, size: int, status: in
         app, served = proxy([upstream.url])
         with httpx.Client() as client:
             assert client.get(served.url + "/").status_code == status
-        assert in_flight(app.pool) == 0
+        assert wait_until(lambda: in_flight(app.pool) == 0)
     finally:
         upstream.close()
 
