@@ -120,12 +120,13 @@ def test_threads_spread_roughly_evenly(fresh: list[Replica], algorithm: str) -> 
     assert all(r.status_code == 200 for r in responses)
     seen = counts(fresh)
     assert sum(seen) == 240
-    if algorithm == "least_connections":
+    if algorithm == "random":
+        # The seeded draws fix the counts whatever the threads' interleaving.
+        assert all(50 <= n <= 110 for n in seen), seen  # 80 expected each, 7 sd
+    else:
         # Load-aware: a replica that the scheduler favours answers sooner and so
         # takes more; every replica still takes part and none takes most.
         assert all(30 <= n <= 150 for n in seen), seen
-    else:
-        assert all(50 <= n <= 110 for n in seen), seen  # 80 expected each, 7 sd
     assert idle(transport)
 
 
