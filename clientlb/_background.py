@@ -30,6 +30,7 @@ safe without ``start()``. After ``close()`` no thread or task of theirs is left.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -104,6 +105,8 @@ class Background(_Base):
     * **discovery** - a provider (or several) feeding the pool, or ``None``.
     * **transport** - the httpx transport for the checks (still owned by the
       caller); by default the checker has its own.
+    * **verify** - how the checker's own transport verifies HTTPS upstreams
+      (httpx's ``verify``: ``True``, ``False`` or an ``ssl.SSLContext``).
     """
 
     def __init__(
@@ -113,9 +116,11 @@ class Background(_Base):
         health_check: HealthCheck | None = None,
         discovery: Provider | Iterable[Provider] | None = None,
         transport: httpx.BaseTransport | None = None,
+        verify: bool | ssl.SSLContext = True,
     ) -> None:
         super().__init__(pool, health_check=health_check, discovery=discovery)
         self.transport = transport
+        self.verify = verify
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -129,7 +134,9 @@ class Background(_Base):
             name = f"clientlb-discovery {provider!r}"
             self._spawn(name, provider.run, self.pool, self._stop, event.set)
         if self.checker is not None:
-            self._spawn("clientlb-health", self.checker.run, self._stop, self.transport)
+            self._spawn(
+                "clientlb-health", self.checker.run, self._stop, self.transport, self.verify
+            )
         if self._awaits_registry:
             deadline = time.monotonic() + self.first_answer_timeout
             for event in answered:
@@ -189,9 +196,11 @@ class AsyncBackground(_Base):
         health_check: HealthCheck | None = None,
         discovery: Provider | Iterable[Provider] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: bool | ssl.SSLContext = True,
     ) -> None:
         super().__init__(pool, health_check=health_check, discovery=discovery)
         self.transport = transport
+        self.verify = verify
         self._group: anyio.abc.TaskGroup | None = None
 
     def _launch(self, tg: anyio.abc.TaskGroup) -> list[anyio.Event]:
@@ -202,7 +211,7 @@ class AsyncBackground(_Base):
             name = f"clientlb-discovery {provider!r}"
             tg.start_soon(provider.arun, self.pool, event.set, name=name)
         if self.checker is not None:
-            tg.start_soon(self.checker.arun, self.transport, name="clientlb-health")
+            tg.start_soon(self.checker.arun, self.transport, self.verify, name="clientlb-health")
         return answered
 
     async def start(self) -> Self:

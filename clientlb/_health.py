@@ -12,6 +12,7 @@ balancer, and never count as traffic.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,11 +60,19 @@ class HealthChecker:
 
     # -- sync driver ----------------------------------------------------------------
 
-    def run(self, stop: threading.Event, transport: httpx.BaseTransport | None = None) -> None:
-        """Check every interval until ``stop`` is set (the body of a thread)."""
+    def run(
+        self,
+        stop: threading.Event,
+        transport: httpx.BaseTransport | None = None,
+        verify: bool | ssl.SSLContext = True,
+    ) -> None:
+        """Check every interval until ``stop`` is set (the body of a thread).
+
+        Without a ``transport`` the checker makes its own, verifying HTTPS
+        upstreams as ``verify`` says (httpx's meaning)."""
         own = transport is None
         client = httpx.Client(
-            transport=transport or httpx.HTTPTransport(), timeout=self.policy.timeout
+            transport=transport or httpx.HTTPTransport(verify=verify), timeout=self.policy.timeout
         )
         workers = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="clientlb-health")
         try:
@@ -92,11 +101,16 @@ class HealthChecker:
 
     # -- async driver ---------------------------------------------------------------
 
-    async def arun(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        """Check every interval until cancelled (an anyio task)."""
+    async def arun(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: bool | ssl.SSLContext = True,
+    ) -> None:
+        """Check every interval until cancelled (an anyio task); see ``run``."""
         own = transport is None
         client = httpx.AsyncClient(
-            transport=transport or httpx.AsyncHTTPTransport(), timeout=self.policy.timeout
+            transport=transport or httpx.AsyncHTTPTransport(verify=verify),
+            timeout=self.policy.timeout,
         )
         try:
             due = anyio.current_time()

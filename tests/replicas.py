@@ -80,8 +80,13 @@ class Replica:
         sock.bind(("127.0.0.1", self.port))
         sock.listen(128)
         config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1,
-            http="h11", loop="asyncio", interface="asgi3",
+            self.app,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            http="h11",
+            loop="asyncio",
+            interface="asgi3",
         )
         server = _Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -144,8 +149,13 @@ class Replica:
             await asyncio.sleep(self.delay)
         if scope["path"] == "/stream":
             chunks = int(dict(_pairs(scope["query_string"])).get("chunks", "3"))
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/plain")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/plain")],
+                }
+            )
             for _ in range(chunks - 1):
                 await send({"type": "http.response.body", "body": b"chunk\n", "more_body": True})
             while not self.release.is_set():
@@ -195,11 +205,13 @@ def _pairs(query: bytes) -> list[tuple[str, str]]:
 
 
 async def _respond(send: Send, status: int, body: bytes, ctype: bytes = b"text/plain") -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

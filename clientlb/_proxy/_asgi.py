@@ -40,6 +40,7 @@ from ._disconnect import run_until_disconnect
 from ._engine import DEFAULT_TIMEOUTS, AsyncEngine, AsyncResponse, default_async_engine
 from ._errors import ErrorReply, reply_for
 from ._headers import request_target, response_headers
+from ._tls import Verify
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -118,6 +119,10 @@ class ProxyApp(ProxyBase):
       upstream, run for the app's lifespan.
     * **discovery** - a discovery provider (or several) that keeps the pool's
       membership current, run for the app's lifespan.
+    * **verify** - how HTTPS and WSS upstreams are verified, for requests and
+      health checks alike: ``True`` (the certifi bundle, as httpx), ``False``, a
+      CA bundle path, or an ``ssl.SSLContext`` (which can also carry a client
+      certificate for mutual TLS).
 
     Lifespan events start and stop the background work and close the engine.
     """
@@ -137,6 +142,7 @@ class ProxyApp(ProxyBase):
         health_check: HealthCheck | None = None,
         discovery: Any = None,
         pool_options: dict[str, Any] | None = None,
+        verify: Verify = True,
     ) -> None:
         super().__init__(
             upstreams,
@@ -148,6 +154,7 @@ class ProxyApp(ProxyBase):
             retry_body_limit=retry_body_limit,
             timeout=timeout,
             pool_options=pool_options,
+            verify=verify,
         )
         self._engine = engine
         self._background: Any = None
@@ -155,12 +162,14 @@ class ProxyApp(ProxyBase):
         if work is not None:
             from .._background import AsyncBackground
 
-            self._background = AsyncBackground(self.pool, health_check=work[0], discovery=work[1])
+            self._background = AsyncBackground(
+                self.pool, health_check=work[0], discovery=work[1], verify=self.ssl_context
+            )
 
     @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
-            self._engine = default_async_engine()
+            self._engine = default_async_engine(self.ssl_context)
         return self._engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,6 +4,7 @@ the retry-body limit, and the one log line a failed request leaves."""
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +12,7 @@ from .._core import Algorithm, ConfigError, Lease, Pool, Upstream
 from ._engine import DEFAULT_TIMEOUTS, Timeouts
 from ._errors import ErrorReply
 from ._headers import HeaderPolicy, host_header
+from ._tls import Verify, default_context, tls_context
 
 log = logging.getLogger("clientlb.proxy")
 
@@ -42,6 +44,7 @@ class ProxyBase:
         retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
         timeout: Any = DEFAULT_TIMEOUTS,
         pool_options: dict[str, Any] | None = None,
+        verify: Verify = True,
     ) -> None:
         if isinstance(upstreams, Pool):
             pool, upstreams = upstreams, None
@@ -72,7 +75,13 @@ class ProxyBase:
             self.timeouts = Timeouts.of(timeout)
         except ValueError as exc:
             raise ConfigError("timeout", str(exc)) from None
+        self._tls = tls_context(verify)
         self._hosts: dict[str, tuple[bytes, bytes]] = {}
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The context HTTPS and WSS upstreams are verified with (``verify=``)."""
+        return self._tls if self._tls is not None else default_context()
 
     def upstream_parts(self, upstream: Upstream) -> tuple[bytes, bytes]:
         """The upstream's Host header value and path prefix, as bytes (cached)."""

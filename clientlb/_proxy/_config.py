@@ -8,6 +8,7 @@ The file can say everything the flags can, plus weights and tuning:
     trusted_proxies = ["10.0.0.0/8"]
     preserve_host = false
     retry_body_limit = 65536
+    verify = "certs/internal-ca.pem"  # or true (default) / false: HTTPS upstreams
     upstreams = ["http://10.0.0.1:8000", { url = "http://10.0.0.2:8000", weight = 2 }]
     standbys = ["http://10.0.0.9:8000"]
 
@@ -43,6 +44,7 @@ from .._core import (
 )
 from ._engine import Timeouts
 from ._headers import parse_networks
+from ._tls import tls_context
 
 _SERVER_DEFAULTS: dict[str, Any] = {
     "graceful_shutdown": 30.0,
@@ -69,6 +71,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     preserve_host: bool = False
     retry_body_limit: int = 64 * 1024
+    verify: bool | str = True
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy | None = None
     outlier: OutlierDetection | None = DEFAULT_OUTLIER
@@ -180,6 +183,12 @@ def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError("retry_body_limit", f"expected a whole number >= 0, got {value!r}")
         changes["retry_body_limit"] = value
+    if "verify" in data:
+        value = data.pop("verify")
+        if not isinstance(value, bool | str):
+            raise ConfigError("verify", f"expected true, false or a CA bundle path, got {value!r}")
+        tls_context(value)  # a path that cannot be loaded fails here
+        changes["verify"] = value
     if "timeouts" in data:
         values = {**_as_dict(base.timeouts), **_table(data, "timeouts")}
         changes["timeouts"] = _timeouts(values)

@@ -19,6 +19,7 @@ the C parser is in ``_h1.py``; ``default_async_engine()`` picks it when it can.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ import httpx
 
 from .._core import Upstream
 from ._headers import Headers
+from ._tls import default_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +188,7 @@ class HttpcoreEngine:
         self._pool = httpcore.AsyncConnectionPool(
             max_connections=max_connections,
             max_keepalive_connections=max_connections or 1000,
-            **pool_options,
+            **{"ssl_context": default_context(), **pool_options},
         )
 
     async def request(
@@ -256,7 +258,7 @@ class SyncHttpcoreEngine:
         self._pool = httpcore.ConnectionPool(
             max_connections=max_connections,
             max_keepalive_connections=max_connections or 1000,
-            **pool_options,
+            **{"ssl_context": default_context(), **pool_options},
         )
 
     def request(
@@ -295,9 +297,10 @@ def _iter_body(body: SyncBodyStream) -> Iterator[bytes]:
         yield chunk
 
 
-def default_async_engine() -> AsyncEngine:
+def default_async_engine(ssl_context: ssl.SSLContext | None = None) -> AsyncEngine:
     """The fastest engine that can run here: the asyncio one with the C parser
-    under asyncio when ``httptools`` is installed, else the httpcore one."""
+    under asyncio when ``httptools`` is installed, else the httpcore one. Both
+    verify HTTPS upstreams with ``ssl_context`` (default: ``verify=True``'s)."""
     import sniffio
 
     try:
@@ -310,5 +313,5 @@ def default_async_engine() -> AsyncEngine:
         except ImportError:
             pass
         else:
-            return H1Engine()
-    return HttpcoreEngine()
+            return H1Engine(ssl_context)
+    return HttpcoreEngine(ssl_context=ssl_context or default_context())

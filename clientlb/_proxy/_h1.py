@@ -31,6 +31,7 @@ import httpx
 from .._core import Upstream
 from ._engine import AsyncResponse, BodyStream, Timeouts, frame
 from ._headers import Headers
+from ._tls import default_context
 
 HIGH_WATER = 256 * 1024  # bytes of response body held before reading pauses
 LOW_WATER = 64 * 1024
@@ -38,6 +39,7 @@ MAX_IDLE = 512  # idle connections kept per upstream
 #: Bytes of an upstream's response head (status line and headers) accepted before
 #: the response is refused as malformed, as nginx's "upstream sent too big header".
 MAX_HEAD = 64 * 1024
+CLOSE_TIMEOUT = 1.0  # seconds a connection has to close cleanly at engine shutdown
 
 
 class _Conn(asyncio.Protocol):
@@ -53,6 +55,7 @@ class _Conn(asyncio.Protocol):
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.reused = False
+        self.lost: asyncio.Future[None] = loop.create_future()
         self._reset()
 
     def _reset(self) -> None:
@@ -97,6 +100,8 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.lost.done():
+            self.lost.set_result(None)
         if not self.complete:
             if self.head_done:
                 self._fail(httpx.RemoteProtocolError("upstream closed the connection mid-body"))
@@ -238,7 +243,10 @@ class _Conn(asyncio.Protocol):
 
 
 class H1Engine:
-    """HTTP/1.1 over asyncio with keep-alive pools per upstream (see module doc)."""
+    """HTTP/1.1 over asyncio with keep-alive pools per upstream (see module doc).
+
+    HTTPS upstreams are verified with ``ssl_context`` (default: the certifi
+    bundle, as httpx's ``verify=True``)."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self._idle: dict[str, list[_Conn]] = {}
@@ -258,7 +266,7 @@ class H1Engine:
         conn = _Conn(self, upstream.key, loop)
         context: ssl.SSLContext | None = None
         if upstream.scheme == "https":
-            context = self._ssl or ssl.create_default_context()
+            context = self._ssl or default_context()
         try:
             async with asyncio.timeout(timeouts.connect):
                 await loop.create_connection(
@@ -336,10 +344,21 @@ class H1Engine:
         await conn.head()
 
     async def aclose(self) -> None:
-        for conn in list(self._all):
-            conn._close()
+        """Close every connection and wait until each socket is released: a TLS
+        connection says goodbye (close_notify) first, which takes a round trip;
+        one that does not finish within ``CLOSE_TIMEOUT`` is aborted."""
+        conns = list(self._all)
         self._all.clear()
         self._idle.clear()
+        for conn in conns:
+            conn._close()
+        lost = [conn.lost for conn in conns if not conn.lost.done()]
+        if lost:
+            await asyncio.wait(lost, timeout=CLOSE_TIMEOUT)
+            for conn in conns:
+                if not conn.lost.done() and conn.transport is not None:
+                    conn.transport.abort()
+            await asyncio.wait(lost, timeout=CLOSE_TIMEOUT)
 
 
 async def _send_stream(

@@ -43,6 +43,7 @@ def build_app(settings: Settings) -> ProxyApp:
         preserve_host=settings.preserve_host,
         retry_body_limit=settings.retry_body_limit,
         timeout=settings.timeouts,
+        verify=settings.verify,
         health_check=settings.health,
         discovery=discovery_providers(settings) or None,
     )

@@ -49,6 +49,7 @@ MAX_MESSAGE = 16 * 1024 * 1024
 # Codes that say what happened on one hop and cannot be sent in a close frame.
 _RESERVED = frozenset({1005, 1006, 1015})
 BAD_GATEWAY = 1014
+BAD_HOST = ErrorReply(400, b"400 Bad Request: invalid Host header\n", "invalid Host header")
 NOT_SUPPORTED = ErrorReply(
     501,
     b"501 Not Implemented: WebSocket forwarding needs asyncio and websockets\n",
@@ -65,17 +66,26 @@ async def proxy_websocket(
         return
     try:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidStatus
+        from websockets.exceptions import InvalidStatus, InvalidURI
+        from websockets.uri import parse_uri
     except ImportError:  # pragma: no cover - uvicorn needs a WebSocket library too
         return await _deny(scope, send, NOT_SUPPORTED)
     if sniffio.current_async_library() != "asyncio":  # the websockets client is asyncio's
         return await _deny(scope, send, NOT_SUPPORTED)
     client = scope.get("client")
-    headers, key, _ = proxy.policy.request(
+    headers, key, has_host = proxy.policy.request(
         scope["headers"],
         client[0] if client else None,
         "https" if scope.get("scheme") == "wss" else "http",
     )
+    # The websockets client writes the Host header from the URI's authority, so
+    # a kept client Host goes there while the socket still goes to the upstream.
+    host = next((v.decode("latin-1") for n, v in headers if n == b"host"), None)
+    if has_host and host is not None:
+        try:
+            parse_uri(f"ws://{host}/")
+        except (InvalidURI, ValueError):  # urllib's own, for a port that is no number
+            return await _deny(scope, send, BAD_HOST)
     extra = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers if n not in _HANDSHAKE]
     ua = [v.decode("latin-1") for n, v in scope["headers"] if n == b"user-agent"]
     extra += [("User-Agent", u) for u in ua]
@@ -91,13 +101,19 @@ async def proxy_websocket(
         upstream = lease.upstream
         _, prefix = proxy.upstream_parts(upstream)
         target = request_target(prefix, raw_path, scope.get("query_string", b""))
-        scheme = "wss" if upstream.scheme == "https" else "ws"
-        uri = f"{scheme}://{upstream.netloc}{target.decode('latin-1')}"
+        secure = upstream.scheme == "https"
+        authority = host if has_host and host is not None else upstream.netloc
+        uri = f"{'wss' if secure else 'ws'}://{authority}{target.decode('latin-1')}"
         outcome: Outcome | None
         status: int | None = None
         try:
             ws = await connect(
                 uri,
+                host=upstream.host,
+                port=upstream.port,
+                ssl=proxy.ssl_context if secure else None,
+                server_hostname=upstream.host if secure else None,
+                proxy=None,  # the upstream is dialled directly, as for HTTP
                 additional_headers=extra,
                 subprotocols=scope.get("subprotocols") or None,
                 open_timeout=timeouts.connect,

@@ -32,6 +32,7 @@ from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
 from ._engine import DEFAULT_TIMEOUTS, SyncEngine, SyncHttpcoreEngine, SyncResponse
 from ._errors import ErrorReply, reply_for
 from ._headers import request_target, response_headers
+from ._tls import Verify
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -103,8 +104,8 @@ class WSGIProxy(ProxyBase):
 
     Takes ``ProxyApp``'s arguments (``upstreams``/``standbys``/``algorithm`` or
     ``pool``, ``trusted_proxies``, ``preserve_host``, ``retry_body_limit``,
-    ``timeout``, ``health_check``, ``discovery``); ``engine`` is a sync engine
-    (default over httpcore). Health checks and discovery run in daemon threads
+    ``timeout``, ``health_check``, ``discovery``, ``verify``); ``engine`` is a
+    sync engine (default over httpcore). Health checks and discovery run in daemon threads
     from construction until ``close()``. Safe to call from many worker threads
     at once.
     """
@@ -124,6 +125,7 @@ class WSGIProxy(ProxyBase):
         health_check: HealthCheck | None = None,
         discovery: Any = None,
         pool_options: dict[str, Any] | None = None,
+        verify: Verify = True,
     ) -> None:
         super().__init__(
             upstreams,
@@ -135,15 +137,18 @@ class WSGIProxy(ProxyBase):
             retry_body_limit=retry_body_limit,
             timeout=timeout,
             pool_options=pool_options,
+            verify=verify,
         )
-        self.engine: SyncEngine = engine if engine is not None else SyncHttpcoreEngine()
+        self.engine: SyncEngine = (
+            engine if engine is not None else SyncHttpcoreEngine(ssl_context=self.ssl_context)
+        )
         self._background: Any = None
         work = self._background_work(health_check, discovery)
         if work is not None:
             from .._background import Background
 
             self._background = Background(
-                self.pool, health_check=work[0], discovery=work[1]
+                self.pool, health_check=work[0], discovery=work[1], verify=self.ssl_context
             ).start()
 
     def close(self) -> None:

@@ -20,7 +20,8 @@ import uvicorn
 
 
 class Served:
-    """An ASGI app served by uvicorn on an ephemeral loopback port, in a thread."""
+    """An ASGI app served by uvicorn on an ephemeral loopback port, in a thread;
+    over TLS when ``tls`` gives a certificate file and its key file."""
 
     def __init__(
         self,
@@ -28,8 +29,10 @@ class Served:
         *,
         http: Literal["h11", "httptools"] = "httptools",
         lifespan: Literal["on", "off"] = "off",
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.app = app
+        self.scheme = "https" if tls else "http"
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -45,6 +48,8 @@ class Served:
             timeout_graceful_shutdown=1,
             ws="websockets-sansio",
             proxy_headers=False,
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
         )
         self.server = uvicorn.Server(config)
         self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
@@ -54,7 +59,7 @@ class Served:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> Served:
         self.thread.start()
