@@ -3,8 +3,6 @@ the async one (asyncio and trio)."""
 
 from __future__ import annotations
 
-import time
-
 import anyio
 import httpx
 import pytest
@@ -74,6 +72,7 @@ def test_fail_back_to_a_recovered_primary_within_one_interval(standby: Replica) 
     primary = Replica("primary").start()
     try:
         pool = Pool([primary.url], [standby.url])
+        events = Events(pool, [primary])
         check = HealthCheck(rise=1, fall=1, interval=0.05, timeout=0.5)
         with (
             Background(pool, health_check=check),
@@ -87,13 +86,15 @@ def test_fail_back_to_a_recovered_primary_within_one_interval(standby: Replica) 
             assert standby.count(path="/work") == 10
 
             before = primary.count(path="/health")
+            mark = len(events)
             primary.start()
-            started = time.monotonic()
-            while primary.count(path="/work") == 5:
-                work(client, 1)
-            elapsed = time.monotonic() - started
-            assert primary.count(path="/health") - before <= check.rise + 1
-            assert elapsed < check.interval * (check.rise + 1) + 0.5
+            wait_for(lambda: events.first("healthy", primary.url, mark) is not None, what="up")
+            # Back at the first passing check (counted before or after its answer),
+            # and the very next request goes to the primary again. How long that
+            # takes is measured in benchmarks/discovery_latency.py.
+            assert (events.first("healthy", primary.url, mark) or 0) - before in (0, 1)
+            work(client, 1)
+            assert primary.count(path="/work") == 6
     finally:
         primary.stop()
 
