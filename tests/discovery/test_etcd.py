@@ -167,5 +167,5 @@ def test_close_interrupts_a_quiet_watch(etcd: EtcdServer) -> None:
     wait_for(lambda: len(pool) == 2, 5, "the watch")  # the watch is open and quiet now
     started = time.monotonic()
     background.close()
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # not the 60 s watch timeout
     assert not [t for t in threading.enumerate() if t.name.startswith("clientlb")]

@@ -48,7 +48,7 @@ def test_an_unreachable_registry_delays_start_only_boundedly(tmp_path: Path) -> 
     started = time.monotonic()
     transport = clientlb.BalancingTransport(pool)  # the registry fails at once
     try:
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 4.0  # not the 5 s first-answer wait
         with pytest.raises(clientlb.NoUpstreamAvailable):
             transport.handle_request(httpx.Request("GET", "http://svc/"))
     finally:

@@ -58,7 +58,7 @@ def test_close_stops_and_joins_every_thread(silent_upstream: str, tmp_path: Path
     wait_for(lambda: pool.snapshot()["upstreams"][0]["state"] == "down", what="a failed check")
     started = time.monotonic()
     background.close()  # a check may be waiting on the silent upstream
-    assert time.monotonic() - started < check.timeout + 0.5
+    assert time.monotonic() - started < check.timeout + 2.0  # not a hang: bounded by the check
     assert background_threads() == []
     background.close()  # idempotent
     with pytest.raises(RuntimeError):
