@@ -9,6 +9,7 @@ plan's decision, so tenacity drives the attempts and the core decides them.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
@@ -20,6 +21,7 @@ from ._background import AsyncBackground, Background
 from ._core import (
     Algorithm,
     AttemptPlan,
+    ConfigError,
     HealthCheck,
     Lease,
     NoUpstream,
@@ -41,6 +43,7 @@ from ._streams import (
     TrackedSyncStream,
     is_replayable,
 )
+from ._tls import Verify, default_context, tls_context
 from .discovery import Provider
 
 ATTEMPTS_EXTENSION = "clientlb.attempts"
@@ -106,11 +109,20 @@ class _Balancer:
         services: Mapping[str, PoolSource] | None,
         hash_on: HashOn,
         pool_options: dict[str, Any],
+        verify: Verify = True,
+        inner_given: bool = False,
     ) -> None:
         self._pool, self._services = build_pools(
             upstreams, standbys, algorithm, services, pool_options
         )
         self._key = key_function(hash_on)
+        if inner_given and verify is not True:
+            raise ConfigError("verify", "give verify= to the inner= transport, not to clientlb")
+        self._tls = tls_context(verify)
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """The one context every upstream's inner transport verifies with."""
+        return self._tls if self._tls is not None else default_context()
 
     @property
     def pool(self) -> Pool:
@@ -174,6 +186,10 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
       raise ``UnknownService``.
     * **inner** - the transport that does the I/O, shared by every upstream (by
       default each upstream gets an ``httpx.HTTPTransport()`` of its own).
+    * **verify** - how HTTPS upstreams are verified by the inner transports this
+      transport makes and by its health checks: ``True`` (the certifi bundle, as
+      httpx), ``False``, a CA bundle path or an ``ssl.SSLContext``. One context
+      serves every upstream. With ``inner=``, configure that transport instead.
     * **hash_on** - the key of hashing algorithms: ``"header:NAME"`` or a callable.
     * **retry**, **outlier**, **slow_start**, **fail_back_after**, **health_check**,
       **discovery** - passed to the pools this transport builds (see ``Pool``); a
@@ -199,6 +215,7 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
         fail_back_after: float = 0.0,
         health_check: HealthCheck | None = None,
         discovery: Provider | Iterable[Provider] | None = None,
+        verify: Verify = True,
     ) -> None:
         options = {
             "retry": retry,
@@ -208,12 +225,20 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
             "health_check": health_check,
             "discovery": discovery,
         }
-        super().__init__(upstreams, standbys, algorithm, services, hash_on, options)
+        super().__init__(
+            upstreams, standbys, algorithm, services, hash_on, options, verify, inner is not None
+        )
         self._fallback = fallback
-        self._inners = Inners(inner, httpx.HTTPTransport, self.pools.values())
+        self._inners = Inners(
+            inner, lambda: httpx.HTTPTransport(verify=self._ssl_context()), self.pools.values()
+        )
         self._background = [
             Background(
-                pool, health_check=pool.health_check, discovery=pool.discovery, transport=inner
+                pool,
+                health_check=pool.health_check,
+                discovery=pool.discovery,
+                transport=inner,
+                verify=self._ssl_context() if pool.health_check is not None else True,
             ).start()
             for pool in self._claim_pools()
         ]
@@ -334,6 +359,7 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         fail_back_after: float = 0.0,
         health_check: HealthCheck | None = None,
         discovery: Provider | Iterable[Provider] | None = None,
+        verify: Verify = True,
     ) -> None:
         options = {
             "retry": retry,
@@ -343,12 +369,20 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
             "health_check": health_check,
             "discovery": discovery,
         }
-        super().__init__(upstreams, standbys, algorithm, services, hash_on, options)
+        super().__init__(
+            upstreams, standbys, algorithm, services, hash_on, options, verify, inner is not None
+        )
         self._fallback = fallback
-        self._inners = Inners(inner, httpx.AsyncHTTPTransport, self.pools.values())
+        self._inners = Inners(
+            inner, lambda: httpx.AsyncHTTPTransport(verify=self._ssl_context()), self.pools.values()
+        )
         self._background = [
             AsyncBackground(
-                pool, health_check=pool.health_check, discovery=pool.discovery, transport=inner
+                pool,
+                health_check=pool.health_check,
+                discovery=pool.discovery,
+                transport=inner,
+                verify=self._ssl_context() if pool.health_check is not None else True,
             )
             for pool in self._claim_pools()
         ]

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from .certs import Certs
 from .replicas import Replica
 
 
@@ -21,3 +22,9 @@ def standby() -> Iterator[Replica]:
     replica = Replica("standby").start()
     yield replica
     replica.stop()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A test CA and a server certificate for 127.0.0.1 (files, made once)."""
+    return Certs(tmp_path_factory.mktemp("certs"))

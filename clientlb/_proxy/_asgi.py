@@ -35,12 +35,12 @@ from .._core import (
     Upstream,
 )
 from .._errors_map import outcome_of
+from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log, log_failure
 from ._disconnect import run_until_disconnect
 from ._engine import DEFAULT_TIMEOUTS, AsyncEngine, AsyncResponse, default_async_engine
 from ._errors import ErrorReply, reply_for
 from ._headers import request_target, response_headers
-from ._tls import Verify
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

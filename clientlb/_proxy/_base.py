@@ -9,10 +9,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._core import Algorithm, ConfigError, Lease, Pool, Upstream
+from .._tls import Verify, default_context, tls_context
 from ._engine import DEFAULT_TIMEOUTS, Timeouts
 from ._errors import ErrorReply
 from ._headers import HeaderPolicy, host_header
-from ._tls import Verify, default_context, tls_context
 
 log = logging.getLogger("clientlb.proxy")
 

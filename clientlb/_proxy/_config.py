@@ -42,9 +42,9 @@ from .._core import (
     RetryPolicy,
     Upstream,
 )
+from .._tls import tls_context
 from ._engine import Timeouts
 from ._headers import parse_networks
-from ._tls import tls_context
 
 _SERVER_DEFAULTS: dict[str, Any] = {
     "graceful_shutdown": 30.0,

@@ -28,8 +28,8 @@ import httpcore
 import httpx
 
 from .._core import Upstream
+from .._tls import default_context
 from ._headers import Headers
-from ._tls import default_context
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,9 @@ import httptools
 import httpx
 
 from .._core import Upstream
+from .._tls import default_context
 from ._engine import AsyncResponse, BodyStream, Timeouts, frame
 from ._headers import Headers
-from ._tls import default_context
 
 HIGH_WATER = 256 * 1024  # bytes of response body held before reading pauses
 LOW_WATER = 64 * 1024

@@ -28,11 +28,11 @@ from .._core import (
     Upstream,
 )
 from .._errors_map import outcome_of
+from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
 from ._engine import DEFAULT_TIMEOUTS, SyncEngine, SyncHttpcoreEngine, SyncResponse
 from ._errors import ErrorReply, reply_for
 from ._headers import request_target, response_headers
-from ._tls import Verify
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import trustme
 from websockets.asyncio.client import connect
 
 from clientlb import ConfigError, HealthCheck, Pool
@@ -22,6 +20,7 @@ from clientlb._proxy import ProxyApp, WSGIProxy
 from clientlb._proxy._config import build
 from clientlb._proxy._engine import HttpcoreEngine
 
+from ..certs import Certs
 from .conftest import in_flight, wait_until
 from .servers import Served
 from .test_websocket import EchoUpstream, ws_url
@@ -29,32 +28,6 @@ from .test_websocket import EchoUpstream, ws_url
 pytestmark = pytest.mark.integration
 
 Start = Callable[..., tuple[ProxyApp, Served]]
-
-
-class Certs:
-    def __init__(self, directory: Path) -> None:
-        ca = trustme.CA()
-        server = ca.issue_cert("127.0.0.1", "localhost")
-        self.ca_file = str(directory / "ca.pem")
-        self.cert_file = str(directory / "server.pem")
-        self.key_file = str(directory / "server.key")
-        ca.cert_pem.write_to_path(self.ca_file)
-        server.cert_chain_pems[0].write_to_path(self.cert_file)
-        for pem in server.cert_chain_pems[1:]:
-            pem.write_to_path(self.cert_file, append=True)
-        server.private_key_pem.write_to_path(self.key_file)
-
-    @property
-    def tls(self) -> tuple[str, str]:
-        return self.cert_file, self.key_file
-
-    def context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=self.ca_file)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    return Certs(tmp_path_factory.mktemp("certs"))
 
 
 class Hello:
