@@ -20,6 +20,11 @@ anyio task group, under asyncio or trio::
     async def aclose(self) -> None:
         await self._background.aclose() # cancels the tasks and waits for them
 
+A pool shared by several owners is checked and fed by one of them at a time:
+each passes ``owner=self``; the first to start claims the pool
+(``Pool.claim_runner``) and the others stand by, trying again every
+``TAKEOVER_INTERVAL`` seconds, so when the runner closes another takes over.
+
 ``start()`` and ``aclose()`` must run in the same task (anyio's rule for task
 groups); ``AsyncBackground`` also works as ``async with``, and ``run()`` serves
 callers with a task group of their own. With neither a health check nor a
@@ -52,6 +57,8 @@ JOIN_TIMEOUT = 30.0
 #: Seconds ``start()`` waits for discovery's first answer when the pool is empty,
 #: so that the first requests find upstreams rather than ``NoUpstreamAvailable``.
 FIRST_ANSWER_TIMEOUT = 5.0
+#: Seconds between a standing-by owner's attempts to take over a shared pool.
+TAKEOVER_INTERVAL = 1.0
 
 
 def _providers(discovery: Provider | Iterable[Provider] | None) -> list[Provider]:
@@ -71,16 +78,31 @@ class _Base:
         *,
         health_check: HealthCheck | None = None,
         discovery: Provider | Iterable[Provider] | None = None,
+        owner: object = None,
         first_answer_timeout: float = FIRST_ANSWER_TIMEOUT,
     ) -> None:
         if not isinstance(pool, Pool):
             raise TypeError(f"expected a Pool, got {pool!r}")
         self.pool = pool
+        self.owner = owner
         self.first_answer_timeout = first_answer_timeout
         self.checker = HealthChecker(pool, health_check) if health_check is not None else None
         self.providers = _providers(discovery)
         self.started = False
         self.closed = False
+        self.running = False  # this runner's checks and discovery are running
+
+    @property
+    def _has_work(self) -> bool:
+        return bool(self.providers) or self.checker is not None
+
+    def _claim(self) -> bool:
+        """Whether this runner may run the pool's work (always, without an owner)."""
+        return self.owner is None or self.pool.claim_runner(self.owner)
+
+    def _release(self) -> None:
+        if self.owner is not None:
+            self.pool.release_runner(self.owner)
 
     @property
     def _awaits_registry(self) -> bool:
@@ -107,6 +129,9 @@ class Background(_Base):
       caller); by default the checker has its own.
     * **verify** - how the checker's own transport verifies HTTPS upstreams
       (httpx's ``verify``: ``True``, ``False`` or an ``ssl.SSLContext``).
+    * **owner** - the transport or proxy this runs for, when the pool may be
+      shared: only the owner holding the pool's claim runs, the others stand by
+      (see the module doc). ``None`` runs unconditionally.
     """
 
     def __init__(
@@ -117,31 +142,55 @@ class Background(_Base):
         discovery: Provider | Iterable[Provider] | None = None,
         transport: httpx.BaseTransport | None = None,
         verify: bool | ssl.SSLContext = True,
+        owner: object = None,
     ) -> None:
-        super().__init__(pool, health_check=health_check, discovery=discovery)
+        super().__init__(pool, health_check=health_check, discovery=discovery, owner=owner)
         self.transport = transport
         self.verify = verify
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
 
     def start(self) -> Self:
-        """Start the threads (none if there is nothing to run)."""
+        """Start the threads (none if there is nothing to run); if another owner
+        runs the pool, a thread that stands by to take over."""
         self._begin()
-        answered = []
-        for provider in self.providers:
-            event = threading.Event()
-            answered.append(event)
-            name = f"clientlb-discovery {provider!r}"
-            self._spawn(name, provider.run, self.pool, self._stop, event.set)
-        if self.checker is not None:
-            self._spawn(
-                "clientlb-health", self.checker.run, self._stop, self.transport, self.verify
-            )
+        if not self._has_work:
+            return self
+        if not self._claim():
+            self._spawn("clientlb-standby", self._stand_by)
+            return self
+        answered = self._launch()
         if self._awaits_registry:
             deadline = time.monotonic() + self.first_answer_timeout
             for event in answered:
                 event.wait(max(0.0, deadline - time.monotonic()))
         return self
+
+    def _launch(self) -> list[threading.Event]:
+        answered: list[threading.Event] = []
+        with self._lock:
+            if self._stop.is_set():  # closed while taking over
+                self._release()
+                return answered
+            self.running = True
+            for provider in self.providers:
+                event = threading.Event()
+                answered.append(event)
+                name = f"clientlb-discovery {provider!r}"
+                self._spawn(name, provider.run, self.pool, self._stop, event.set)
+            if self.checker is not None:
+                self._spawn(
+                    "clientlb-health", self.checker.run, self._stop, self.transport, self.verify
+                )
+        return answered
+
+    def _stand_by(self) -> None:
+        while not self._stop.wait(TAKEOVER_INTERVAL):
+            if self._claim():
+                log.info("taking over the checks and discovery of a shared pool")
+                self._launch()
+                return
 
     def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
         def body() -> None:
@@ -155,16 +204,21 @@ class Background(_Base):
         self._threads.append(thread)
 
     def close(self) -> None:
-        """Stop every thread and wait for it to end. Idempotent."""
+        """Stop every thread and wait for it to end, then give up the pool's
+        claim so that another owner can take over. Idempotent."""
         self.closed = True
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
         for provider in self.providers:
             provider.interrupt()
-        for thread in self._threads:
+        for thread in list(self._threads):
             thread.join(JOIN_TIMEOUT)
             if thread.is_alive():  # pragma: no cover - every blocking call is bounded
                 log.error("%s did not stop within %ss", thread.name, JOIN_TIMEOUT)
         self._threads.clear()
+        if self.running:
+            self.running = False
+            self._release()
 
     @property
     def threads(self) -> list[threading.Thread]:
@@ -197,13 +251,29 @@ class AsyncBackground(_Base):
         discovery: Provider | Iterable[Provider] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: bool | ssl.SSLContext = True,
+        owner: object = None,
     ) -> None:
-        super().__init__(pool, health_check=health_check, discovery=discovery)
+        super().__init__(pool, health_check=health_check, discovery=discovery, owner=owner)
         self.transport = transport
         self.verify = verify
         self._group: anyio.abc.TaskGroup | None = None
 
+    def _launch_or_stand_by(self, tg: anyio.abc.TaskGroup) -> list[anyio.Event]:
+        if self._claim():
+            return self._launch(tg)
+        tg.start_soon(self._stand_by, tg, name="clientlb-standby")
+        return []
+
+    async def _stand_by(self, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            await anyio.sleep(TAKEOVER_INTERVAL)
+            if self._claim():
+                log.info("taking over the checks and discovery of a shared pool")
+                self._launch(tg)
+                return
+
     def _launch(self, tg: anyio.abc.TaskGroup) -> list[anyio.Event]:
+        self.running = True
         answered = []
         for provider in self.providers:
             event = anyio.Event()
@@ -217,11 +287,11 @@ class AsyncBackground(_Base):
     async def start(self) -> Self:
         """Start the tasks in a task group of its own, until ``aclose()``."""
         self._begin()
-        if self.providers or self.checker is not None:
+        if self._has_work:
             group = anyio.create_task_group()
             await group.__aenter__()
             self._group = group
-            answered = self._launch(group)
+            answered = self._launch_or_stand_by(group)
             if self._awaits_registry:
                 with anyio.move_on_after(self.first_answer_timeout):
                     for event in answered:
@@ -235,6 +305,9 @@ class AsyncBackground(_Base):
         if group is not None:
             group.cancel_scope.cancel()
             await group.__aexit__(None, None, None)
+        if self.running:
+            self.running = False
+            self._release()
 
     async def run(self) -> None:
         """Run the tasks here until cancelled: for a caller's own task group,
@@ -242,10 +315,14 @@ class AsyncBackground(_Base):
         self._begin()
         try:
             async with anyio.create_task_group() as tg:
-                self._launch(tg)
+                if self._has_work:
+                    self._launch_or_stand_by(tg)
                 await anyio.sleep_forever()
         finally:
             self.closed = True
+            if self.running:
+                self.running = False
+                self._release()
 
     async def __aenter__(self) -> Self:
         return await self.start()

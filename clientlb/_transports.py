@@ -142,19 +142,14 @@ class _Balancer:
             return self._pool.snapshot()
         return {name: pool.snapshot() for name, pool in self._services.items()}
 
-    def _claim_pools(self) -> list[Pool]:
-        """The pools whose checks and discovery this transport runs: those with any
-        to run and no other owner already running them."""
+    def _pools_with_work(self) -> list[Pool]:
+        """The pools with active checks or discovery to run (this transport runs
+        them unless another owner of a shared pool already does)."""
         return [
             pool
             for pool in self.pools.values()
-            if (pool.health_check is not None or pool.discovery is not None)
-            and pool.claim_runner(self)
+            if pool.health_check is not None or pool.discovery is not None
         ]
-
-    def _release_pools(self) -> None:
-        for pool in self.pools.values():
-            pool.release_runner(self)
 
     def _route(self, request: httpx.Request) -> Pool | None:
         if self._pool is not None:
@@ -239,8 +234,9 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
                 discovery=pool.discovery,
                 transport=inner,
                 verify=self._ssl_context() if pool.health_check is not None else True,
+                owner=self,
             ).start()
-            for pool in self._claim_pools()
+            for pool in self._pools_with_work()
         ]
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -328,7 +324,6 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
     def close(self) -> None:
         for background in self._background:
             background.close()
-        self._release_pools()
         for inner in self._inners.take_all():
             inner.close()
         if self._fallback is not None:
@@ -383,8 +378,9 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
                 discovery=pool.discovery,
                 transport=inner,
                 verify=self._ssl_context() if pool.health_check is not None else True,
+                owner=self,
             )
-            for pool in self._claim_pools()
+            for pool in self._pools_with_work()
         ]
 
     async def __aenter__(self) -> Self:
@@ -481,7 +477,6 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for background in self._background:
             await background.aclose()
-        self._release_pools()
         for inner in self._inners.take_all():
             await inner.aclose()
         if self._fallback is not None:

@@ -416,7 +416,9 @@ class Pool:
 
     def claim_runner(self, owner: object) -> bool:
         """Let one owner at a time run this pool's checks and discovery: a pool
-        shared by several transports and proxies is checked once, not once each."""
+        shared by several transports and proxies is checked once, not once each.
+        True when ``owner`` holds the claim (now or already); the others retry
+        after the holder's ``release_runner``."""
         with self._lock:
             if self._runner is None:
                 self._runner = owner

@@ -163,7 +163,11 @@ class ProxyApp(ProxyBase):
             from .._background import AsyncBackground
 
             self._background = AsyncBackground(
-                self.pool, health_check=work[0], discovery=work[1], verify=self.ssl_context
+                self.pool,
+                health_check=work[0],
+                discovery=work[1],
+                verify=self.ssl_context,
+                owner=self,
             )
 
     @property
@@ -195,7 +199,6 @@ class ProxyApp(ProxyBase):
         """Stop the background work and close the upstream connections."""
         if self._background is not None:
             await self._background.aclose()
-            self.pool.release_runner(self)
         if self._engine is not None:
             await self._engine.aclose()
             self._engine = None

@@ -24,11 +24,11 @@ class ProxyBase:
 
     def _background_work(self, health_check: Any, discovery: Any) -> tuple[Any, Any] | None:
         """The checks and discovery this proxy runs: those given, else the pool's
-        own; ``None`` when there are none or another owner of a shared pool runs
-        them (the first owner does)."""
+        own; ``None`` when there are none. (Of several owners of a shared pool,
+        one at a time runs them: see ``clientlb._background``.)"""
         health_check = health_check if health_check is not None else self.pool.health_check
         discovery = discovery if discovery is not None else self.pool.discovery
-        if (health_check is None and discovery is None) or not self.pool.claim_runner(self):
+        if health_check is None and discovery is None:
             return None
         return health_check, discovery
 

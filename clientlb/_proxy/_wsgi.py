@@ -148,14 +148,17 @@ class WSGIProxy(ProxyBase):
             from .._background import Background
 
             self._background = Background(
-                self.pool, health_check=work[0], discovery=work[1], verify=self.ssl_context
+                self.pool,
+                health_check=work[0],
+                discovery=work[1],
+                verify=self.ssl_context,
+                owner=self,
             ).start()
 
     def close(self) -> None:
         """Stop the background threads and close the upstream connections."""
         if self._background is not None:
             self._background.close()
-            self.pool.release_runner(self)
         self.engine.close()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
