@@ -142,11 +142,20 @@ class _Balancer:
             return self._pool.snapshot()
         return {name: pool.snapshot() for name, pool in self._services.items()}
 
-    def _pools_with_work(self) -> list[Pool]:
-        """The pools with active checks or discovery to run (this transport runs
-        them unless another owner of a shared pool already does)."""
+    def _background_work(self) -> list[tuple[Pool, dict[str, Any]]]:
+        """The pools with active checks or discovery to run, each with the
+        arguments of its runner (which stands by while another owner of a shared
+        pool runs them)."""
         return [
-            pool
+            (
+                pool,
+                {
+                    "health_check": pool.health_check,
+                    "discovery": pool.discovery,
+                    "verify": self._ssl_context() if pool.health_check is not None else True,
+                    "owner": self,
+                },
+            )
             for pool in self.pools.values()
             if pool.health_check is not None or pool.discovery is not None
         ]
@@ -228,15 +237,8 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
             inner, lambda: httpx.HTTPTransport(verify=self._ssl_context()), self.pools.values()
         )
         self._background = [
-            Background(
-                pool,
-                health_check=pool.health_check,
-                discovery=pool.discovery,
-                transport=inner,
-                verify=self._ssl_context() if pool.health_check is not None else True,
-                owner=self,
-            ).start()
-            for pool in self._pools_with_work()
+            Background(pool, transport=inner, **options).start()
+            for pool, options in self._background_work()
         ]
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -372,15 +374,8 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
             inner, lambda: httpx.AsyncHTTPTransport(verify=self._ssl_context()), self.pools.values()
         )
         self._background = [
-            AsyncBackground(
-                pool,
-                health_check=pool.health_check,
-                discovery=pool.discovery,
-                transport=inner,
-                verify=self._ssl_context() if pool.health_check is not None else True,
-                owner=self,
-            )
-            for pool in self._pools_with_work()
+            AsyncBackground(pool, transport=inner, **options)
+            for pool, options in self._background_work()
         ]
 
     async def __aenter__(self) -> Self:

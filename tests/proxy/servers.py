@@ -91,6 +91,22 @@ def serve(app: Any, **options: Any) -> Iterator[Served]:
 # -- special upstreams ------------------------------------------------------------
 
 
+class Named:
+    """Answers every request with ``NAME SCHEME PATH``; records the paths."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.paths: list[str] = []
+        self.lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        with self.lock:
+            self.paths.append(scope["path"])
+        body = f"{self.name} {scope['scheme']} {scope['path']}".encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
 class Special:
     """An upstream app with behaviours chosen by path:
 

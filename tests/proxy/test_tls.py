@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +20,7 @@ from clientlb._proxy._engine import HttpcoreEngine
 
 from ..certs import Certs
 from .conftest import in_flight, wait_until
-from .servers import Served
+from .servers import Named, Served
 from .test_websocket import EchoUpstream, ws_url
 
 pytestmark = pytest.mark.integration
@@ -30,32 +28,16 @@ pytestmark = pytest.mark.integration
 Start = Callable[..., tuple[ProxyApp, Served]]
 
 
-class Hello:
-    """Answers every request with its path; counts the requests it saw."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        self.lock = threading.Lock()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        assert scope["type"] == "http"
-        with self.lock:
-            self.paths.append(scope["path"])
-        body = f"{scope['scheme']} {scope['path']}".encode()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": body})
-
-
 @pytest.fixture
-def https_upstream(certs: Certs) -> Iterator[tuple[Hello, Served]]:
-    app = Hello()
+def https_upstream(certs: Certs) -> Iterator[tuple[Named, Served]]:
+    app = Named("a")
     with Served(app, tls=certs.tls) as served:
         yield app, served
 
 
 @pytest.mark.parametrize("verify", ["ca path", "context", "off"])
 def test_asgi_proxy_reaches_an_https_upstream(
-    proxy: Start, https_upstream: tuple[Hello, Served], certs: Certs, verify: str
+    proxy: Start, https_upstream: tuple[Named, Served], certs: Certs, verify: str
 ) -> None:
     _, up = https_upstream
     setting = {"ca path": certs.ca_file, "context": certs.context(), "off": False}[verify]
@@ -63,12 +45,12 @@ def test_asgi_proxy_reaches_an_https_upstream(
     with httpx.Client() as client:
         for _ in range(3):  # the second and third reuse the kept-alive TLS connection
             r = client.get(served.url + "/x")
-            assert (r.status_code, r.text) == (200, "https /v1/x")
+            assert (r.status_code, r.text) == (200, "a https /v1/x")
     assert wait_until(lambda: in_flight(app.pool) == 0)
 
 
 def test_an_untrusted_upstream_certificate_is_a_502(
-    proxy: Start, https_upstream: tuple[Hello, Served], caplog: pytest.LogCaptureFixture
+    proxy: Start, https_upstream: tuple[Named, Served], caplog: pytest.LogCaptureFixture
 ) -> None:
     hello, up = https_upstream
     app, served = proxy([up.url])  # verify=True: the certifi bundle, without the test CA
@@ -82,7 +64,7 @@ def test_an_untrusted_upstream_certificate_is_a_502(
 
 
 def test_httpcore_engine_takes_the_context(
-    https_upstream: tuple[Hello, Served], certs: Certs
+    https_upstream: tuple[Named, Served], certs: Certs
 ) -> None:
     _, up = https_upstream
     engine = HttpcoreEngine(ssl_context=certs.context())
@@ -96,11 +78,11 @@ def test_httpcore_engine_takes_the_context(
         return response
 
     r = asyncio.run(get())
-    assert (r.status_code, r.text) == (200, "https /y")
+    assert (r.status_code, r.text) == (200, "a https /y")
 
 
 def test_wsgi_proxy_verifies_with_the_given_context(
-    https_upstream: tuple[Hello, Served], certs: Certs
+    https_upstream: tuple[Named, Served], certs: Certs
 ) -> None:
     _, up = https_upstream
     trusted = WSGIProxy([up.url], verify=certs.context())
@@ -108,7 +90,7 @@ def test_wsgi_proxy_verifies_with_the_given_context(
     try:
         with httpx.Client(transport=httpx.WSGITransport(app=trusted)) as client:
             r = client.get("http://front/z")
-            assert (r.status_code, r.text) == (200, "https /z")
+            assert (r.status_code, r.text) == (200, "a https /z")
         with httpx.Client(transport=httpx.WSGITransport(app=untrusted)) as client:
             assert client.get("http://front/z").status_code == 502
     finally:
@@ -118,7 +100,7 @@ def test_wsgi_proxy_verifies_with_the_given_context(
 
 @pytest.mark.parametrize("trusted", [True, False])
 def test_health_checks_use_the_same_verification(
-    https_upstream: tuple[Hello, Served], certs: Certs, trusted: bool
+    https_upstream: tuple[Named, Served], certs: Certs, trusted: bool
 ) -> None:
     hello, up = https_upstream
     pool = Pool([up.url])
@@ -200,7 +182,7 @@ def test_bad_verify_settings_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_config_file_verify_reaches_the_proxy(
-    https_upstream: tuple[Hello, Served], certs: Certs
+    https_upstream: tuple[Named, Served], certs: Certs
 ) -> None:
     from clientlb._proxy._serve import build_app
 
@@ -217,4 +199,4 @@ def test_config_file_verify_reaches_the_proxy(
         return response
 
     r = asyncio.run(get())
-    assert (r.status_code, r.text) == (200, "https /cfg")
+    assert (r.status_code, r.text) == (200, "a https /cfg")

@@ -3,9 +3,7 @@ inner transport (one shared SSL context) and the health checks."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -16,25 +14,9 @@ from clientlb._core import Health
 
 from ..certs import Certs
 from ..proxy.conftest import wait_until
-from ..proxy.servers import Served
+from ..proxy.servers import Named, Served
 
 pytestmark = pytest.mark.integration
-
-
-class Named:
-    """Answers every request with its name and the path; counts the paths."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.paths: list[str] = []
-        self.lock = threading.Lock()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        with self.lock:
-            self.paths.append(scope["path"])
-        body = f"{self.name} {scope['scheme']} {scope['path']}".encode()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": body})
 
 
 @pytest.fixture
