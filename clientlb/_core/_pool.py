@@ -430,7 +430,11 @@ class Pool:
                 self._runner = None
 
     def subscribe(self, listener: Callable[[str, Member], None]) -> None:
-        """Call ``listener(event, member)`` on every health or membership change."""
+        """Call ``listener(event, member)`` on every health or membership change.
+
+        Listeners run inside the change, under the pool's (re-entrant) lock, so
+        they see each change in order: keep them short, and hand anything slow or
+        blocking to another thread."""
         self._listeners.append(listener)
 
     def unsubscribe(self, listener: Callable[[str, Member], None]) -> None:
