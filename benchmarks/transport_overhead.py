@@ -318,6 +318,25 @@ def own_cost(requests: int = 3000, rounds: int = 7) -> dict[str, tuple[float, fl
 # -- profile and report -------------------------------------------------------------------
 
 
+def new_upstream_cost(builds: int = 15) -> tuple[float, float]:
+    """Milliseconds to make the inner transport of an upstream seen for the first
+    time (paid by its first request): a plain ``httpx.HTTPTransport()``, which
+    loads the CA bundle into a context of its own, and the balancing transport's
+    factory, which shares one context among every upstream (median of ``builds``)."""
+    transport = clientlb.BalancingTransport(["http://127.0.0.1:1"])
+    transport._inners.get(transport.pool.members[0].upstream)  # the shared context, once
+    plain, shared = [], []
+    for _ in range(builds):
+        started = time.perf_counter()
+        httpx.HTTPTransport().close()
+        plain.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        transport._inners._factory().close()
+        shared.append(time.perf_counter() - started)
+    transport.close()
+    return statistics.median(plain) * 1e3, statistics.median(shared) * 1e3
+
+
 def profile(urls: list[str], seconds: float) -> None:
     """Profile the sync client through the transport, one thread, and print where
     the time goes (the transport's own functions last)."""
@@ -391,6 +410,11 @@ def main() -> int:
             f"  {flavour:5}: {plain:5.0f} us per GET for the client alone, {through:5.0f} us "
             f"through the transport: +{through - plain:.0f} us"
         )
+    plain_ms, shared_ms = new_upstream_cost()
+    print(
+        f"\nA new upstream's inner transport: {plain_ms:.1f} ms as httpx.HTTPTransport(), "
+        f"{shared_ms:.3f} ms with the shared SSL context ({plain_ms / shared_ms:.0f}x less)"
+    )
     return 0
 
 

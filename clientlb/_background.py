@@ -44,10 +44,10 @@ from typing import Self
 
 import anyio
 import anyio.abc
-import httpx
 
 from ._core import HealthCheck, Pool
 from ._health import HealthChecker
+from ._httpx import httpx
 from .discovery import Provider
 
 log = logging.getLogger("clientlb")

@@ -17,10 +17,10 @@ from collections import defaultdict
 from typing import Any
 
 import anyio
-import httpx
 import uvicorn
 
 from ._core import OutlierDetection
+from ._httpx import httpx
 from ._transports import AsyncBalancingTransport
 
 CONCURRENCY = 8

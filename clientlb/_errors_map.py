@@ -14,9 +14,8 @@ anything else (LocalProtocolError, UnsupportedProtocol, ...) -> CANCELLED
 
 from __future__ import annotations
 
-import httpx
-
 from ._core import Outcome
+from ._httpx import httpx
 
 _OUTCOMES: tuple[tuple[type[httpx.TransportError], Outcome], ...] = (
     (httpx.ConnectError, Outcome.CONNECT_FAILURE),

@@ -13,9 +13,8 @@ attempts listed in ``exc.attempts`` where clientlb saw them.
 
 from __future__ import annotations
 
-import httpx
-
 from ._core import Attempt, ConfigError
+from ._httpx import httpx
 
 
 class NoUpstreamAvailable(httpx.TransportError):

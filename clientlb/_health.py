@@ -18,9 +18,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import anyio
-import httpx
 
 from ._core import Health, HealthCheck, Member, Pool
+from ._httpx import httpx
 
 log = logging.getLogger("clientlb.health")
 

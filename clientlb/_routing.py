@@ -7,9 +7,8 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import httpx
-
 from ._core import Algorithm, ConfigError, Pool, Upstream
+from ._httpx import httpx
 
 HashOn = Callable[[httpx.Request], "str | None"] | str | None
 PoolSource = Pool | Iterable[str | Upstream]

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
-
 from ._core import Lease, Outcome
 from ._errors_map import outcome_of
+from ._httpx import httpx
 
 
 def is_replayable(stream: Any) -> bool:

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
 import anyio
-import httpx
 import tenacity
 
 from ._background import AsyncBackground, Background
@@ -34,6 +33,7 @@ from ._core import (
 from ._core._pool import DEFAULT_OUTLIER
 from ._errors_map import outcome_of
 from ._exceptions import NoUpstreamAvailable, UnknownService
+from ._httpx import httpx
 from ._inners import Inners
 from ._routing import HashOn, PoolSource, build_pools, key_function, upstream_request
 from ._streams import (

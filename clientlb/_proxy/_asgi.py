@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import anyio
-import httpx
 
 from .._core import (
     Algorithm,
@@ -35,6 +34,7 @@ from .._core import (
     Upstream,
 )
 from .._errors_map import outcome_of
+from .._httpx import httpx
 from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log, log_failure
 from ._disconnect import run_until_disconnect

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpcore
-import httpx
 
 from .._core import Upstream
+from .._httpx import httpx
 from .._tls import default_context
 from ._headers import Headers
 

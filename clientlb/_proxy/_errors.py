@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
-
 from .._core import NoUpstream
+from .._httpx import httpx
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,9 @@ import collections
 import ssl
 
 import httptools
-import httpx
 
 from .._core import Upstream
+from .._httpx import httpx
 from .._tls import default_context
 from ._engine import AsyncResponse, BodyStream, Timeouts, frame
 from ._headers import Headers

@@ -15,8 +15,6 @@ import http
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import httpx
-
 from .._core import (
     Algorithm,
     AttemptPlan,
@@ -28,6 +26,7 @@ from .._core import (
     Upstream,
 )
 from .._errors_map import outcome_of
+from .._httpx import httpx
 from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
 from ._engine import DEFAULT_TIMEOUTS, SyncEngine, SyncHttpcoreEngine, SyncResponse

@@ -21,9 +21,8 @@ import threading
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, cast
 
-import httpx
-
 from .._core import ConfigError
+from .._httpx import httpx
 from ._base import Endpoints, Feed, InvalidAnswer, Provider, parse_entry, positive
 
 log = logging.getLogger("clientlb.discovery")
