@@ -24,10 +24,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpcore
-
 from .._core import Upstream
-from .._httpx import httpx
+from .._httpx import httpcore, httpx
 from .._tls import default_context
 from ._headers import Headers
 

@@ -66,13 +66,13 @@ def test_relative_imports_are_fine() -> None:
     assert imported_modules("from ._pool import Pool\nfrom . import _state") == set()
 
 
-def test_httpx_is_imported_in_one_place() -> None:
+def test_httpx_and_httpcore_are_imported_in_one_place() -> None:
     """The shells take httpx from ``clientlb._httpx``, so moving to another library
     with its API is a one-file change."""
     package = CORE.parent
     importers = sorted(
         str(path.relative_to(package))
         for path in package.rglob("*.py")
-        if "httpx" in imported_modules(path.read_text(encoding="utf-8"))
+        if {"httpx", "httpcore"} & imported_modules(path.read_text(encoding="utf-8"))
     )
     assert importers == ["_httpx.py"]
