@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 
 Headers = list[tuple[bytes, bytes]]
@@ -218,3 +219,14 @@ def host_header(host: str, port: int, scheme: str) -> bytes:
     if (scheme, port) in (("http", 80), ("https", 443)):
         return netloc.encode("ascii")
     return f"{netloc}:{port}".encode("ascii")
+
+
+# host[:port]: a name or IPv4 address, or an IPv6 address in brackets (RFC 9110 7.2).
+_AUTHORITY = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?")
+
+
+def is_authority(value: bytes) -> bool:
+    """Whether a ``Host`` value is a plain ``host[:port]``, with nothing (``@``,
+    ``/``, ``?``, ``#``) that a URL built from it would read as more than a host."""
+    match = _AUTHORITY.fullmatch(value)
+    return match is not None and (not match[2] or int(match[2][1:]) <= 65535)

@@ -20,7 +20,7 @@ import sniffio
 
 from .._core import AttemptPlan, Lease, NoUpstream, Outcome
 from ._errors import NO_UPSTREAM, TIMED_OUT, UNREACHABLE, ErrorReply
-from ._headers import request_target
+from ._headers import is_authority, request_target
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
@@ -66,8 +66,7 @@ async def proxy_websocket(
         return
     try:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidStatus, InvalidURI
-        from websockets.uri import parse_uri
+        from websockets.exceptions import InvalidStatus
     except ImportError:  # pragma: no cover - uvicorn needs a WebSocket library too
         return await _deny(scope, send, NOT_SUPPORTED)
     if sniffio.current_async_library() != "asyncio":  # the websockets client is asyncio's
@@ -79,13 +78,13 @@ async def proxy_websocket(
         "https" if scope.get("scheme") == "wss" else "http",
     )
     # The websockets client writes the Host header from the URI's authority, so
-    # a kept client Host goes there while the socket still goes to the upstream.
-    host = next((v.decode("latin-1") for n, v in headers if n == b"host"), None)
-    if has_host and host is not None:
-        try:
-            parse_uri(f"ws://{host}/")
-        except (InvalidURI, ValueError):  # urllib's own, for a port that is no number
-            return await _deny(scope, send, BAD_HOST)
+    # a kept client Host goes there (as host and port: the client lower-cases the
+    # name and drops a default port) while the socket still goes to the upstream.
+    # Only a plain host[:port] may go there, or the Host could move the path.
+    kept = next((v for n, v in headers if n == b"host"), None) if has_host else None
+    if kept is not None and not is_authority(kept):
+        return await _deny(scope, send, BAD_HOST)
+    host = kept.decode("ascii") if kept is not None else None
     extra = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers if n not in _HANDSHAKE]
     ua = [v.decode("latin-1") for n, v in scope["headers"] if n == b"user-agent"]
     extra += [("User-Agent", u) for u in ua]
@@ -102,7 +101,7 @@ async def proxy_websocket(
         _, prefix = proxy.upstream_parts(upstream)
         target = request_target(prefix, raw_path, scope.get("query_string", b""))
         secure = upstream.scheme == "https"
-        authority = host if has_host and host is not None else upstream.netloc
+        authority = host if host is not None else upstream.netloc
         uri = f"{'wss' if secure else 'ws'}://{authority}{target.decode('latin-1')}"
         outcome: Outcome | None
         status: int | None = None

@@ -10,6 +10,7 @@ from clientlb._proxy._errors import reply_for
 from clientlb._proxy._headers import (
     HeaderPolicy,
     host_header,
+    is_authority,
     request_target,
     response_headers,
 )
@@ -161,3 +162,32 @@ def test_error_table() -> None:
     assert reply_for(httpx.ReadError("x")).status == 502
     assert reply_for(RuntimeError("x")).status == 502
     assert b"Traceback" not in reply_for(RuntimeError("x")).body
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"example.com", b"example.com:8080", b"127.0.0.1:80", b"[::1]:8443", b"[::1]", b"a_b.local"],
+)
+def test_plain_authorities(value: bytes) -> None:
+    assert is_authority(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"",
+        b"u:p@example.com",
+        b"example.com/x",
+        b"example.com?q",
+        b"a#b",
+        b"a b",
+        b"h:99999",
+        b"h:",
+        b"h:1:2",
+        b"[::1",
+        b"::1",
+        b"example.com:80\r\nX: y",
+    ],
+)
+def test_anything_more_than_host_and_port_is_not_an_authority(value: bytes) -> None:
+    assert not is_authority(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -137,3 +138,42 @@ def test_no_upstream_refuses_the_handshake(proxy: Start) -> None:
         assert info.value.response.status_code in (503, 403)
 
     asyncio.run(attempt())
+
+
+@pytest.mark.parametrize("preserve_host", [False, True])
+def test_websocket_host_follows_preserve_host(proxy: Start, preserve_host: bool) -> None:
+    upstream = EchoUpstream("a")
+    with Served(upstream) as up:
+        _, served = proxy([up.url], preserve_host=preserve_host)
+
+        async def talk() -> None:
+            async with connect(ws_url(served)) as ws:
+                await ws.recv()
+
+        asyncio.run(talk())
+        assert upstream.closed.wait(5)
+    hosts = [v.decode() for k, v in upstream.headers if k == b"host"]
+    expected = served.port if preserve_host else up.port
+    assert hosts == [f"127.0.0.1:{expected}"]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"bad@host:1:2", b"example.com/admin?", b"u:p@example.com", b"example.com:99999", b"a#b"],
+)
+def test_websocket_with_an_unusable_host_is_refused(proxy: Start, host: bytes) -> None:
+    """A kept Host becomes the authority of the upstream URI: anything but
+    host[:port] could move the path or add credentials, so it is refused."""
+    upstream = EchoUpstream("a")
+    with Served(upstream) as up:
+        _, served = proxy([up.url + "/app"], preserve_host=True)
+        handshake = (
+            b"GET /chat HTTP/1.1\r\nHost: " + host + b"\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as sock:
+            sock.sendall(handshake)
+            head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert upstream.headers == []
