@@ -2,10 +2,12 @@
 transports and the proxies.
 
 It takes what httpx's ``verify`` takes (``True``, ``False`` or an
-``ssl.SSLContext``) plus the path of a CA bundle (a PEM file or a directory of
-hashed certificates), the form a config file can hold. ``True`` verifies against
-the certifi bundle, as httpx does. A context is built once and shared by every
-connection and every upstream's inner transport: building one loads the whole
+``ssl.SSLContext``) and means the same: ``True`` is httpx's own default context
+(the ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` the environment names, else the
+certifi bundle), read once per process. It also takes the path of a CA bundle (a
+PEM file or a directory of hashed certificates, relative to the working
+directory), the form a config file can hold. Every connection and every
+upstream's inner transport shares one context: building one loads the whole
 bundle (30-50 ms), which ``httpx.HTTPTransport()`` would otherwise pay for each.
 """
 
@@ -17,21 +19,20 @@ import ssl
 from typing import TypeAlias
 
 from ._core import ConfigError
+from ._httpx import httpx
 
 Verify: TypeAlias = bool | str | ssl.SSLContext
 
 
 @functools.cache
 def default_context() -> ssl.SSLContext:
-    """The verifying context ``verify=True`` means (built on first use)."""
-    import certifi
-
-    return ssl.create_default_context(cafile=certifi.where())
+    """The verifying context ``verify=True`` means, built on first use."""
+    return httpx.create_ssl_context(verify=True)
 
 
 def tls_context(verify: object) -> ssl.SSLContext | None:
-    """The context for ``verify``; ``None`` stands for ``default_context()``, so a
-    proxy with plain-HTTP upstreams never pays for loading the bundle.
+    """The context for ``verify``; ``None`` stands for ``default_context()``,
+    which is built only when something needs it.
 
     Raises ``ConfigError`` naming ``verify`` for anything else, or a CA path
     that cannot be read.
@@ -39,10 +40,7 @@ def tls_context(verify: object) -> ssl.SSLContext | None:
     if verify is True:
         return None
     if verify is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
+        return httpx.create_ssl_context(verify=False)
     if isinstance(verify, ssl.SSLContext):
         return verify
     if isinstance(verify, str) and verify:

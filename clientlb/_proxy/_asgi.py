@@ -119,10 +119,12 @@ class ProxyApp(ProxyBase):
       upstream, run for the app's lifespan.
     * **discovery** - a discovery provider (or several) that keeps the pool's
       membership current, run for the app's lifespan.
-    * **verify** - how HTTPS and WSS upstreams are verified, for requests and
-      health checks alike: ``True`` (the certifi bundle, as httpx), ``False``, a
-      CA bundle path, or an ``ssl.SSLContext`` (which can also carry a client
-      certificate for mutual TLS).
+    * **verify** - how HTTPS and WSS upstreams are verified, for requests,
+      WebSockets and health checks alike: ``True`` (httpx's default: the
+      certifi bundle unless ``SSL_CERT_FILE``/``SSL_CERT_DIR`` say otherwise),
+      ``False``, a CA bundle path, or an ``ssl.SSLContext`` (which can also
+      carry a client certificate for mutual TLS). An ``engine`` you give brings
+      its own TLS settings for HTTP requests.
 
     Lifespan events start and stop the background work and close the engine.
     """

@@ -8,7 +8,7 @@ The file can say everything the flags can, plus weights and tuning:
     trusted_proxies = ["10.0.0.0/8"]
     preserve_host = false
     retry_body_limit = 65536
-    verify = "certs/internal-ca.pem"  # or true (default) / false: HTTPS upstreams
+    verify = "certs/internal-ca.pem"  # HTTPS upstreams; or true (default) / false
     upstreams = ["http://10.0.0.1:8000", { url = "http://10.0.0.2:8000", weight = 2 }]
     standbys = ["http://10.0.0.9:8000"]
 

@@ -178,6 +178,14 @@ class _AsyncCoreResponse:
         await self._inner.aclose()
 
 
+def _with_context(pool_options: dict[str, Any]) -> dict[str, Any]:
+    """httpcore pool options with ``verify=True``'s shared context unless one is
+    given (httpcore alone would build one per connection)."""
+    if pool_options.get("ssl_context") is None:
+        pool_options = {**pool_options, "ssl_context": default_context()}
+    return pool_options
+
+
 class HttpcoreEngine:
     """The async engine over ``httpcore.AsyncConnectionPool``: any anyio backend
     (asyncio or trio), HTTP/1.1 and TLS as httpx does them."""
@@ -186,7 +194,7 @@ class HttpcoreEngine:
         self._pool = httpcore.AsyncConnectionPool(
             max_connections=max_connections,
             max_keepalive_connections=max_connections or 1000,
-            **{"ssl_context": default_context(), **pool_options},
+            **_with_context(pool_options),
         )
 
     async def request(
@@ -256,7 +264,7 @@ class SyncHttpcoreEngine:
         self._pool = httpcore.ConnectionPool(
             max_connections=max_connections,
             max_keepalive_connections=max_connections or 1000,
-            **{"ssl_context": default_context(), **pool_options},
+            **_with_context(pool_options),
         )
 
     def request(

@@ -11,6 +11,7 @@ import pytest
 import clientlb
 from clientlb import ConfigError, HealthCheck, Pool
 from clientlb._core import Health
+from clientlb._tls import default_context
 
 from ..certs import Certs
 from ..proxy.conftest import wait_until
@@ -89,3 +90,19 @@ def test_verify_with_a_given_inner_is_a_config_error(certs: Certs) -> None:
         )
     with pytest.raises(ConfigError, match="verify"):
         clientlb.AsyncBalancingTransport(["https://127.0.0.1:1"], verify=7)  # type: ignore[arg-type]
+
+
+def test_verify_true_reads_ssl_cert_file_as_httpx_does(
+    secure: list[tuple[Named, Served]], certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, up = secure[0]
+    monkeypatch.setenv("SSL_CERT_FILE", certs.ca_file)
+    default_context.cache_clear()  # the default is read once per process
+    try:
+        transport = clientlb.BalancingTransport([up.url])
+        with httpx.Client(transport=transport, base_url="http://svc") as client:
+            assert client.get("/env").text == "a https /env"
+        with httpx.Client() as plain:  # httpx itself, for comparison
+            assert plain.get(up.url + "/env").status_code == 200
+    finally:
+        default_context.cache_clear()
