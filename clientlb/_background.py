@@ -209,8 +209,10 @@ class Background(_Base):
         self.closed = True
         with self._lock:
             self._stop.set()
-        for provider in self.providers:
-            provider.interrupt()
+            running = self.running
+        if running:  # a standing-by owner must not cut the runner's shared providers
+            for provider in self.providers:
+                provider.interrupt()
         for thread in list(self._threads):
             thread.join(JOIN_TIMEOUT)
             if thread.is_alive():  # pragma: no cover - every blocking call is bounded

@@ -45,7 +45,7 @@ def test_another_owner_takes_over_the_checks(replicas: list[Replica]) -> None:
         r0.health_status = 503
         wait_for(lambda: pool.members[0].health.value == "down", what="the second owner's checks")
         assert named("clientlb-health") == ["clientlb-health"]
-        assert named("clientlb-standby") == []
+        wait_for(lambda: named("clientlb-standby") == [], what="the standby thread to end")
     finally:
         first.close()
         second.close()
@@ -109,3 +109,32 @@ def test_discovery_is_taken_over_too(tmp_path: Path, replicas: list[Replica]) ->
     finally:
         first.close()
         second.close()
+
+
+class CountingFile(File):
+    """A File provider that counts the interruptions it is sent."""
+
+    interrupts = 0
+
+    def interrupt(self) -> None:
+        self.interrupts += 1
+        super().interrupt()
+
+
+def test_closing_a_standing_by_owner_leaves_the_runners_discovery_alone(
+    tmp_path: Path, replicas: list[Replica]
+) -> None:
+    path = tmp_path / "upstreams.toml"
+    path.write_text(f'upstreams = ["{replicas[0].url}"]\n')
+    provider = CountingFile(path, interval=0.02)
+    pool = Pool(discovery=provider)
+    runner = clientlb.BalancingTransport(pool)
+    standby = clientlb.BalancingTransport(pool)
+    try:
+        standby.close()
+        assert provider.interrupts == 0  # shared with the runner, which still uses it
+        runner.close()
+        assert provider.interrupts == 1
+    finally:
+        runner.close()
+        standby.close()
