@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,10 +16,11 @@ import pytest
 from websockets.asyncio.client import connect
 
 from clientlb import ConfigError, HealthCheck, Pool
-from clientlb._core import Health
+from clientlb._core import Health, Upstream
 from clientlb._proxy import ProxyApp, WSGIProxy
 from clientlb._proxy._config import build
-from clientlb._proxy._engine import HttpcoreEngine
+from clientlb._proxy._engine import HttpcoreEngine, Timeouts
+from clientlb._proxy._h1 import H1Engine
 
 from ..certs import Certs
 from .conftest import in_flight, wait_until
@@ -136,39 +140,6 @@ def test_websockets_to_a_wss_upstream(proxy: Start, certs: Certs) -> None:
         assert wait_until(lambda: in_flight(app.pool) == 0)
 
 
-@pytest.mark.parametrize("preserve_host", [False, True])
-def test_websocket_host_follows_preserve_host(proxy: Start, preserve_host: bool) -> None:
-    upstream = EchoUpstream("a")
-    with Served(upstream) as up:
-        _, served = proxy([up.url], preserve_host=preserve_host)
-
-        async def talk() -> None:
-            async with connect(ws_url(served)) as ws:
-                await ws.recv()
-
-        asyncio.run(talk())
-        assert upstream.closed.wait(5)
-    hosts = [v.decode() for k, v in upstream.headers if k == b"host"]
-    expected = served.port if preserve_host else up.port
-    assert hosts == [f"127.0.0.1:{expected}"]
-
-
-def test_websocket_with_an_unusable_host_is_refused(proxy: Start) -> None:
-    upstream = EchoUpstream("a")
-    with Served(upstream) as up:
-        _, served = proxy([up.url], preserve_host=True)
-        handshake = (
-            b"GET /chat HTTP/1.1\r\nHost: bad@host:1:2\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\n\r\n"
-        )
-        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as sock:
-            sock.sendall(handshake)
-            head = sock.recv(4096)
-    assert head.startswith(b"HTTP/1.1 400"), head
-    assert upstream.headers == []
-
-
 def test_bad_verify_settings_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="verify"):
         ProxyApp(["http://127.0.0.1:1"], verify=3)  # type: ignore[arg-type]
@@ -200,3 +171,59 @@ def test_config_file_verify_reaches_the_proxy(
 
     r = asyncio.run(get())
     assert (r.status_code, r.text) == (200, "a https /cfg")
+
+
+class SilentAfterAnswer:
+    """A TLS server that answers one request, then neither reads nor closes: it
+    never answers the client's TLS goodbye (close_notify)."""
+
+    def __init__(self, certs: Certs) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*certs.tls)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(context,), daemon=True)
+        self.thread.start()
+
+    def _serve(self, context: ssl.SSLContext) -> None:
+        conn, _ = self.listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += tls.recv(4096)
+            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            self.release.wait(30)
+
+    def close(self) -> None:
+        self.release.set()
+        self.thread.join(10)
+        self.listener.close()
+
+
+def test_engine_close_does_not_wait_long_for_a_silent_tls_peer(
+    certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("clientlb._proxy._h1.CLOSE_TIMEOUT", 0.2)
+    server = SilentAfterAnswer(certs)
+    try:
+
+        async def exchange() -> tuple[bytes, float, bool]:
+            engine = H1Engine(certs.context())
+            upstream = Upstream(f"https://127.0.0.1:{server.port}")
+            response = await engine.request(
+                upstream, b"GET", b"/", [(b"host", b"127.0.0.1")], b"", Timeouts()
+            )
+            body = await response.read()
+            await response.aclose()
+            (conn,) = engine._all
+            started = time.monotonic()
+            await engine.aclose()  # asyncio alone would wait 30 s for the goodbye
+            return body, time.monotonic() - started, conn.lost.done()
+
+        body, waited, lost = asyncio.run(exchange())
+    finally:
+        server.close()
+    assert body == b"ok"
+    assert lost  # the socket is released, not left for the garbage collector
+    assert waited < 10
