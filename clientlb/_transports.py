@@ -191,9 +191,9 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
     * **inner** - the transport that does the I/O, shared by every upstream (by
       default each upstream gets an ``httpx.HTTPTransport()`` of its own).
     * **verify** - how HTTPS upstreams are verified by the inner transports this
-      transport makes and by its health checks: ``True`` (the certifi bundle, as
-      httpx), ``False``, a CA bundle path or an ``ssl.SSLContext``. One context
-      serves every upstream. With ``inner=``, configure that transport instead.
+      transport makes and by its health checks: ``True`` (httpx's default),
+      ``False``, a CA bundle path or an ``ssl.SSLContext``. One context serves
+      every upstream. With ``inner=``, configure that transport instead.
     * **hash_on** - the key of hashing algorithms: ``"header:NAME"`` or a callable.
     * **retry**, **outlier**, **slow_start**, **fail_back_after**, **health_check**,
       **discovery** - passed to the pools this transport builds (see ``Pool``); a

@@ -320,4 +320,4 @@ def default_async_engine(ssl_context: ssl.SSLContext | None = None) -> AsyncEngi
             pass
         else:
             return H1Engine(ssl_context)
-    return HttpcoreEngine(ssl_context=ssl_context or default_context())
+    return HttpcoreEngine(ssl_context=ssl_context)

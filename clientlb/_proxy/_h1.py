@@ -245,8 +245,8 @@ class _Conn(asyncio.Protocol):
 class H1Engine:
     """HTTP/1.1 over asyncio with keep-alive pools per upstream (see module doc).
 
-    HTTPS upstreams are verified with ``ssl_context`` (default: the certifi
-    bundle, as httpx's ``verify=True``)."""
+    HTTPS upstreams are verified with ``ssl_context`` (default: the context
+    httpx's ``verify=True`` means)."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self._idle: dict[str, list[_Conn]] = {}

@@ -104,9 +104,9 @@ class WSGIProxy(ProxyBase):
     Takes ``ProxyApp``'s arguments (``upstreams``/``standbys``/``algorithm`` or
     ``pool``, ``trusted_proxies``, ``preserve_host``, ``retry_body_limit``,
     ``timeout``, ``health_check``, ``discovery``, ``verify``); ``engine`` is a
-    sync engine (default over httpcore). Health checks and discovery run in daemon threads
-    from construction until ``close()``. Safe to call from many worker threads
-    at once.
+    sync engine (default over httpcore). Health checks and discovery run in
+    daemon threads from construction until ``close()``. Safe to call from many
+    worker threads at once.
     """
 
     def __init__(
