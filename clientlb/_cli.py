@@ -13,15 +13,22 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ._core import ALGORITHMS, ConfigError
+from ._proxy._config import LOG_LEVELS
 
 PROG = "clientlb"
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, so that an
+    error naming a hostile value (a path, a URL) stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line, not a usage block."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def _algorithm(value: str) -> str:
@@ -88,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="send the client's Host header upstream",
     )
-    proxy.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"))
+    proxy.add_argument("--log-level", choices=LOG_LEVELS)
     proxy.add_argument(
         "--discovery",
         metavar="URI",
@@ -130,7 +137,10 @@ def proxy_settings(args: argparse.Namespace) -> Any:
         flags["discovery"] = {"uris": args.discovery}
     if args.health_path is not None:
         health = (
-            {f: getattr(settings.health, f) for f in ("interval", "timeout", "rise", "fall")}
+            {
+                f: getattr(settings.health, f)
+                for f in ("interval", "timeout", "rise", "fall", "expected")
+            }
             if settings.health is not None
             else {}
         )
@@ -154,6 +164,7 @@ _FLAGS = {
     "algorithm": "--algorithm",
     "health.path": "--health-path",
     "discovery": "--discovery",
+    "discovery.uris": "--discovery",
 }
 
 
@@ -167,7 +178,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
     try:
         settings = proxy_settings(args)
     except ConfigError as exc:
-        print(f"{PROG} proxy: error: {exc}", file=sys.stderr)
+        print(f"{PROG} proxy: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.server["log_level"].upper(),
@@ -176,10 +187,11 @@ def _run_proxy(args: argparse.Namespace) -> int:
     try:
         run(settings)
     except OSError as exc:
-        print(f"{PROG} proxy: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        reason = one_line(str(exc.strerror or exc))
+        print(f"{PROG} proxy: error: cannot listen: {reason}", file=sys.stderr)
         return 2
     except ConfigError as exc:
-        print(f"{PROG} proxy: error: {exc}", file=sys.stderr)
+        print(f"{PROG} proxy: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     return 0
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ._errors import ConfigError
+from ._upstream import control_character, path_problem
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+#: The longest duration any setting takes, in seconds (a year): longer ones are
+#: mistakes, and past about 292 years thread waits and socket timeouts overflow.
+MAX_SECONDS = 365 * 24 * 3600.0
+#: The longest retry budget window (Finagle's limit on its TTL): the ledger keeps
+#: one slot per second of it and sums them on every retry.
+MAX_BUDGET_WINDOW = 60.0
 
 
 def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
@@ -15,6 +23,42 @@ def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
         raise ConfigError(name, f"must be a number, got {value!r}")
     if value < 0 or (value == 0 and not zero_ok):
         raise ConfigError(name, f"must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
+
+
+def seconds(name: str, value: float, *, zero_ok: bool = False) -> None:
+    """A duration: a number of seconds, ``> 0`` (or ``>= 0``), at most ``MAX_SECONDS``."""
+    _positive(name, value, zero_ok=zero_ok)
+    if value > MAX_SECONDS:
+        raise ConfigError(name, f"must be at most {MAX_SECONDS:g} seconds, got {value!r}")
+
+
+def flag(name: str, value: object) -> None:
+    """A boolean: ``True`` or ``False``, not merely truthy."""
+    if not isinstance(value, bool):
+        raise ConfigError(name, f"must be True or False, got {value!r}")
+
+
+def _status_range(value: range) -> bool:
+    return len(value) > 0 and value.step > 0 and value.start >= 100 and value[-1] <= 599
+
+
+def _statuses(name: str, value: object) -> frozenset[int] | range:
+    """HTTP statuses: a ``range`` (kept) or a collection of ints (a frozenset).
+
+    Entries are checked by the caller; strings, mappings, single numbers and
+    unhashable entries are refused here."""
+    if isinstance(value, range):
+        return value
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise ConfigError(name, f"expected a collection of HTTP statuses, got {value!r}")
+    try:
+        return frozenset(value)
+    except TypeError:
+        raise ConfigError(name, f"expected a collection of HTTP statuses, got {value!r}") from None
+
+
+def _is_status(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
 
 
 def _threshold(name: str, value: int | None) -> None:
@@ -64,8 +108,8 @@ class OutlierDetection:
         _threshold("consecutive_local_failures", self.consecutive_local_failures)
         _threshold("consecutive_gateway_errors", self.consecutive_gateway_errors)
         _threshold("consecutive_5xx", self.consecutive_5xx)
-        _positive("base_ejection_time", self.base_ejection_time)
-        _positive("max_ejection_time", self.max_ejection_time)
+        seconds("base_ejection_time", self.base_ejection_time)
+        seconds("max_ejection_time", self.max_ejection_time)
         _positive("max_ejected_share", self.max_ejected_share)
         if self.max_ejected_share > 1:
             raise ConfigError("max_ejected_share", f"must be <= 1, got {self.max_ejected_share}")
@@ -74,7 +118,7 @@ class OutlierDetection:
             if self.latency_factor <= 1:
                 raise ConfigError("latency_factor", f"must be > 1, got {self.latency_factor}")
         _count("latency_min_samples", self.latency_min_samples)
-        _positive("latency_interval", self.latency_interval)
+        seconds("latency_interval", self.latency_interval)
 
     def ejection_time(self, count: int) -> float:
         return min(self.base_ejection_time * count, self.max_ejection_time)
@@ -84,7 +128,8 @@ class OutlierDetection:
 class RetryBudget:
     """Retries allowed over a sliding ``window``: ``ratio`` of the requests seen in
     it, plus a floor of ``min_per_second`` so that a quiet client can still retry
-    (Finagle's defaults: 20 % and 10 per second over 10 s)."""
+    (Finagle's defaults: 20 % and 10 per second over 10 s). The window is at most
+    60 s, Finagle's limit."""
 
     ratio: float = 0.2
     min_per_second: float = 10.0
@@ -94,6 +139,10 @@ class RetryBudget:
         _positive("retry_budget.ratio", self.ratio, zero_ok=True)
         _positive("retry_budget.min_per_second", self.min_per_second, zero_ok=True)
         _positive("retry_budget.window", self.window)
+        if self.window > MAX_BUDGET_WINDOW:
+            raise ConfigError(
+                "retry_budget.window", f"must be at most {MAX_BUDGET_WINDOW:g}, got {self.window!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +169,17 @@ class RetryPolicy:
             raise ConfigError("max_retries", f"must be a whole number, got {self.max_retries!r}")
         if self.max_retries < 0:
             raise ConfigError("max_retries", f"must be >= 0, got {self.max_retries}")
-        object.__setattr__(self, "retry_on_status", frozenset(self.retry_on_status))
-        for status in self.retry_on_status:
-            if not isinstance(status, int) or not 100 <= status <= 599:
+        statuses = _statuses("retry_on_status", self.retry_on_status)
+        if isinstance(statuses, range) and statuses and not _status_range(statuses):
+            raise ConfigError("retry_on_status", f"not HTTP statuses: {statuses!r}")
+        for status in statuses:
+            if not _is_status(status):
                 raise ConfigError("retry_on_status", f"not an HTTP status: {status!r}")
-        _positive("backoff", self.backoff, zero_ok=True)
+        object.__setattr__(self, "retry_on_status", frozenset(statuses))
+        flag("retry_non_idempotent", self.retry_non_idempotent)
+        seconds("backoff", self.backoff, zero_ok=True)
+        if self.budget is not None and not isinstance(self.budget, RetryBudget):
+            raise ConfigError("budget", f"expected RetryBudget or None, got {self.budget!r}")
 
     def may_resend(self, method: str) -> bool:
         """Whether a request that may have reached an upstream may be sent again."""
@@ -152,27 +207,22 @@ class HealthCheck:
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path.startswith("/"):
             raise ConfigError("path", f"must start with '/', got {self.path!r}")
-        if any(c in self.path for c in " \r\n#"):
-            raise ConfigError("path", f"invalid characters in {self.path!r}")
-        _positive("interval", self.interval)
-        _positive("timeout", self.timeout)
+        bad = control_character(self.path)
+        problem = f"character {bad!r}" if bad is not None else path_problem(self.path, query=True)
+        if problem is not None:
+            raise ConfigError("path", f"invalid characters in {self.path!r}: {problem}")
+        seconds("interval", self.interval)
+        seconds("timeout", self.timeout)
         _count("rise", self.rise)
         _count("fall", self.fall)
-        expected = self.expected
+        expected = _statuses("expected", self.expected)
         if isinstance(expected, range):
-            ok = len(expected) > 0 and expected.step > 0 and expected.start >= 100
-            ok = ok and expected[-1] <= 599
+            ok = _status_range(expected)
         else:
-            try:
-                expected = frozenset(expected)
-            except TypeError:
-                raise ConfigError("expected", f"expected statuses, got {expected!r}") from None
-            ok = bool(expected) and all(
-                isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in expected
-            )
-            object.__setattr__(self, "expected", expected)
+            ok = bool(expected) and all(_is_status(s) for s in expected)
         if not ok:
             raise ConfigError("expected", f"must be HTTP statuses 100-599, got {self.expected!r}")
+        object.__setattr__(self, "expected", expected)
 
     def passed(self, status: int) -> bool:
         """Whether a check answered with ``status`` passed."""

@@ -16,7 +16,7 @@ import math
 import random as _random
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from ._algorithms import Algorithm, make_algorithm
@@ -25,7 +25,7 @@ from ._errors import ConfigError, NoUpstream
 from ._member import PRIMARY, STANDBY, TIER_NAMES, Member
 from ._outcome import FAILURES, Outcome
 from ._outlier import failing, finished, slow_members
-from ._policies import HealthCheck, OutlierDetection, RetryPolicy, _positive
+from ._policies import HealthCheck, OutlierDetection, RetryPolicy, _positive, flag, seconds
 from ._state import Event, Health, transition
 from ._upstream import Upstream, as_upstream
 
@@ -127,14 +127,33 @@ class Pool:
         clock: Callable[[], float] = time.monotonic,
         rng: _random.Random | None = None,
     ) -> None:
-        if isinstance(upstreams, str | Upstream) or isinstance(standbys, str | Upstream):
-            raise ConfigError("upstreams", "expected a list of URLs, got a single value")
-        _positive("slow_start", slow_start, zero_ok=True)
+        for name, values in (("upstreams", upstreams), ("standbys", standbys)):
+            if isinstance(values, str | bytes | Upstream) or not isinstance(values, Iterable):
+                raise ConfigError(name, f"expected a list of URLs, got {values!r}")
+        seconds("slow_start", slow_start, zero_ok=True)
         _positive("slow_start_min_share", slow_start_min_share)
-        _positive("fail_back_after", fail_back_after, zero_ok=True)
-        _positive("failure_penalty", failure_penalty, zero_ok=True)
+        seconds("fail_back_after", fail_back_after, zero_ok=True)
+        seconds("failure_penalty", failure_penalty, zero_ok=True)
+        flag("allow_empty", allow_empty)
         if outlier is not None and not isinstance(outlier, OutlierDetection):
             raise ConfigError("outlier", f"expected OutlierDetection or None, got {outlier!r}")
+        if not callable(clock):
+            raise ConfigError("clock", f"expected a callable returning seconds, got {clock!r}")
+        if rng is not None and not isinstance(rng, _random.Random):
+            raise ConfigError("rng", f"expected random.Random or None, got {rng!r}")
+
+        def _provider(value: object) -> bool:  # a clientlb.discovery provider, duck-typed
+            return callable(getattr(value, "run", None)) and callable(getattr(value, "arun", None))
+
+        if discovery is not None and not _provider(discovery):
+            if isinstance(discovery, str | bytes | Mapping) or not isinstance(discovery, Iterable):
+                raise ConfigError("discovery", f"expected a discovery provider, got {discovery!r}")
+            discovery = tuple(discovery)  # an iterator would be spent by the first owner
+            for provider in discovery:
+                if not _provider(provider):
+                    raise ConfigError(
+                        "discovery", f"expected a discovery provider, got {provider!r}"
+                    )
         self.algorithm = make_algorithm(algorithm)
         self._tracks_load = self.algorithm.tracks_load  # read on every request
         self.outlier = outlier

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -12,7 +11,18 @@ from ._errors import ConfigError
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 #: A DNS name or IPv4 address: letters, digits, '-', '_' and dots.
-_HOSTNAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?\.?")
+HOSTNAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?\.?")
+#: The longest run of characters RFC 3986 allows in a path (``pchar`` and ``/``),
+#: and in a path followed by a query (``?`` too).
+_PATH = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*")
+_PATH_QUERY = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*")
+
+#: The range of weights. Every algorithm picks exactly at both ends and with both
+#: ends in one pool: the ratio (1e9) leaves the float sums and scores of smooth
+#: weighted round robin and random far from rounding trouble, and Maglev still gives
+#: the lightest member a slot. DNS SRV weights (0-65535, 0 read as 0.01) fit inside.
+MIN_WEIGHT = 0.001
+MAX_WEIGHT = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +33,8 @@ class Upstream:
 
     * **url** - ``scheme://host[:port][/path-prefix]``; scheme ``http`` or ``https``.
       A path prefix is kept and the request path is appended to it.
-    * **weight** - a positive number; weight-aware algorithms send traffic in
-      proportion to it.
+    * **weight** - a number from ``MIN_WEIGHT`` (0.001) to ``MAX_WEIGHT``
+      (1,000,000); weight-aware algorithms send traffic in proportion to it.
     """
 
     url: str
@@ -42,8 +52,11 @@ class Upstream:
         weight = self.weight
         if isinstance(weight, bool) or not isinstance(weight, int | float):
             raise ConfigError("weight", f"must be a positive number, got {weight!r} for {self.url}")
-        if not math.isfinite(weight) or weight <= 0:
-            raise ConfigError("weight", f"must be a positive number, got {weight!r} for {self.url}")
+        if not MIN_WEIGHT <= weight <= MAX_WEIGHT:  # NaN fails too
+            raise ConfigError(
+                "weight",
+                f"must be from {MIN_WEIGHT} to {MAX_WEIGHT:,}, got {weight!r} for {self.url}",
+            )
         netloc = f"[{host}]" if ":" in host else host
         object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "host", host)
@@ -69,10 +82,36 @@ class Upstream:
         return NotImplemented
 
 
+def path_problem(path: str, *, query: bool = False) -> str | None:
+    """Why ``path`` is not a URL path (RFC 3986; ``query`` allows ``?...``), or None."""
+    match = (_PATH_QUERY if query else _PATH).match(path)
+    end = match.end() if match else 0
+    if end == len(path):
+        return None
+    if path[end] == "%":
+        return "'%' must start an escape of two hex digits"
+    return f"character {path[end]!r} is not allowed in a URL path"
+
+
+def control_character(text: str) -> str | None:
+    """The first whitespace, control or other invisible character of ``text``."""
+    for c in text:
+        if c.isspace() or not c.isprintable():
+            return c
+    return None
+
+
 def parse_upstream_url(url: object) -> tuple[str, str, int, str]:
-    """Split and validate an upstream URL into (scheme, host, port, prefix)."""
+    """Split and validate an upstream URL into (scheme, host, port, prefix).
+
+    Whitespace and control characters are refused before splitting: ``urlsplit``
+    silently drops tabs and newlines, which would turn a mangled URL into another.
+    """
     if not isinstance(url, str) or not url:
         raise ConfigError("url", f"must be a non-empty string, got {url!r}")
+    bad = control_character(url)
+    if bad is not None:
+        raise ConfigError("url", f"whitespace or control character {bad!r} in {url!r}")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -93,10 +132,13 @@ def parse_upstream_url(url: object) -> tuple[str, str, int, str]:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise ConfigError("url", f"invalid IPv6 host in {url!r}") from None
-    elif not _HOSTNAME.fullmatch(host):
+    elif not HOSTNAME.fullmatch(host):
         raise ConfigError("url", f"invalid host in {url!r}")
     if port == 0:
         raise ConfigError("url", f"port must be 1-65535 in {url!r}")
+    problem = path_problem(parts.path)
+    if problem is not None:
+        raise ConfigError("url", f"invalid path prefix in {url!r}: {problem}")
     return scheme, host, port or DEFAULT_PORTS[scheme], parts.path.rstrip("/")
 
 

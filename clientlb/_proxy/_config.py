@@ -17,19 +17,24 @@ The file can say everything the flags can, plus weights and tuning:
     interval = 5.0
 
     [timeouts]      # seconds: connect, read, write, pool
-    [retry]         # RetryPolicy's fields
+    [retry]         # RetryPolicy's fields; budget = { ratio, min_per_second, window } or false
     [outlier]       # OutlierDetection's fields
-    [pool]          # slow_start, fail_back_after, failure_penalty
+    [pool]          # slow_start, slow_start_min_share, fail_back_after, failure_penalty
     [server]        # graceful_shutdown, log_level, access_log, http, loop, backlog, gc_freeze
 
-Every problem is a ``ConfigError`` naming the field, which the CLI prints as one
-line before exiting with status 2. Unknown keys are errors too: a misspelt
-setting silently ignored is worse than a refusal to start.
+Every value is checked for its type and range here, before anything starts: every
+problem is a ``ConfigError`` naming the key (``health.expected``,
+``server.backlog``), which the CLI prints as one line before exiting with status 2.
+Unknown keys are errors too: a misspelt setting silently ignored is worse than a
+refusal to start.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import ipaddress
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -39,9 +44,13 @@ from .._core import (
     ConfigError,
     HealthCheck,
     OutlierDetection,
+    Pool,
+    RetryBudget,
     RetryPolicy,
     Upstream,
 )
+from .._core._policies import flag, seconds
+from .._core._upstream import HOSTNAME
 from .._tls import tls_context
 from ._engine import Timeouts
 from ._headers import parse_networks
@@ -57,6 +66,15 @@ _SERVER_DEFAULTS: dict[str, Any] = {
 }
 DEFAULT_OUTLIER = OutlierDetection()
 _POOL_KEYS = frozenset({"slow_start", "fail_back_after", "failure_penalty", "slow_start_min_share"})
+#: ``[server] log_level`` (as ``--log-level``).
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+#: ``[server] http`` and ``loop``: uvicorn's names, each with the module it needs.
+_HTTP: dict[str, str | None] = {"auto": None, "h11": None, "httptools": "httptools"}
+_LOOPS: dict[str, str | None] = {"auto": None, "asyncio": None, "uvloop": "uvloop", "none": None}
+#: The largest listen backlog (the kernel caps it lower anyway).
+MAX_BACKLOG = 65535
+#: The largest config file read: more is not a config file (``/dev/zero``, a log).
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -86,14 +104,23 @@ class Settings:
 
 
 def parse_address(value: object, name: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a pair."""
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a pair; port 0 picks a free one."""
     if not isinstance(value, str) or ":" not in value:
         raise ConfigError(name, f"expected HOST:PORT, got {value!r}")
     host, _, port = value.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ConfigError(name, f"invalid port in {value!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not HOSTNAME.fullmatch(host.lower()):
+            raise ConfigError(name, f"invalid host in {value!r}") from None
     return host, int(port)
+
+
+#: The keys of an upstream table: ``Upstream``'s arguments.
+_UPSTREAM_KEYS = frozenset(f.name for f in fields(Upstream) if f.init)
 
 
 def _upstream(value: object, name: str) -> Upstream:
@@ -101,7 +128,7 @@ def _upstream(value: object, name: str) -> Upstream:
         if isinstance(value, str):
             return Upstream(value)
         if isinstance(value, dict):
-            unknown = set(value) - {"url", "weight"}
+            unknown = set(value) - _UPSTREAM_KEYS
             if unknown:
                 raise ConfigError(name, f"unknown key {sorted(unknown)[0]!r} in an upstream")
             if "url" not in value:
@@ -113,13 +140,15 @@ def _upstream(value: object, name: str) -> Upstream:
 
 
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """``data[key]`` as a table (a copy: the caller's mapping is left as it was)."""
     value = data.pop(key, {})
     if not isinstance(value, dict):
         raise ConfigError(key, f"expected a table, got {value!r}")
-    return value
+    return dict(value)
 
 
 def _build(cls: Any, values: dict[str, Any], name: str) -> Any:
+    """``cls(**values)``, its errors named ``name.key`` (``retry.budget.ratio``)."""
     known = {f.name for f in fields(cls)}
     for key in values:
         if key not in known:
@@ -127,20 +156,45 @@ def _build(cls: Any, values: dict[str, Any], name: str) -> Any:
     try:
         return cls(**values)
     except ConfigError as exc:
-        raise ConfigError(f"{name}.{exc.field}", str(exc).split(": ", 1)[-1]) from None
+        key = exc.field.rpartition(".")[2]  # RetryBudget says "retry_budget.ratio"
+        raise ConfigError(f"{name}.{key}", str(exc).split(": ", 1)[-1]) from None
     except TypeError as exc:
         raise ConfigError(name, str(exc)) from None
+
+
+def _retry(table: dict[str, Any]) -> RetryPolicy:
+    """``[retry]``, with ``budget`` a table of ``RetryBudget``'s fields or ``false``."""
+    if "budget" in table:
+        budget = table["budget"]
+        if budget is False:
+            table["budget"] = None
+        elif isinstance(budget, dict):
+            table["budget"] = _build(RetryBudget, budget, "retry.budget")
+        else:
+            raise ConfigError("retry.budget", f"expected a table or false, got {budget!r}")
+    policy: RetryPolicy = _build(RetryPolicy, table, "retry")
+    return policy
 
 
 def load_file(path: str) -> dict[str, Any]:
     """Read a TOML file into a plain dict (errors name the file)."""
     try:
         with Path(path).open("rb") as f:
-            return tomllib.load(f)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigError("--config", f"cannot read {path!r}: {exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError("--config", f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB")
+    try:
+        return tomllib.loads(raw.decode())
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--config", f"{path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError("--config", f"{path}: values nested too deeply") from None
 
 
 def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
@@ -150,17 +204,17 @@ def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
     if "listen" in data:
         changes["listen"] = parse_address(data.pop("listen"), "listen")
     if "admin" in data:
-        admin = data.pop("admin")
-        changes["admin"] = parse_address(admin, "admin") if admin else None
+        admin = data.pop("admin")  # "" or false: no admin listener
+        changes["admin"] = None if admin is False or admin == "" else parse_address(admin, "admin")
     for key in ("upstreams", "standbys"):
         if key in data:
             values = data.pop(key)
             if not isinstance(values, list):
-                raise ConfigError(key, "expected a list of URLs")
+                raise ConfigError(key, f"expected a list of URLs, got {values!r}")
             changes[key] = tuple(_upstream(v, key) for v in values)
     if "algorithm" in data:
         algorithm = data.pop("algorithm")
-        if algorithm not in ALGORITHMS:
+        if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
             raise ConfigError(
                 "algorithm", f"unknown algorithm {algorithm!r}; one of {', '.join(ALGORITHMS)}"
             )
@@ -168,6 +222,10 @@ def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
     if "trusted_proxies" in data:
         proxies = data.pop("trusted_proxies")
         proxies = [proxies] if isinstance(proxies, str) else proxies
+        if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
+            raise ConfigError(
+                "trusted_proxies", f"expected a list of addresses or networks, got {proxies!r}"
+            )
         try:
             parse_networks(proxies)
         except (ValueError, TypeError) as exc:
@@ -185,42 +243,87 @@ def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
         changes["retry_body_limit"] = value
     if "verify" in data:
         value = data.pop("verify")
-        if not isinstance(value, bool | str):
+        if not isinstance(value, bool | str) or value == "" or "\0" in str(value):
             raise ConfigError("verify", f"expected true, false or a CA bundle path, got {value!r}")
         tls_context(value)  # a path that cannot be loaded fails here
         changes["verify"] = value
     if "timeouts" in data:
         values = {**_as_dict(base.timeouts), **_table(data, "timeouts")}
         changes["timeouts"] = _timeouts(values)
-    for key, cls in (
-        ("retry", RetryPolicy),
-        ("outlier", OutlierDetection),
-        ("health", HealthCheck),
-    ):
-        if key in data:
-            table = _table(data, key)
-            if key == "retry" and "retry_on_status" in table:
-                table["retry_on_status"] = frozenset(table["retry_on_status"])
-            if key == "health" and "expected" in table:
-                table["expected"] = frozenset(table["expected"])
-            changes[key] = _build(cls, table, key)
+    if "retry" in data:
+        changes["retry"] = _retry(_table(data, "retry"))
+    if "outlier" in data:
+        changes["outlier"] = _build(OutlierDetection, _table(data, "outlier"), "outlier")
+    if "health" in data:
+        changes["health"] = _build(HealthCheck, _table(data, "health"), "health")
     if "pool" in data:
-        table = _table(data, "pool")
-        for key in table:
-            if key not in _POOL_KEYS:
-                raise ConfigError(f"pool.{key}", "unknown setting")
-        changes["pool"] = table
+        changes["pool"] = _pool(_table(data, "pool"))
     if "server" in data:
         table = _table(data, "server")
-        for key in table:
-            if key not in _SERVER_DEFAULTS:
-                raise ConfigError(f"server.{key}", "unknown setting")
-        changes["server"] = {**base.server, **table}
+        changes["server"] = {**base.server, **{k: _server(k, v) for k, v in table.items()}}
     if "discovery" in data:
         changes["discovery"] = _discovery(_table(data, "discovery"))
     if data:
         raise ConfigError(sorted(data)[0], "unknown setting")
     return replace(base, **changes)
+
+
+def _pool(table: dict[str, Any]) -> dict[str, Any]:
+    """``[pool]``: checked by the ``Pool`` they will be given to."""
+    for key in table:
+        if key not in _POOL_KEYS:
+            raise ConfigError(f"pool.{key}", "unknown setting")
+    try:
+        Pool(allow_empty=True, **table)
+    except ConfigError as exc:
+        raise ConfigError(f"pool.{exc.field}", str(exc).split(": ", 1)[-1]) from None
+    return table
+
+
+def _choice(name: str, value: object, options: Mapping[str, str | None]) -> str:
+    """One of ``options`` (any case), whose module, if it names one, is installed."""
+    if not isinstance(value, str) or value.lower() not in options:
+        raise ConfigError(name, f"expected one of {', '.join(options)}, got {value!r}")
+    value = value.lower()
+    module = options[value]
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise ConfigError(name, f"{value!r} needs the {module} package, which is not installed")
+    return value
+
+
+def _graceful_shutdown(name: str, value: Any) -> float:
+    seconds(name, value)
+    return float(value)
+
+
+def _flag(name: str, value: object) -> bool:
+    flag(name, value)
+    return bool(value)
+
+
+def _backlog(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BACKLOG:
+        raise ConfigError(name, f"expected a whole number from 1 to {MAX_BACKLOG}, got {value!r}")
+    return value
+
+
+#: ``[server]``: how each key is checked (and normalised), keyed as the defaults.
+_SERVER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "graceful_shutdown": _graceful_shutdown,
+    "log_level": lambda name, value: _choice(name, value, dict.fromkeys(LOG_LEVELS)),
+    "access_log": _flag,
+    "http": lambda name, value: _choice(name, value, _HTTP),
+    "loop": lambda name, value: _choice(name, value, _LOOPS),
+    "backlog": _backlog,
+    "gc_freeze": _flag,
+}
+
+
+def _server(key: str, value: object) -> Any:
+    check = _SERVER_CHECKS.get(key)
+    if check is None:
+        raise ConfigError(f"server.{key}", "unknown setting")
+    return check(f"server.{key}", value)
 
 
 def _discovery(table: dict[str, Any]) -> dict[str, Any]:
@@ -232,6 +335,9 @@ def _discovery(table: dict[str, Any]) -> dict[str, Any]:
         uris = [uris]
     if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
         raise ConfigError("discovery.uris", f"expected a list of URIs, got {uris!r}")
+    for uri in uris:  # urlsplit would drop tabs and newlines silently
+        if any(not c.isprintable() for c in uri):
+            raise ConfigError("discovery.uris", f"control character in {uri!r}")
     return {"uris": uris}
 
 
@@ -253,15 +359,12 @@ def _as_dict(timeouts: Timeouts) -> dict[str, Any]:
 
 
 def _timeouts(values: dict[str, Any]) -> Timeouts:
+    known = {f.name for f in fields(Timeouts)}
     for key, value in values.items():
-        if key not in ("connect", "read", "write", "pool"):
+        if key not in known:
             raise ConfigError(f"timeouts.{key}", "unknown setting")
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-        ):
-            raise ConfigError(
-                f"timeouts.{key}", f"expected a positive number of seconds, got {value!r}"
-            )
+        if value is not None:  # None (from Python) waits forever
+            seconds(f"timeouts.{key}", value)
     return Timeouts(**values)
 
 

@@ -30,7 +30,9 @@ async def test_stats_status_and_metrics() -> None:
 
 
 def test_plain_exposition_without_prometheus_client() -> None:
-    text = metrics_text(Pool(['http://a:1/x"y']).snapshot())  # a quote to escape
+    snapshot = Pool(["http://a:1/x"]).snapshot()
+    snapshot["upstreams"][0]["url"] = 'http://a:1/x"y'  # a quote to escape (URLs have none)
+    text = metrics_text(snapshot)
     assert "# TYPE clientlb_upstream_requests_total counter" in text
     assert 'clientlb_upstream_requests_total{upstream="http://a:1/x\\"y",tier="primary"} 0' in text
     assert text.endswith("clientlb_pool_panic 0\n")

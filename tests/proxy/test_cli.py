@@ -162,3 +162,174 @@ def test_discovery_from_a_watched_file(tmp_path: Path, replicas2: tuple[Replica,
             assert b.count(path="/b/two") == 1 and a.count(path="/two") == 0
     finally:
         assert running.stop() == 0
+
+
+@pytest.fixture
+def never_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A configuration these tests expect refused must not start a server."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the configuration was accepted")
+
+    monkeypatch.setattr("clientlb._proxy._serve.run", refuse)
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line on stderr, after ``clientlb proxy: error: ``."""
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    prefix = "clientlb proxy: error: "
+    assert lines[0].startswith(prefix), lines
+    return lines[0][len(prefix) :]
+
+
+@pytest.mark.usefixtures("never_serve")
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[health]\nexpected = 200\n", "health.expected: "),
+        ('[health]\nexpected = ["200"]\n', "health.expected: "),
+        ('[health]\npath = "/a b"\n', "health.path: "),
+        ("[retry]\nretry_on_status = 503\n", "retry.retry_on_status: "),
+        ('[retry]\nretry_non_idempotent = "yes"\n', "retry.retry_non_idempotent: "),
+        ("[retry]\nbudget = true\n", "retry.budget: "),
+        ('[retry.budget]\nratio = "x"\n', "retry.budget.ratio: "),
+        ("[retry.budget]\nwindow = 3600\n", "retry.budget.window: "),
+        ('[server]\nbacklog = "x"\n', "server.backlog: "),
+        ("[server]\nbacklog = 0\n", "server.backlog: "),
+        ('[server]\nlog_level = "LOUD"\n', "server.log_level: "),
+        ('[server]\ngraceful_shutdown = "soon"\n', "server.graceful_shutdown: "),
+        ("[server]\ngraceful_shutdown = 0\n", "server.graceful_shutdown: "),
+        ('[server]\naccess_log = "yes"\n', "server.access_log: "),
+        ("[server]\ngc_freeze = 3\n", "server.gc_freeze: "),
+        ("[server]\nloop = 7\n", "server.loop: "),
+        ('[server]\nloop = "mymodule:factory"\n', "server.loop: "),
+        ('[server]\nhttp = "fast"\n', "server.http: "),
+        ("[timeouts]\nread = nan\n", "timeouts.read: "),
+        ("[timeouts]\nconnect = 1e300\n", "timeouts.connect: "),
+        ("[pool]\nslow_start = true\n", "pool.slow_start: "),
+        ("[pool]\nfailure_penalty = [1]\n", "pool.failure_penalty: "),
+        ("[outlier]\nconsecutive_5xx = 2.5\n", "outlier.consecutive_5xx: "),
+        ("[discovery]\nuris = [7]\n", "discovery.uris: "),
+        ('[discovery]\nuris = ["file:///srv/up\\tstreams.toml"]\n', "discovery.uris: "),
+        ("algorithm = []\n", "algorithm: "),
+        ("trusted_proxies = [7]\n", "trusted_proxies: "),
+        ('listen = "bad host:8080"\n', "listen: "),
+        ('listen = "127.0.0.1:\u0668\u0660"\n', "listen: "),
+        ("admin = true\n", "admin: "),
+        ('verify = "ca\\u0000.pem"\n', "verify: "),
+        ("preserve_host = 1\n", "preserve_host: "),
+        ("retry_body_limit = 1.5\n", "retry_body_limit: "),
+    ],
+)
+def test_wrong_typed_config_value_exits_2_naming_the_key(
+    tmp_path: Path, text: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text('upstreams = ["http://a:1"]\n' + text)
+    assert main(["proxy", "--config", str(config)]) == 2
+    assert one_error_line(capsys).startswith(named)
+
+
+@pytest.mark.usefixtures("never_serve")
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ('"http://a\\tb:1"', ["upstreams: url: ", "'\\t'"]),
+        ('"http://a:1/v\\n2"', ["upstreams: url: ", "'\\n'"]),
+        ('"http://a:1/v\\r\\nHost: x"', ["upstreams: url: ", "'\\r'"]),
+        ('"http://a:1/v%zz"', ["upstreams: url: ", "escape"]),
+        ('{ url = "http://a:1", weight = 1e308 }', ["upstreams: weight: ", "1e+308"]),
+        ('{ url = "http://a:1", weight = "2" }', ["upstreams: weight: ", "'2'"]),
+        ('{ url = "http://a:1", weight = true }', ["upstreams: weight: "]),
+        ("{ url = 8000 }", ["upstreams: url: "]),
+        ('{ url = "http://a:1", tier = "standby" }', ["upstreams: ", "'tier'"]),
+        ("[1, 2]", ["upstreams: "]),
+    ],
+)
+def test_bad_upstream_entry_exits_2_with_one_line(
+    tmp_path: Path, entry: str, words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text(f"upstreams = [{entry}]\n")
+    assert main(["proxy", "--config", str(config)]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(words[0]), line
+    for word in words[1:]:
+        assert word in line
+
+
+@pytest.mark.usefixtures("never_serve")
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (b"\xff\xfe\x00u\x00p\x00", "--config: "),  # UTF-16, not UTF-8
+        (b'upstreams = ["http://a:1"]\n\x89PNG\r\n\x1a\n', "--config: "),
+        (b"", "--upstream: "),  # nothing configured: the upstreams are missing
+        (b'upstreams = ["http://a:1"]\nx = "\x00"\n', "--config: "),
+        (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", "--config: "),
+        (b'[[upstreams]]\nurl = "http://a:1"\nweight = -2\n', "upstreams: weight: "),
+        (b'upstreams = ["http://a:1"]\n[[server]]\nbacklog = 1\n', "server: expected a table"),
+    ],
+)
+def test_unusable_config_file_exits_2_with_one_line(
+    tmp_path: Path, content: bytes, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_bytes(content)
+    assert main(["proxy", "--config", str(config)]) == 2
+    assert one_error_line(capsys).startswith(named)
+
+
+@pytest.mark.usefixtures("never_serve")
+def test_config_that_is_a_directory_or_too_large_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["proxy", "--config", str(tmp_path)]) == 2
+    assert one_error_line(capsys).startswith("--config: ")
+    monkeypatch.setattr("clientlb._proxy._config.MAX_CONFIG_BYTES", 16)
+    config = tmp_path / "proxy.toml"
+    config.write_text('upstreams = ["http://a:1"]\n')
+    assert main(["proxy", "--config", str(config)]) == 2
+    assert one_error_line(capsys).startswith("--config: ")
+
+
+@pytest.mark.usefixtures("never_serve")
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--upstream", "http://a\tb:1"], "--upstream: "),
+        (["--upstream", "http://a:1/x\ny"], "--upstream: "),
+        (["--upstream", "http://a:1", "--standby", "http://b:1/ x"], "--standby: "),
+        (["--upstream", "http://a:1", "--health-path", "/a\r\nb"], "--health-path: "),
+        (["--upstream", "http://a:1", "--listen", "bad host:1"], "--listen: "),
+        (["--upstream", "http://a:1", "--admin", "127.0.0.1:x"], "--admin: "),
+        (["--discovery", "file:///srv/a\nb.toml"], "--discovery: "),
+        (["--upstream", "http://a:1", "--config", "/nonexistent\n.toml"], "--config: "),
+    ],
+)
+def test_flags_with_control_characters_exit_2_with_one_line(
+    args: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["proxy", *args]) == 2
+    assert one_error_line(capsys).startswith(named)
+
+
+def test_unknown_argument_with_a_line_break_is_reported_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["proxy", "--upstream", "http://a:1", "x\ny"])
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "x\\ny" in lines[0], lines
+
+
+def test_health_path_flag_keeps_the_other_health_settings(tmp_path: Path) -> None:
+    from clientlb._cli import parser, proxy_settings
+
+    config = tmp_path / "proxy.toml"
+    config.write_text('upstreams = ["http://a:1"]\n[health]\nexpected = [204]\ninterval = 2\n')
+    args = parser().parse_args(["proxy", "--config", str(config), "--health-path", "/ready"])
+    health = proxy_settings(args).health
+    assert (health.path, health.interval, health.expected) == ("/ready", 2, frozenset({204}))
