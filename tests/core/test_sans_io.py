@@ -1,4 +1,5 @@
-"""The core is sans-IO: it imports only the standard library, never an I/O framework."""
+"""The core and the HTTP/1.1 parser are sans-IO: they import only the standard
+library, never an I/O framework."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 import pytest
 
 import clientlb._core
+import clientlb._http1
 
 CORE = Path(clientlb._core.__file__).parent
+HTTP1 = Path(clientlb._http1.__file__).parent
 FORBIDDEN = frozenset({"httpx", "starlette", "asyncio", "anyio", "trio", "socket", "uvicorn"})
 DYNAMIC = frozenset({"import_module", "__import__"})
 
@@ -32,12 +35,13 @@ def imported_modules(source: str) -> set[str]:
 
 
 def core_files() -> list[Path]:
-    files = sorted(CORE.rglob("*.py"))
-    assert len(files) >= 10
+    """The core's files and the sans-IO HTTP/1.1 package's."""
+    files = sorted(CORE.rglob("*.py")) + sorted(HTTP1.rglob("*.py"))
+    assert len(files) >= 15
     return files
 
 
-@pytest.mark.parametrize("path", core_files(), ids=lambda p: str(p.relative_to(CORE)))
+@pytest.mark.parametrize("path", core_files(), ids=lambda p: str(p.relative_to(CORE.parent)))
 def test_core_module_imports_no_io_framework(path: Path) -> None:
     imported = imported_modules(path.read_text(encoding="utf-8"))
     assert not imported & FORBIDDEN, f"{path.name} imports {sorted(imported & FORBIDDEN)}"
