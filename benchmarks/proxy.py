@@ -9,7 +9,7 @@ every target alike:
 
 * ``direct``            wrk straight to one upstream (the ceiling)
 * ``clientlb``          ``clientlb proxy`` (the CLI), over both upstreams
-* ``clientlb-httpcore`` the same app with the httpcore engine (engine choice)
+* ``clientlb-anyio`` the same app with the httpcore engine (engine choice)
 * ``clientlb-aiohttp``  the same app with an aiohttp engine (engine choice;
                         the adapter lives in this file, not in the library)
 * ``asgiproxy``         asgiproxy (uvicorn + aiohttp client), one upstream
@@ -119,11 +119,11 @@ def serve(name: str, port: int, upstreams: list[str]) -> None:
     import uvicorn
 
     app: Any
-    if name in ("clientlb-httpcore", "clientlb-aiohttp"):
+    if name in ("clientlb-anyio", "clientlb-aiohttp"):
         from clientlb._proxy import ProxyApp
-        from clientlb._proxy._engine import HttpcoreEngine
+        from clientlb._proxy._engines import AnyioEngine
 
-        engine: Any = HttpcoreEngine() if name == "clientlb-httpcore" else AiohttpEngine()
+        engine: Any = AnyioEngine() if name == "clientlb-anyio" else AiohttpEngine()
         app = ProxyApp(upstreams, engine=engine)
     elif name == "asgiproxy":
         from asgiproxy.config import BaseURLProxyConfigMixin, ProxyConfig
@@ -339,7 +339,7 @@ def main() -> int:
                 "warning",
             ],
         )
-        for name in ("clientlb-httpcore", "clientlb-aiohttp"):
+        for name in ("clientlb-anyio", "clientlb-aiohttp"):
             if name == "clientlb-aiohttp" and not installed("aiohttp"):
                 print(f"skipping {name}: aiohttp is not installed")
                 continue

@@ -1,10 +1,13 @@
 """The forwarding proxy: ASGI (``ProxyApp``, ``ProxyMiddleware``) and WSGI
 (``WSGIProxy``, ``WSGIProxyMiddleware``) shells over the sans-IO core.
 
-Layout: ``_headers`` (header and target policy, sans-IO), ``_errors`` (failure to
-502/503/504), ``_engine`` and ``_h1`` (the inner HTTP engines), ``_asgi``,
-``_middleware``, ``_websocket``, ``_disconnect`` and ``_wsgi`` (the shells),
-``_config``, ``_admin`` and ``_serve`` (what ``clientlb proxy`` runs).
+Layout: ``_headers`` and ``_upgrade`` (request, target and handshake policy,
+sans-IO), ``_errors`` (failure to 502/503/504), ``_limits`` (sizes, timeouts,
+connection caps), ``_engines`` (the inner HTTP/1.1 clients: asyncio, anyio,
+blocking), ``_asgi``, ``_middleware``, ``_websocket``, ``_disconnect`` and
+``_wsgi`` (the shells), ``_front`` (the HTTP/1.1 server ``clientlb proxy``
+serves with), ``_config``, ``_admin`` and ``_serve`` (what ``clientlb proxy``
+runs).
 """
 
 from ._asgi import ProxyApp as ProxyApp

@@ -34,13 +34,17 @@ from .._core import (
     Upstream,
 )
 from .._errors_map import outcome_of
+from .._http1 import ProtocolError
 from .._httpx import httpx
 from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log, log_failure
 from ._disconnect import run_until_disconnect
-from ._engine import DEFAULT_TIMEOUTS, AsyncEngine, AsyncResponse, default_async_engine
-from ._errors import ErrorReply, reply_for
-from ._headers import request_target, response_headers
+from ._engines import DEFAULT_TIMEOUTS, AsyncEngine, AsyncResponse, default_async_engine
+from ._errors import ErrorReply, refusal, reply_for
+from ._headers import Inbound, request_target, response_headers
+from ._limits import DEFAULT_LIMITS, Limits
+from ._upgrade import check_request as check_upgrade_request
+from ._upgrade import check_response as check_upgrade_response
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -89,16 +93,6 @@ class _Body:
                 return chunk
 
 
-def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
 class ProxyApp(ProxyBase):
     """An ASGI app that forwards every request to an upstream the pool picks.
 
@@ -125,6 +119,9 @@ class ProxyApp(ProxyBase):
       ``False``, a CA bundle path, or an ``ssl.SSLContext`` (which can also
       carry a client certificate for mutual TLS). An ``engine`` you give brings
       its own TLS settings for HTTP requests.
+    * **limits** - a ``clientlb.Limits``: the connections kept per upstream
+      (enforced here) and what clients may send (enforced by ``clientlb
+      proxy``'s front end; other servers enforce their own).
 
     Lifespan events start and stop the background work and close the engine.
     """
@@ -145,6 +142,7 @@ class ProxyApp(ProxyBase):
         discovery: Any = None,
         pool_options: dict[str, Any] | None = None,
         verify: Verify = True,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__(
             upstreams,
@@ -157,6 +155,7 @@ class ProxyApp(ProxyBase):
             timeout=timeout,
             pool_options=pool_options,
             verify=verify,
+            limits=limits,
         )
         self._engine = engine
         self._background: Any = None
@@ -175,7 +174,7 @@ class ProxyApp(ProxyBase):
     @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
-            self._engine = default_async_engine(self.ssl_context)
+            self._engine = default_async_engine(self.ssl_context, self.limits.upstreams)
         return self._engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -224,29 +223,40 @@ class ProxyApp(ProxyBase):
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Forward one HTTP request (the scope may come from a middleware)."""
-        headers_in = scope["headers"]
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        first: bytes = message.get("body", b"")
-        body: bytes | _Body = first
-        if message.get("more_body", False):
-            whole = await self._read_body(receive, first, _content_length(headers_in))
-            if whole is None:
-                return
-            body = whole
-        elif len(first) > self.retry_body_limit:
-            # Whole already, but over the limit: sent once, never resent.
-            body = _Body(receive, [first], len(first), complete=True)
         client = scope.get("client")
-        headers, key, has_host = self.policy.request(
-            headers_in, client[0] if client else None, scope["scheme"]
-        )
-        done = None if isinstance(body, bytes) else body.done
+        try:
+            inbound = self.policy.request(
+                scope["method"],
+                scope["headers"],
+                client[0] if client else None,
+                scope["scheme"],
+                scope.get("http_version") != "1.0",
+            )
+        except ProtocolError as exc:
+            return await self._reply(send, scope, refusal(exc), exc, None)
+        framing = inbound.framing
+        body: bytes | _Body | None = None
+        if framing.kind != "none":
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            first: bytes = message.get("body", b"")
+            length = framing.length if framing.kind == "length" else None
+            if message.get("more_body", False):
+                whole = await self._read_body(receive, first, length)
+                if whole is None:
+                    return
+                body = whole
+            elif len(first) > self.retry_body_limit:
+                # Whole already, but over the limit: sent once, never resent.
+                body = _Body(receive, [first], len(first), complete=True)
+            else:
+                body = first
+        done = body.done if isinstance(body, _Body) else None
 
         async def forward() -> None:
             with contextlib.suppress(ClientDisconnected):
-                await self._forward(scope, send, headers, key, has_host, body)
+                await self._forward(scope, send, inbound, body)
 
         await run_until_disconnect(receive, done, forward)
 
@@ -269,17 +279,11 @@ class ProxyApp(ProxyBase):
         return _Body(receive, parts, length)
 
     async def _forward(
-        self,
-        scope: Scope,
-        send: Send,
-        headers: list[tuple[bytes, bytes]],
-        key: str | None,
-        has_host: bool,
-        body: bytes | _Body,
+        self, scope: Scope, send: Send, inbound: Inbound, body: bytes | _Body | None
     ) -> None:
         method: str = scope["method"]
         pool = self.pool
-        plan = AttemptPlan(pool, method, key if pool.algorithm.hashes else None)
+        plan = AttemptPlan(pool, method, inbound.client if pool.algorithm.hashes else None)
         try:
             lease = plan.first()
         except NoUpstream as exc:
@@ -287,15 +291,36 @@ class ProxyApp(ProxyBase):
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         query: bytes = scope.get("query_string", b"")
         method_b = method.encode("ascii")
+        headers, kept = inbound.headers, inbound.host is not None
         engine, timeouts, retry_on = self.engine, self.timeouts, pool.retry.retry_on_status
+        tunnel = scope.get("extensions", {}).get("clientlb.tunnel")
+        upgrade = tunnel is not None and getattr(engine, "tunnels", False)
+        if upgrade:
+            try:
+                check_upgrade_request(scope["headers"])
+            except ProtocolError as exc:
+                lease.finish(Outcome.CANCELLED)
+                return await self._reply(send, scope, refusal(exc), exc, lease)
+            headers = [*headers, (b"upgrade", b"websocket"), (b"connection", b"upgrade")]
         while True:
             host, prefix = self.upstream_parts(lease.upstream)
-            attempt_headers = headers.copy() if has_host else [*headers, (b"host", host)]
-            target = request_target(prefix, raw_path, query)
+            try:
+                target = request_target(prefix, raw_path, query)
+            except ProtocolError as exc:
+                lease.finish(Outcome.CANCELLED)
+                return await self._reply(send, scope, refusal(exc), exc, lease)
             try:
                 response = await engine.request(
-                    lease.upstream, method_b, target, attempt_headers, body, timeouts
+                    lease.upstream,
+                    method_b,
+                    target,
+                    headers if kept else [*headers, (b"host", host)],
+                    body,
+                    timeouts,
+                    **({"upgrade": True} if upgrade else {}),
                 )
+                if upgrade and response.status == 101:
+                    await _check_upgrade(scope["headers"], response)
             except httpx.TransportError as exc:
                 outcome = outcome_of(exc)
                 lease.finish(outcome)
@@ -317,6 +342,8 @@ class ProxyApp(ProxyBase):
             except BaseException:
                 lease.finish(Outcome.CANCELLED)
                 raise
+            if response.status == 101:
+                return await self._tunnel(send, tunnel, response, lease)
             status = response.status
             lease.responded(status)
             if status in retry_on and plan.retry_after(
@@ -342,7 +369,7 @@ class ProxyApp(ProxyBase):
                 {
                     "type": "http.response.start",
                     "status": response.status,
-                    "headers": response_headers(response.headers),
+                    "headers": response_headers(response.headers, response.status),
                 }
             )
             read = response.read
@@ -365,6 +392,25 @@ class ProxyApp(ProxyBase):
             await response.aclose()
             lease.finish(outcome)
 
+    async def _tunnel(self, send: Send, tunnel: Any, response: AsyncResponse, lease: Lease) -> None:
+        """Relay an upgraded connection (the front end's ``clientlb.tunnel``
+        extension) until either side closes; the lease lasts as long."""
+        lease.responded(101)
+        outcome = Outcome.CANCELLED
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 101,
+                    "headers": response_headers(response.headers, 101),
+                }
+            )
+            await tunnel.tunnel(response, self.limits.tunnel_timeout)
+            outcome = Outcome.SUCCESS
+        finally:
+            await response.aclose()
+            lease.finish(outcome)
+
     async def _reply(
         self, send: Send, scope: Scope, reply: ErrorReply, detail: object, lease: Lease | None
     ) -> None:
@@ -377,8 +423,17 @@ class ProxyApp(ProxyBase):
         )
 
 
-def _replayable(body: bytes | _Body) -> bool:
-    return isinstance(body, bytes) or not body.started
+async def _check_upgrade(request: Any, response: AsyncResponse) -> None:
+    """A 101 that does not accept this WebSocket request is a bad response."""
+    try:
+        check_upgrade_response(request, response.headers)
+    except ProtocolError as exc:
+        await response.aclose()
+        raise httpx.RemoteProtocolError(f"invalid upstream response: {exc}") from None
+
+
+def _replayable(body: bytes | _Body | None) -> bool:
+    return not isinstance(body, _Body) or not body.started
 
 
 async def _discard(response: AsyncResponse, lease: Lease) -> None:

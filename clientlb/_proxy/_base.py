@@ -10,9 +10,10 @@ from typing import Any
 
 from .._core import Algorithm, ConfigError, Lease, Pool, Upstream
 from .._tls import Verify, default_context, tls_context
-from ._engine import DEFAULT_TIMEOUTS, Timeouts
+from ._engines import DEFAULT_TIMEOUTS, Timeouts
 from ._errors import ErrorReply
 from ._headers import HeaderPolicy, host_header
+from ._limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger("clientlb.proxy")
 
@@ -45,7 +46,11 @@ class ProxyBase:
         timeout: Any = DEFAULT_TIMEOUTS,
         pool_options: dict[str, Any] | None = None,
         verify: Verify = True,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        if not isinstance(limits, Limits):
+            raise ConfigError("limits", f"expected a clientlb.Limits, got {limits!r}")
+        self.limits = limits
         if isinstance(upstreams, Pool):
             pool, upstreams = upstreams, None
         if pool is not None:
@@ -99,8 +104,10 @@ class ProxyBase:
 def log_failure(
     method: str, path: str, reply: ErrorReply, detail: object, lease: Lease | None
 ) -> None:
-    """The one line a request answered by the proxy itself leaves."""
+    """The one line a request answered by the proxy itself leaves: a warning when
+    an upstream failed, information when the request was refused."""
     where = f" from {lease.upstream.url}" if lease is not None else ""
-    log.warning(
-        "%s %s -> %d %s%s: %s", method, path, reply.status, reply.reason, where, detail or "-"
-    )
+    detail = str(detail or "-")
+    why = "" if detail == reply.reason else f": {detail}"
+    level = logging.WARNING if reply.status >= 500 else logging.INFO
+    log.log(level, "%s %s -> %d %s%s%s", method, path, reply.status, reply.reason, where, why)

@@ -20,7 +20,8 @@ The file can say everything the flags can, plus weights and tuning:
     [retry]         # RetryPolicy's fields; budget = { ratio, min_per_second, window } or false
     [outlier]       # OutlierDetection's fields
     [pool]          # slow_start, slow_start_min_share, fail_back_after, failure_penalty
-    [server]        # graceful_shutdown, log_level, access_log, http, loop, backlog, gc_freeze
+    [limits]        # Limits' fields: sizes, client timeouts, connection caps
+    [server]        # graceful_shutdown, log_level, access_log, loop, backlog, gc_freeze
 
 Every value is checked for its type and range here, before anything starts: every
 problem is a ``ConfigError`` naming the key (``health.expected``,
@@ -52,14 +53,14 @@ from .._core import (
 from .._core._policies import flag, seconds
 from .._core._upstream import HOSTNAME
 from .._tls import tls_context
-from ._engine import Timeouts
+from ._engines import Timeouts
 from ._headers import parse_networks
+from ._limits import DEFAULT_LIMITS, Limits
 
 _SERVER_DEFAULTS: dict[str, Any] = {
     "graceful_shutdown": 30.0,
     "log_level": "info",
     "access_log": False,
-    "http": "auto",
     "loop": "auto",
     "backlog": 2048,
     "gc_freeze": True,
@@ -68,8 +69,7 @@ DEFAULT_OUTLIER = OutlierDetection()
 _POOL_KEYS = frozenset({"slow_start", "fail_back_after", "failure_penalty", "slow_start_min_share"})
 #: ``[server] log_level`` (as ``--log-level``).
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-#: ``[server] http`` and ``loop``: uvicorn's names, each with the module it needs.
-_HTTP: dict[str, str | None] = {"auto": None, "h11": None, "httptools": "httptools"}
+#: ``[server] loop``: the event loop, each with the module it needs.
 _LOOPS: dict[str, str | None] = {"auto": None, "asyncio": None, "uvloop": "uvloop", "none": None}
 #: The largest listen backlog (the kernel caps it lower anyway).
 MAX_BACKLOG = 65535
@@ -96,6 +96,7 @@ class Settings:
     health: HealthCheck | None = None
     pool: dict[str, float] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=lambda: dict(_SERVER_DEFAULTS))
+    limits: Limits = DEFAULT_LIMITS
     # ``--discovery`` URIs and the ``[discovery]`` table: {"uris": [...]}.
     discovery: dict[str, Any] = field(default_factory=dict)
 
@@ -258,6 +259,8 @@ def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
         changes["health"] = _build(HealthCheck, _table(data, "health"), "health")
     if "pool" in data:
         changes["pool"] = _pool(_table(data, "pool"))
+    if "limits" in data:
+        changes["limits"] = _build(Limits, _table(data, "limits"), "limits")
     if "server" in data:
         table = _table(data, "server")
         changes["server"] = {**base.server, **{k: _server(k, v) for k, v in table.items()}}
@@ -312,7 +315,6 @@ _SERVER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "graceful_shutdown": _graceful_shutdown,
     "log_level": lambda name, value: _choice(name, value, dict.fromkeys(LOG_LEVELS)),
     "access_log": _flag,
-    "http": lambda name, value: _choice(name, value, _HTTP),
     "loop": lambda name, value: _choice(name, value, _LOOPS),
     "backlog": _backlog,
     "gc_freeze": _flag,
@@ -321,6 +323,10 @@ _SERVER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
 
 def _server(key: str, value: object) -> Any:
     check = _SERVER_CHECKS.get(key)
+    if key == "http":
+        raise ConfigError(
+            "server.http", "no longer a setting: the proxy serves HTTP/1.1 with its own front end"
+        )
     if check is None:
         raise ConfigError(f"server.{key}", "unknown setting")
     return check(f"server.{key}", value)

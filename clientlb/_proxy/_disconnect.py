@@ -15,6 +15,7 @@ Other backends (trio) use a plain anyio task group.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
@@ -30,6 +31,18 @@ class _Done(Protocol):
     async def wait(self) -> Any: ...
 
 
+def _under_asyncio() -> bool:
+    """Whether this runs on an asyncio loop (cheaper than asking sniffio, which
+    looks up the current task, on every request)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    if "trio_asyncio" in sys.modules:  # asyncio loops inside trio: sniffio knows
+        return bool(sniffio.current_async_library() == "asyncio")
+    return True
+
+
 async def _wait_for_disconnect(receive: Receive, body_done: _Done | None) -> None:
     if body_done is not None:  # only one task may call receive(): the body reader first
         await body_done.wait()
@@ -42,11 +55,7 @@ async def run_until_disconnect(
 ) -> bool:
     """Run ``work()``; cancel it if the client disconnects. ``True`` if it was
     cancelled that way."""
-    try:
-        library = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        library = "asyncio"
-    if library == "asyncio":
+    if _under_asyncio():
         return await _asyncio_run(receive, body_done, work)
     cancelled = False
     async with anyio.create_task_group() as group:

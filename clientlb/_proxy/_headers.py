@@ -13,11 +13,21 @@ received and get back what to send upstream. Rules, in one place:
   only when the peer is one of ``trusted_proxies``; otherwise it is replaced.
   ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` are set the same way: a trusted
   peer's values stand, anyone else's are overwritten.
-* ``Host`` is the upstream's, unless ``preserve_host`` keeps the client's.
+* ``Host`` is the upstream's, unless ``preserve_host`` keeps the client's. A
+  request with two Host headers, an HTTP/1.1 request with none, or a Host that is
+  not a plain ``host[:port]`` is refused (400, RFC 9112 3.2).
+* Framing is the proxy's own: the client's ``Content-Length`` and
+  ``Transfer-Encoding`` are checked (``clientlb._http1.request_framing``: both at
+  once is 400, a coding other than chunked 501) and never forwarded; the engine
+  frames the body it actually sends. CONNECT is refused (405): the proxy forwards
+  requests, it does not open tunnels.
 * The upstream request target is the upstream's path prefix followed by the
   client's raw path and query, byte for byte: nothing is decoded, normalised or
-  escaped. An absolute-form target (``GET http://elsewhere/ HTTP/1.1``) keeps only
-  its path; where a request goes is never taken from the request.
+  escaped. Under a prefix the path must stay under it: one that climbs out with
+  ``..`` (also as ``%2e%2e``, through ``%2f`` or ``\\``, or as Tomcat's ``..;``)
+  is refused (400), as Envoy's path normalisation would. An absolute-form target
+  (``GET http://elsewhere/ HTTP/1.1``) keeps only its path; where a request goes
+  is never taken from the request.
 * The client address, for ``ip_hash``, is the peer; when the peer is trusted, it
   is the right-most untrusted ``X-Forwarded-For`` hop.
 """
@@ -28,6 +38,9 @@ import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .._http1 import NO_BODY, Framing, ProtocolError, request_framing
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -46,8 +59,17 @@ HOP_BY_HOP = frozenset(
 )
 # Set by the proxy itself, or answered by the server in front of it.
 _REPLACED = frozenset(
-    {b"host", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+    {
+        b"host",
+        b"content-length",
+        b"expect",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    }
 )
+# Framing headers, dropped from responses with no body (1xx, 204, 304).
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 _DROP_REQUEST = HOP_BY_HOP | _REPLACED
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -71,6 +93,18 @@ def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
 
 def _connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+@dataclass(slots=True)
+class Inbound:
+    """A request as the proxy forwards it: the headers to send (with no framing
+    header, and no Host unless the client's is kept), the client address (the
+    hash key), the kept Host, and the framing of the client's body."""
+
+    headers: Headers
+    client: str | None
+    host: bytes | None
+    framing: Framing
 
 
 class HeaderPolicy:
@@ -102,21 +136,27 @@ class HeaderPolicy:
 
     def request(
         self,
+        method: str,
         headers: Iterable[tuple[bytes, bytes]],
         peer: str | None,
         scheme: str,
-    ) -> tuple[Headers, str | None, bool]:
-        """Headers to send upstream, the client address (the ``ip_hash`` key), and
-        whether ``Host`` is among them.
+        http11: bool = True,
+    ) -> Inbound:
+        """What to send upstream for a request, or ``ProtocolError`` (with the
+        status to answer) for one the proxy refuses.
 
         ``headers`` have lower-case names (as ASGI gives them); ``peer`` is the
         connecting address. Unless the client's ``Host`` is kept, the caller adds
         the upstream's once it knows which upstream (``host_header``).
         """
+        if method == "CONNECT":
+            raise ProtocolError("CONNECT is not supported", 405)
         out: Headers = []
         named: set[bytes] | None = None
         forwarded_for: list[bytes] = []
-        host = proto = fwd_host = None
+        framing_headers: Headers | None = None
+        hosts: list[bytes] = []
+        proto = fwd_host = None
         for name, value in headers:
             if name in _DROP_REQUEST:
                 if name == b"connection":
@@ -126,15 +166,25 @@ class HeaderPolicy:
                         else named | _connection_tokens(value)
                     )
                 elif name == b"host":
-                    host = value
+                    hosts.append(value)
                 elif name == b"x-forwarded-for":
                     forwarded_for.append(value)
                 elif name == b"x-forwarded-proto":
                     proto = value
                 elif name == b"x-forwarded-host":
                     fwd_host = value
+                elif name in _FRAMING:
+                    framing_headers = [(name, value)] + (framing_headers or [])
                 continue
             out.append((name, value))
+        if len(hosts) > 1 or (http11 and not hosts):
+            raise ProtocolError("a request needs exactly one Host header")
+        host = hosts[0] if hosts else None
+        if host and not is_authority(host):
+            raise ProtocolError("invalid Host header")
+        framing = NO_BODY
+        if framing_headers is not None:
+            framing, _ = request_framing(http11, framing_headers)
         if named:
             out = [(n, v) for n, v in out if n not in named]
         trusted = self.trusted(peer)
@@ -144,17 +194,17 @@ class HeaderPolicy:
             client = self._client_from_chain(chain, peer)
         if peer is not None:
             chain = chain + b", " + peer.encode("latin-1") if chain else peer.encode("latin-1")
-        has_host = self.preserve_host and host is not None
-        if has_host:
-            out.append((b"host", host))  # type: ignore[arg-type]
+        kept = host if self.preserve_host and host else None
+        if kept is not None:
+            out.append((b"host", kept))
         if chain:
             out.append((b"x-forwarded-for", chain))
         out.append((b"x-forwarded-proto", proto if trusted and proto else scheme.encode("latin-1")))
         if trusted and fwd_host:
             out.append((b"x-forwarded-host", fwd_host))
-        elif host is not None:
+        elif host:
             out.append((b"x-forwarded-host", host))
-        return out, client, has_host
+        return Inbound(out, client, kept, framing)
 
     def _client_from_chain(self, chain: bytes, peer: str | None) -> str | None:
         hops = [h.strip() for h in chain.decode("latin-1").split(",") if h.strip()]
@@ -164,17 +214,18 @@ class HeaderPolicy:
         return hops[0] if hops else peer
 
 
-def response_headers(headers: Sequence[tuple[bytes, bytes]]) -> Headers:
+def response_headers(headers: Sequence[tuple[bytes, bytes]], status: int = 200) -> Headers:
     """Upstream response headers to pass to the client.
 
     Hop-by-hop headers and those named in ``Connection`` are dropped; the server in
     front re-frames the body (``Content-Length`` is kept unless the upstream also
-    sent ``Transfer-Encoding``, which overrides it). Repeated headers such as two
-    ``Set-Cookie`` stay repeated and in order.
+    sent ``Transfer-Encoding``). A 204 or 304 has no body, so it keeps no framing
+    header at all. Repeated headers such as two ``Set-Cookie`` stay repeated and
+    in order.
     """
     named: set[bytes] | None = None
     out: Headers = []
-    framed = False
+    framed = status in (204, 304)
     for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP:
@@ -198,7 +249,8 @@ def request_target(prefix: bytes, raw_path: bytes, query: bytes) -> bytes:
     """The upstream request target: ``prefix`` + the client's raw path and query.
 
     Nothing is decoded or escaped. An absolute-form path keeps only its path part,
-    so the target never names another host.
+    so the target never names another host. Under a prefix, a path that would
+    leave it once decoded and normalised raises ``ProtocolError`` (400).
     """
     if not raw_path.startswith(b"/"):
         if raw_path == b"*":
@@ -206,10 +258,34 @@ def request_target(prefix: bytes, raw_path: bytes, query: bytes) -> bytes:
         else:
             _, sep, rest = raw_path.partition(b"://")
             raw_path = b"/" + rest.partition(b"/")[2] if sep else b"/" + raw_path
+    if prefix and _MAY_CLIMB.search(raw_path) and climbs_out(raw_path):
+        raise ProtocolError("the path leaves the upstream's prefix")
     target = prefix + raw_path if prefix else raw_path
     if not target:
         target = b"/"
     return target + b"?" + query if query else target
+
+
+# What a path needs before it could climb: a dot, or an encoded dot or slash.
+_MAY_CLIMB = re.compile(rb"\.|%2e|%2f|%5c|\\", re.IGNORECASE)
+_SEPARATORS = re.compile(rb"%2f|%5c|\\", re.IGNORECASE)
+_DOT = re.compile(rb"%2e", re.IGNORECASE)
+
+
+def climbs_out(path: bytes) -> bool:
+    """Whether ``path``, with ``%2e``, ``%2f``, ``%5c`` and ``\\`` decoded, has a
+    ``..`` segment (``..;params`` included) that goes above its start."""
+    decoded = _DOT.sub(b".", _SEPARATORS.sub(b"/", path))
+    depth = 0
+    for segment in decoded.split(b"/"):
+        name = segment.partition(b";")[0]
+        if name == b"..":
+            if depth == 0:
+                return True
+            depth -= 1
+        elif name not in (b"", b"."):
+            depth += 1
+    return False
 
 
 def host_header(host: str, port: int, scheme: str) -> bytes:

@@ -1,10 +1,12 @@
-"""Run ``clientlb proxy``: the proxy and the admin listener under uvicorn.
+"""Run ``clientlb proxy``: the proxy and the admin listener on the front end.
 
-Both servers share one event loop (uvloop and httptools when installed). SIGTERM
-and SIGINT stop both gracefully: the listeners close, requests in flight finish
-(for at most ``server.graceful_shutdown`` seconds), then the lifespan shutdown
-stops the background work and closes upstream connections. A second SIGINT
-forces the exit.
+Both listeners share one event loop (uvloop when installed) and are served by
+the project's own HTTP/1.1 front end (``_front``), which enforces every client
+limit of ``[limits]``. SIGTERM and SIGINT stop both gracefully: the listeners
+stop accepting, requests in flight finish (for at most
+``server.graceful_shutdown`` seconds; those still waiting then get 503), then
+the proxy's background work stops and upstream connections close. A second
+SIGINT cuts the grace period short.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
-
-import uvicorn
+from typing import Any
 
 from .._core import Pool
 from ._admin import admin_app
 from ._asgi import ProxyApp
 from ._config import Settings, discovery_providers
+from ._front import FrontEnd, raise_fd_limit
 
 log = logging.getLogger("clientlb.proxy")
 
@@ -46,6 +47,7 @@ def build_app(settings: Settings) -> ProxyApp:
         verify=settings.verify,
         health_check=settings.health,
         discovery=discovery_providers(settings) or None,
+        limits=settings.limits,
     )
 
 
@@ -61,46 +63,25 @@ def bind(address: tuple[str, int], backlog: int) -> socket.socket:
         sock.close()
         raise
     sock.listen(backlog)
-    sock.set_inheritable(True)
     return sock
 
 
-def _server(
-    app: Any, settings: Settings, *, lifespan: Literal["on", "off"], access_log: bool
-) -> uvicorn.Server:
-    opts = settings.server
-    config = uvicorn.Config(
-        app,
-        http=opts["http"],
-        loop=opts["loop"],
-        lifespan=lifespan,
-        access_log=access_log,
-        log_level=opts["log_level"],
-        timeout_graceful_shutdown=int(opts["graceful_shutdown"]),
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        log_config=None,
-    )
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    return server
-
-
 @contextlib.contextmanager
-def _signals(servers: list[uvicorn.Server]) -> Iterator[None]:
-    def stop(sig: int, frame: Any) -> None:
-        for server in servers:
-            if server.should_exit and sig == signal.SIGINT:
-                server.force_exit = True
-            server.should_exit = True
+def _signals(stop: asyncio.Event, hurry: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def on_signal(sig: int) -> None:
+        if stop.is_set() and sig == signal.SIGINT:
+            hurry.set()
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 async def serve(
@@ -109,35 +90,39 @@ async def serve(
     ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve until a signal arrives; ``ready`` is called once both listen."""
+    loop = asyncio.get_running_loop()
     app = build_app(settings)
-    main = _server(app, settings, lifespan="on", access_log=bool(settings.server["access_log"]))
-    servers = [main]
+    await app.startup()
+    fronts = [FrontEnd(app, settings.limits, loop)]
+    fronts[0].serve(sockets[0])
     if sockets[1] is not None:
         host, port = sockets[0].getsockname()[:2]
-        extra = {"listen": f"{host}:{port}"}
-        servers.append(
-            _server(admin_app(app.pool, extra), settings, lifespan="off", access_log=False)
-        )
-    with _signals(servers):
-        tasks = [asyncio.create_task(main.serve(sockets=[sockets[0]]))]
-        if len(servers) > 1:
-            tasks.append(asyncio.create_task(servers[1].serve(sockets=[sockets[1]])))  # type: ignore[list-item]
-        while not all(s.started for s in servers):
-            if any(t.done() for t in tasks):
-                break
-            await asyncio.sleep(0.01)
-        else:
+        admin = admin_app(app.pool, {"listen": f"{host}:{port}"})
+        fronts.append(FrontEnd(admin, settings.limits, loop))
+        fronts[1].serve(sockets[1])
+    stop, hurry = asyncio.Event(), asyncio.Event()
+    try:
+        with _signals(stop, hurry):
             if settings.server["gc_freeze"]:
                 _freeze_heap()
             _announce(sockets, len(app.pool))
             if ready is not None:
                 ready()
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for server in servers:  # one stopped (signal or failure): stop the other
-            server.should_exit = True
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            task.result()
+            await stop.wait()
+            log.info("shutting down")
+            grace = float(settings.server["graceful_shutdown"])
+            shutdowns = asyncio.gather(*(front.shutdown(grace) for front in fronts))
+            hurried = asyncio.ensure_future(hurry.wait())
+            either: set[asyncio.Future[Any]] = {shutdowns, hurried}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not shutdowns.done():
+                for front in fronts:
+                    for conn in list(front.connections):
+                        conn.abort()
+                await shutdowns
+            hurried.cancel()
+    finally:
+        await app.shutdown()
 
 
 def _freeze_heap() -> None:
@@ -158,15 +143,30 @@ def _announce(sockets: tuple[socket.socket, socket.socket | None], upstreams: in
     log.info("listening on http://%s:%d%s, %d upstreams", host, port, admin, upstreams)
 
 
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``[server] loop`` names: uvloop when installed (``auto``)."""
+    if name in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if name == "uvloop":
+                raise
+        else:
+            factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+            return factory
+    return None
+
+
 def run(settings: Settings, ready: Callable[[], None] | None = None) -> None:
     """Bind, then serve on the best event loop available until a signal."""
     backlog = int(settings.server["backlog"])
+    raise_fd_limit(settings.limits)
     proxy_sock = bind(settings.listen, backlog)
-    admin_sock = bind(settings.admin, backlog) if settings.admin else None
-    config = uvicorn.Config(lambda *a: None, loop=settings.server["loop"])
-    loop_factory = config.get_loop_factory()
+    admin_sock = None
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        admin_sock = bind(settings.admin, backlog) if settings.admin else None
+        factory: Any = loop_factory(settings.server["loop"])
+        with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(serve(settings, (proxy_sock, admin_sock), ready))
     finally:
         proxy_sock.close()

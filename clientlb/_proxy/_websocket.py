@@ -19,8 +19,9 @@ import anyio
 import sniffio
 
 from .._core import AttemptPlan, Lease, NoUpstream, Outcome
-from ._errors import NO_UPSTREAM, TIMED_OUT, UNREACHABLE, ErrorReply
-from ._headers import is_authority, request_target
+from .._http1 import ProtocolError
+from ._errors import NO_UPSTREAM, TIMED_OUT, UNREACHABLE, ErrorReply, refusal
+from ._headers import request_target
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
@@ -49,7 +50,6 @@ MAX_MESSAGE = 16 * 1024 * 1024
 # Codes that say what happened on one hop and cannot be sent in a close frame.
 _RESERVED = frozenset({1005, 1006, 1015})
 BAD_GATEWAY = 1014
-BAD_HOST = ErrorReply(400, b"400 Bad Request: invalid Host header\n", "invalid Host header")
 NOT_SUPPORTED = ErrorReply(
     501,
     b"501 Not Implemented: WebSocket forwarding needs asyncio and websockets\n",
@@ -72,19 +72,21 @@ async def proxy_websocket(
     if sniffio.current_async_library() != "asyncio":  # the websockets client is asyncio's
         return await _deny(scope, send, NOT_SUPPORTED)
     client = scope.get("client")
-    headers, key, has_host = proxy.policy.request(
-        scope["headers"],
-        client[0] if client else None,
-        "https" if scope.get("scheme") == "wss" else "http",
-    )
+    try:
+        inbound = proxy.policy.request(
+            "GET",
+            scope["headers"],
+            client[0] if client else None,
+            "https" if scope.get("scheme") == "wss" else "http",
+            scope.get("http_version") != "1.0",
+        )
+    except ProtocolError as exc:
+        return await _deny(scope, send, refusal(exc))
+    headers, key = inbound.headers, inbound.client
     # The websockets client writes the Host header from the URI's authority, so
-    # a kept client Host goes there (as host and port: the client lower-cases the
-    # name and drops a default port) while the socket still goes to the upstream.
-    # Only a plain host[:port] may go there, or the Host could move the path.
-    kept = next((v for n, v in headers if n == b"host"), None) if has_host else None
-    if kept is not None and not is_authority(kept):
-        return await _deny(scope, send, BAD_HOST)
-    host = kept.decode("ascii") if kept is not None else None
+    # a kept client Host (a plain host[:port], which the policy checked) goes
+    # there, as host and port, while the socket still goes to the upstream.
+    host = inbound.host.decode("ascii") if inbound.host is not None else None
     extra = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers if n not in _HANDSHAKE]
     ua = [v.decode("latin-1") for n, v in scope["headers"] if n == b"user-agent"]
     extra += [("User-Agent", u) for u in ua]
@@ -99,7 +101,11 @@ async def proxy_websocket(
     while True:
         upstream = lease.upstream
         _, prefix = proxy.upstream_parts(upstream)
-        target = request_target(prefix, raw_path, scope.get("query_string", b""))
+        try:
+            target = request_target(prefix, raw_path, scope.get("query_string", b""))
+        except ProtocolError as exc:
+            lease.finish(Outcome.CANCELLED)
+            return await _deny(scope, send, refusal(exc))
         secure = upstream.scheme == "https"
         authority = host if host is not None else upstream.netloc
         uri = f"{'wss' if secure else 'ws'}://{authority}{target.decode('latin-1')}"

@@ -1,7 +1,8 @@
 """``WSGIProxy`` and ``WSGIProxyMiddleware``: the WSGI twins of the ASGI proxy.
 
-The same plan, header policy and error table, driven with the sync engine (over
-httpcore, the I/O layer of httpx) in the server's worker thread. The response
+The same plan, header policy and error table, driven with the blocking engine
+(the same sans-IO HTTP/1.1 reader as the async ones) in the server's worker
+thread. The response
 body is an iterator that the server pulls, so it streams with the server's own
 backpressure; when the server closes it early (the client left) the upstream
 exchange is closed and the lease ends as ``CANCELLED``. An upstream failure
@@ -26,12 +27,14 @@ from .._core import (
     Upstream,
 )
 from .._errors_map import outcome_of
+from .._http1 import ProtocolError
 from .._httpx import httpx
 from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
-from ._engine import DEFAULT_TIMEOUTS, SyncEngine, SyncHttpcoreEngine, SyncResponse
-from ._errors import ErrorReply, reply_for
+from ._engines import DEFAULT_TIMEOUTS, BlockingEngine, SyncEngine, SyncResponse
+from ._errors import ErrorReply, refusal, reply_for
 from ._headers import request_target, response_headers
+from ._limits import DEFAULT_LIMITS, Limits
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -103,8 +106,8 @@ class WSGIProxy(ProxyBase):
 
     Takes ``ProxyApp``'s arguments (``upstreams``/``standbys``/``algorithm`` or
     ``pool``, ``trusted_proxies``, ``preserve_host``, ``retry_body_limit``,
-    ``timeout``, ``health_check``, ``discovery``, ``verify``); ``engine`` is a
-    sync engine (default over httpcore). Health checks and discovery run in
+    ``timeout``, ``health_check``, ``discovery``, ``verify``, ``limits``);
+    ``engine`` is a sync engine (default: ``BlockingEngine``). Health checks and discovery run in
     daemon threads from construction until ``close()``. Safe to call from many
     worker threads at once.
     """
@@ -125,6 +128,7 @@ class WSGIProxy(ProxyBase):
         discovery: Any = None,
         pool_options: dict[str, Any] | None = None,
         verify: Verify = True,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__(
             upstreams,
@@ -137,9 +141,12 @@ class WSGIProxy(ProxyBase):
             timeout=timeout,
             pool_options=pool_options,
             verify=verify,
+            limits=limits,
         )
         self.engine: SyncEngine = (
-            engine if engine is not None else SyncHttpcoreEngine(ssl_context=self.ssl_context)
+            engine
+            if engine is not None
+            else BlockingEngine(self.ssl_context, self.limits.upstreams)
         )
         self._background: Any = None
         work = self._background_work(health_check, discovery)
@@ -162,16 +169,22 @@ class WSGIProxy(ProxyBase):
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
-        raw_path, query = raw_target(environ)
-        body = self._read_body(environ)
-        headers, key, has_host = self.policy.request(
-            environ_headers(environ),
-            environ.get("REMOTE_ADDR") or None,
-            environ.get("wsgi.url_scheme", "http"),
-        )
-        pool = self.pool
-        plan = AttemptPlan(pool, method, key if pool.algorithm.hashes else None)
         path = environ.get("PATH_INFO", "/")
+        raw_path, query = raw_target(environ)
+        try:
+            inbound = self.policy.request(
+                method,
+                environ_headers(environ),
+                environ.get("REMOTE_ADDR") or None,
+                environ.get("wsgi.url_scheme", "http"),
+                environ.get("SERVER_PROTOCOL") != "HTTP/1.0",
+            )
+        except ProtocolError as exc:
+            return self._reply(start_response, method, path, refusal(exc), exc, None)
+        body = None if inbound.framing.kind == "none" else self._read_body(environ)
+        headers, kept = inbound.headers, inbound.host is not None
+        pool = self.pool
+        plan = AttemptPlan(pool, method, inbound.client if pool.algorithm.hashes else None)
         try:
             lease = plan.first()
         except NoUpstream as exc:
@@ -179,14 +192,17 @@ class WSGIProxy(ProxyBase):
         retry_on = pool.retry.retry_on_status
         while True:
             host, prefix = self.upstream_parts(lease.upstream)
-            attempt_headers = headers.copy() if has_host else [*headers, (b"host", host)]
-            target = request_target(prefix, raw_path, query)
+            try:
+                target = request_target(prefix, raw_path, query)
+            except ProtocolError as exc:
+                lease.finish(Outcome.CANCELLED)
+                return self._reply(start_response, method, path, refusal(exc), exc, lease)
             try:
                 response = self.engine.request(
                     lease.upstream,
                     method.encode("ascii"),
                     target,
-                    attempt_headers,
+                    headers if kept else [*headers, (b"host", host)],
                     body,
                     self.timeouts,
                 )
@@ -223,7 +239,7 @@ class WSGIProxy(ProxyBase):
                 _status_line(status),
                 [
                     (n.decode("latin-1"), v.decode("latin-1"))
-                    for n, v in response_headers(response.headers)
+                    for n, v in response_headers(response.headers, status)
                 ],
             )
             return _Relay(response, lease, method, path)
@@ -262,14 +278,15 @@ class WSGIProxy(ProxyBase):
         lease: Lease | None,
     ) -> list[bytes]:
         log_failure(method, path, reply, detail, lease)
-        start_response(
-            _status_line(reply.status), [(n.decode(), v.decode()) for n, v in reply.headers]
+        start_response(  # WSGI leaves Connection to the server
+            _status_line(reply.status),
+            [(n.decode(), v.decode()) for n, v in reply.headers if n != b"connection"],
         )
         return [b""] if method == "HEAD" else [reply.body]
 
 
-def _replayable(body: bytes | _Body) -> bool:
-    return isinstance(body, bytes) or not body.started
+def _replayable(body: bytes | _Body | None) -> bool:
+    return not isinstance(body, _Body) or not body.started
 
 
 def _status_line(status: int) -> str:

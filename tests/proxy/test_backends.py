@@ -1,5 +1,5 @@
 """The ASGI proxy in-process under both anyio backends: asyncio picks the lean
-engine, trio the httpcore one; both forward and both answer errors alike."""
+engine, trio the anyio one; both forward and both answer errors alike."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from clientlb import Pool
 from clientlb._proxy import ProxyApp, ProxyMiddleware
-from clientlb._proxy._engine import HttpcoreEngine
+from clientlb._proxy._engines import AnyioEngine
 
 from ..replicas import Replica
 
@@ -39,7 +39,7 @@ async def test_middleware_passes_other_paths_and_errors_are_plain(anyio_backend:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"local"})
 
-    app = ProxyMiddleware(local, "/api", pool=Pool([], allow_empty=True), engine=HttpcoreEngine())
+    app = ProxyMiddleware(local, "/api", pool=Pool([], allow_empty=True), engine=AnyioEngine())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://front") as client:
         assert (await client.get("/home")).text == "local"

@@ -21,6 +21,7 @@ from clientlb import HealthCheck, OutlierDetection, Pool, RetryBudget, RetryPoli
 from clientlb._cli import main
 from clientlb._proxy import _config
 from clientlb._proxy._config import Settings, build
+from clientlb._proxy._limits import Limits
 
 #: One TOML value of each kind; ``nan`` and ``inf`` are floats no key accepts.
 SAMPLES = {
@@ -56,6 +57,7 @@ TOP: dict[str, frozenset[str]] = {
     "health": TABLE,
     "pool": TABLE,
     "server": TABLE,
+    "limits": TABLE,
     "discovery": TABLE,
 }
 #: Keys whose TOML kinds do not follow from their Python annotation.
@@ -99,6 +101,7 @@ def accepted_kinds() -> dict[str, frozenset[str]]:
         ("outlier", OutlierDetection, [f.name for f in fields(OutlierDetection)]),
         ("health", HealthCheck, [f.name for f in fields(HealthCheck)]),
         ("pool", Pool.__init__, sorted(_config._POOL_KEYS)),
+        ("limits", Limits, [f.name for f in fields(Limits)]),
         (ENTRY, Upstream, sorted(_config._UPSTREAM_KEYS)),
     ]
     for table, owner, names in tables:

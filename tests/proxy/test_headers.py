@@ -28,7 +28,8 @@ def value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
 
 def test_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
     policy = HeaderPolicy()
-    out, _, has_host = policy.request(
+    inbound = policy.request(
+        "GET",
         [
             (b"connection", b"keep-alive, X-Secret , x-other"),
             (b"keep-alive", b"timeout=5"),
@@ -47,12 +48,19 @@ def test_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
         "203.0.113.7",
         "http",
     )
-    assert not has_host
-    assert names(out) == [b"accept", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"]
+    assert inbound.host is None
+    assert names(inbound.headers) == [
+        b"accept",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    ]
+    assert inbound.framing.kind == "chunked"  # read by the proxy, re-framed by the engine
 
 
 def test_forwarded_headers_from_an_untrusted_peer_are_replaced() -> None:
-    out, client, _ = HeaderPolicy().request(
+    inbound = HeaderPolicy().request(
+        "GET",
         [
             (b"x-forwarded-for", b"1.2.3.4"),
             (b"x-forwarded-proto", b"https"),
@@ -62,6 +70,7 @@ def test_forwarded_headers_from_an_untrusted_peer_are_replaced() -> None:
         "203.0.113.7",
         "http",
     )
+    out, client = inbound.headers, inbound.client
     assert value(out, b"x-forwarded-for") == b"203.0.113.7"
     assert value(out, b"x-forwarded-proto") == b"http"
     assert value(out, b"x-forwarded-host") == b"site"
@@ -70,7 +79,8 @@ def test_forwarded_headers_from_an_untrusted_peer_are_replaced() -> None:
 
 def test_forwarded_headers_from_a_trusted_peer_are_kept_and_appended() -> None:
     policy = HeaderPolicy(["10.0.0.0/8", "::1"])
-    out, client, _ = policy.request(
+    inbound = policy.request(
+        "GET",
         [
             (b"x-forwarded-for", b"198.51.100.1, 10.1.1.1"),
             (b"x-forwarded-for", b"10.2.2.2"),
@@ -81,6 +91,7 @@ def test_forwarded_headers_from_a_trusted_peer_are_kept_and_appended() -> None:
         "10.9.9.9",
         "http",
     )
+    out, client = inbound.headers, inbound.client
     assert value(out, b"x-forwarded-for") == b"198.51.100.1, 10.1.1.1, 10.2.2.2, 10.9.9.9"
     assert value(out, b"x-forwarded-proto") == b"https"
     assert value(out, b"x-forwarded-host") == b"shop.example"
@@ -89,22 +100,22 @@ def test_forwarded_headers_from_a_trusted_peer_are_kept_and_appended() -> None:
 
 def test_client_key_is_rightmost_untrusted_hop() -> None:
     policy = HeaderPolicy(["10.0.0.0/8"])
-    _, client, _ = policy.request(
-        [(b"x-forwarded-for", b"6.6.6.6, 198.51.100.1, 10.0.0.5")], "10.0.0.1", "http"
-    )
-    assert client == "198.51.100.1"  # 6.6.6.6 may be forged by the client
-    _, client, _ = policy.request([(b"x-forwarded-for", b"10.0.0.7")], "10.0.0.1", "http")
-    assert client == "10.0.0.7"  # every hop trusted: the left-most
-    _, client, _ = policy.request([(b"x-forwarded-for", b"198.51.100.1")], "192.0.2.1", "http")
-    assert client == "192.0.2.1"  # untrusted peer: its own address
+
+    def client(forwarded_for: bytes, peer: str) -> str | None:
+        headers = [(b"host", b"h"), (b"x-forwarded-for", forwarded_for)]
+        return policy.request("GET", headers, peer, "http").client
+
+    assert client(b"6.6.6.6, 198.51.100.1, 10.0.0.5", "10.0.0.1") == "198.51.100.1"
+    assert client(b"10.0.0.7", "10.0.0.1") == "10.0.0.7"  # every hop trusted: the left-most
+    assert client(b"198.51.100.1", "192.0.2.1") == "192.0.2.1"  # untrusted: the peer
 
 
 def test_preserve_host_keeps_the_clients_host() -> None:
-    out, _, has_host = HeaderPolicy(preserve_host=True).request(
-        [(b"host", b"public.example")], "192.0.2.1", "https"
+    inbound = HeaderPolicy(preserve_host=True).request(
+        "GET", [(b"host", b"public.example")], "192.0.2.1", "https"
     )
-    assert has_host and value(out, b"host") == b"public.example"
-    assert value(out, b"x-forwarded-proto") == b"https"
+    assert inbound.host == value(inbound.headers, b"host") == b"public.example"
+    assert value(inbound.headers, b"x-forwarded-proto") == b"https"
 
 
 def test_bad_trusted_proxy_is_refused() -> None:
@@ -156,8 +167,9 @@ def test_error_table() -> None:
     assert reply_for(NoUpstream("x")).status == 503
     assert reply_for(httpx.ConnectError("x")).status == 502
     assert reply_for(httpx.ConnectTimeout("x")).status == 502
-    for exc in (httpx.ReadTimeout("x"), httpx.WriteTimeout("x"), httpx.PoolTimeout("x")):
+    for exc in (httpx.ReadTimeout("x"), httpx.WriteTimeout("x")):
         assert reply_for(exc).status == 504
+    assert reply_for(httpx.PoolTimeout("x")).status == 503  # every connection busy
     assert reply_for(httpx.RemoteProtocolError("x")).status == 502
     assert reply_for(httpx.ReadError("x")).status == 502
     assert reply_for(RuntimeError("x")).status == 502

@@ -19,8 +19,7 @@ from clientlb import ConfigError, HealthCheck, Pool
 from clientlb._core import Health, Upstream
 from clientlb._proxy import ProxyApp, WSGIProxy
 from clientlb._proxy._config import build
-from clientlb._proxy._engine import HttpcoreEngine, Timeouts
-from clientlb._proxy._h1 import H1Engine
+from clientlb._proxy._engines import AnyioEngine, AsyncioEngine, Timeouts
 
 from ..certs import Certs
 from .conftest import in_flight, wait_until
@@ -71,7 +70,7 @@ def test_httpcore_engine_takes_the_context(
     https_upstream: tuple[Named, Served], certs: Certs
 ) -> None:
     _, up = https_upstream
-    engine = HttpcoreEngine(ssl_context=certs.context())
+    engine = AnyioEngine(certs.context())
     app = ProxyApp([up.url], engine=engine)
 
     async def get() -> httpx.Response:
@@ -204,12 +203,12 @@ class SilentAfterAnswer:
 def test_engine_close_does_not_wait_long_for_a_silent_tls_peer(
     certs: Certs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("clientlb._proxy._h1.CLOSE_TIMEOUT", 0.2)
+    monkeypatch.setattr("clientlb._proxy._engines._asyncio.CLOSE_TIMEOUT", 0.2)
     server = SilentAfterAnswer(certs)
     try:
 
         async def exchange() -> tuple[bytes, float, bool]:
-            engine = H1Engine(certs.context())
+            engine = AsyncioEngine(certs.context())
             upstream = Upstream(f"https://127.0.0.1:{server.port}")
             response = await engine.request(
                 upstream, b"GET", b"/", [(b"host", b"127.0.0.1")], b"", Timeouts()

@@ -1,0 +1,77 @@
+"""Bookkeeping of the connections to one upstream, shared by every engine.
+
+Sans-IO: the engines own the sockets and the waiting; this says which idle
+connection to reuse, when one more may be opened, and which idle ones have
+waited too long. A connection is idle only after a response that ended exactly
+at its framing, on a connection both sides let live (``ResponseReader.reusable``);
+an idle connection that closed or received a byte in the meantime is skipped
+(the engine closes it), so a request is only ever written to a connection that
+was clean when it was picked.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, Protocol, TypeVar
+
+
+class Reusable(Protocol):
+    @property
+    def usable(self) -> bool: ...
+
+
+C = TypeVar("C", bound=Reusable)
+
+
+class UpstreamConnections(Generic[C]):
+    """Open connections to one upstream: at most ``limit`` (in use or idle), of
+    which at most ``max_idle`` idle, each idle for at most ``idle_timeout`` s."""
+
+    __slots__ = ("idle", "idle_timeout", "limit", "max_idle", "open")
+
+    def __init__(self, limit: int | None, max_idle: int, idle_timeout: float) -> None:
+        self.limit = limit
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.idle: list[tuple[float, C]] = []  # (idle since, connection), newest last
+        self.open = 0
+
+    def take_idle(self, now: float, stale: list[C]) -> C | None:
+        """The most recently used idle connection that is still clean, or ``None``.
+        Unusable or expired ones met on the way are moved to ``stale``, for the
+        caller to close (each still counts as open until ``closed()``)."""
+        idle = self.idle
+        oldest = now - self.idle_timeout
+        while idle:
+            since, conn = idle.pop()
+            if since >= oldest and conn.usable:
+                return conn
+            stale.append(conn)
+        return None
+
+    def reserve(self) -> bool:
+        """Count one more open connection if the limit allows it."""
+        if self.limit is not None and self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def put_idle(self, conn: C, now: float) -> bool:
+        """Keep a connection for reuse; ``False`` if enough are idle already."""
+        if len(self.idle) >= self.max_idle:
+            return False
+        self.idle.append((now, conn))
+        return True
+
+    def closed(self) -> None:
+        """A connection counted by ``reserve()`` is gone."""
+        self.open -= 1
+
+    def expire(self, now: float) -> list[C]:
+        """Remove and return the idle connections that waited too long or broke."""
+        oldest = now - self.idle_timeout
+        keep = [(s, c) for s, c in self.idle if s >= oldest and c.usable]
+        if len(keep) == len(self.idle):
+            return []
+        gone = [c for s, c in self.idle if not (s >= oldest and c.usable)]
+        self.idle = keep
+        return gone
