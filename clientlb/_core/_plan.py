@@ -55,17 +55,23 @@ class AttemptPlan:
         return self._pick(())
 
     def next(self) -> Lease:
-        """The next attempt's lease: an upstream not tried yet, or else at least not
-        the one just tried."""
+        """The next attempt's lease: an available upstream not tried yet, else an
+        ejected one not tried yet (an upstream ejected a moment ago may well be
+        back, and a retry with nowhere to go is a certain failure), or else at
+        least not the one just tried."""
         try:
-            return self._pick(self._tried)
+            return self._pick(self._tried, last_resort=True)
         except NoUpstream:
             if len(self._tried) < 2:
                 raise
             return self._pick((self._tried[-1],))
 
-    def _pick(self, exclude: tuple[Member, ...] | list[Member]) -> Lease:
-        lease = self.pool.pick(self.key, frozenset(exclude) if exclude else frozenset())
+    def _pick(
+        self, exclude: tuple[Member, ...] | list[Member], *, last_resort: bool = False
+    ) -> Lease:
+        lease = self.pool.pick(
+            self.key, frozenset(exclude) if exclude else frozenset(), last_resort=last_resort
+        )
         self.lease = lease
         self._tried.append(lease.member)
         return lease

@@ -505,11 +505,20 @@ class Pool:
             self._current()
             return self._panic is not None
 
-    def pick(self, key: str | None = None, exclude: Collection[Member] = _NO_EXCLUSIONS) -> Lease:
+    def pick(
+        self,
+        key: str | None = None,
+        exclude: Collection[Member] = _NO_EXCLUSIONS,
+        *,
+        last_resort: bool = False,
+    ) -> Lease:
         """Choose an upstream for one attempt; raise ``NoUpstream`` if none may serve.
 
         ``key`` feeds the hashing algorithms; ``exclude`` lists members this request
-        already tried.
+        already tried. With ``last_resort`` (a retry that found every available
+        upstream tried), an ejected one that was not tried is better than none:
+        the one with the fewest requests in flight, as Envoy's panic would send
+        there anyway, but for this request alone.
         """
         with self._lock:
             now = self.clock()
@@ -530,6 +539,8 @@ class Pool:
                 member = held
             if member is None and self._panic is not None:
                 member = self._panic.pick(key, exclude)
+            if member is None and last_resort:
+                member = self._last_resort(exclude)
             if member is None:
                 raise NoUpstream("no upstream available")
             member.in_flight += 1
@@ -539,6 +550,15 @@ class Pool:
                 if self._panic is not None:
                     self._panic.changed(member)
             return Lease(self, member, now)
+
+    def _last_resort(self, exclude: Collection[Member]) -> Member | None:
+        left = [
+            m
+            for t in self._tiers
+            for m in t.members
+            if m.health is not Health.DRAINING and m not in exclude
+        ]
+        return min(left, key=lambda m: m.in_flight / m.weight) if left else None
 
     def _ramp_gate(
         self, tier: _Tier, member: Member, key: str | None, exclude: Collection[Member], now: float

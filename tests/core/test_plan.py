@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from clientlb import ALGORITHMS, Outcome, Pool, RetryBudget, RetryPolicy
+from clientlb import ALGORITHMS, Outcome, OutlierDetection, Pool, RetryBudget, RetryPolicy
 from clientlb._core import AttemptPlan
 
 from .helpers import FakeClock, fast_algorithm, make_pool, urls
@@ -230,3 +230,29 @@ def test_history_records_each_attempt() -> None:
         (second.upstream.url, "success", 200),
     ]
     assert plan.history[0].elapsed == pytest.approx(0.25)
+
+
+def test_a_retry_with_every_available_upstream_tried_goes_to_an_ejected_one() -> None:
+    """The last available upstream fails under a request while the others sit out
+    an ejection: the retry tries an ejected one (it may well be back) rather than
+    failing for certain. A first attempt never does (that is panic's business)."""
+    pool = make_pool(
+        urls(3),
+        outlier=OutlierDetection(consecutive_local_failures=None, consecutive_gateway_errors=1),
+        retry=RetryPolicy(budget=None),
+    )
+    for url in urls(3)[:2]:
+        lease = pool.pick()
+        while lease.upstream.url != url:
+            lease.finish(Outcome.SUCCESS)
+            lease = pool.pick()
+        lease.responded(502)  # ejected
+        lease.finish(Outcome.SUCCESS)
+    plan = AttemptPlan(pool, "GET")
+    first = plan.first()
+    assert first.upstream.url == urls(3)[2] and not pool.panicking
+    first.finish(Outcome.RESET)
+    assert plan.retry_after(Outcome.RESET, replayable=True)
+    assert not pool.panicking  # the third is still in: no panic to fall back on
+    retry = plan.next()
+    assert retry.upstream.url in urls(3)[:2]
