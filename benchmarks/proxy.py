@@ -107,6 +107,10 @@ class _AiohttpResponse:
         self.status = response.status
         self.headers = list(response.raw_headers)
 
+    @property
+    def done(self) -> bool:
+        return bool(self._r.content.at_eof())
+
     async def read(self) -> bytes:
         data: bytes = await self._r.content.readany()
         return data

@@ -11,8 +11,9 @@ runs).
 """
 
 from ._asgi import ProxyApp as ProxyApp
+from ._limits import Limits as Limits
 from ._middleware import ProxyMiddleware as ProxyMiddleware
 from ._wsgi import WSGIProxy as WSGIProxy
 from ._wsgi import WSGIProxyMiddleware as WSGIProxyMiddleware
 
-__all__ = ["ProxyApp", "ProxyMiddleware", "WSGIProxy", "WSGIProxyMiddleware"]
+__all__ = ["Limits", "ProxyApp", "ProxyMiddleware", "WSGIProxy", "WSGIProxyMiddleware"]

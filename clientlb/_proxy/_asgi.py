@@ -252,6 +252,11 @@ class ProxyApp(ProxyBase):
                 body = _Body(receive, [first], len(first), complete=True)
             else:
                 body = first
+        extensions = scope.get("extensions")
+        if extensions and "clientlb.disconnect" in extensions:
+            # The server cancels this task when the client goes: no watcher needed.
+            with contextlib.suppress(ClientDisconnected):
+                return await self._forward(scope, send, inbound, body)
         done = body.done if isinstance(body, _Body) else None
 
         async def forward() -> None:
@@ -321,6 +326,9 @@ class ProxyApp(ProxyBase):
                 )
                 if upgrade and response.status == 101:
                     await _check_upgrade(scope["headers"], response)
+                    first: bytes | None = b""
+                else:
+                    first = await _first_bytes(response)
             except httpx.TransportError as exc:
                 outcome = outcome_of(exc)
                 lease.finish(outcome)
@@ -358,11 +366,20 @@ class ProxyApp(ProxyBase):
                     await _discard(response, lease)
                     lease = following
                     continue
-            return await self._relay(send, scope, response, lease)
+            return await self._relay(send, scope, response, lease, first)
 
-    async def _relay(self, send: Send, scope: Scope, response: AsyncResponse, lease: Lease) -> None:
-        """Stream the response back; on an upstream failure mid-body, abort the
-        client connection by returning without completing the response."""
+    async def _relay(
+        self,
+        send: Send,
+        scope: Scope,
+        response: AsyncResponse,
+        lease: Lease,
+        first: bytes | None,
+    ) -> None:
+        """Stream the response back, starting with ``first`` (the body's first
+        bytes, or ``None`` when none were read ahead); on an upstream failure
+        mid-body, abort the client connection by returning without completing
+        the response."""
         outcome = Outcome.CANCELLED
         try:
             await send(
@@ -373,11 +390,15 @@ class ProxyApp(ProxyBase):
                 }
             )
             read = response.read
-            chunk = await read()
+            chunk = await read() if first is None else first
             while chunk:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                more = not response.done
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                if not more:
+                    break
                 chunk = await read()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
             outcome = Outcome.SUCCESS
         except httpx.TransportError as exc:
             outcome = outcome_of(exc)
@@ -421,6 +442,21 @@ class ProxyApp(ProxyBase):
         await send(
             {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else reply.body}
         )
+
+
+async def _first_bytes(response: AsyncResponse) -> bytes | None:
+    """The body's first bytes, read before the client hears anything, so that an
+    upstream that dies between its head and its body fails an attempt the plan
+    may retry rather than a response already under way. An event stream is the
+    exception: its head goes out at once, as its client expects."""
+    for name, value in response.headers:
+        if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
+            return None
+    try:
+        return await response.read()
+    except BaseException:
+        await response.aclose()
+        raise
 
 
 async def _check_upgrade(request: Any, response: AsyncResponse) -> None:

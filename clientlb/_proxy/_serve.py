@@ -93,7 +93,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     app = build_app(settings)
     await app.startup()
-    fronts = [FrontEnd(app, settings.limits, loop)]
+    fronts = [FrontEnd(app, settings.limits, loop, access_log=settings.server["access_log"])]
     fronts[0].serve(sockets[0])
     if sockets[1] is not None:
         host, port = sockets[0].getsockname()[:2]

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -333,3 +334,32 @@ def test_health_path_flag_keeps_the_other_health_settings(tmp_path: Path) -> Non
     args = parser().parse_args(["proxy", "--config", str(config), "--health-path", "/ready"])
     health = proxy_settings(args).health
     assert (health.path, health.interval, health.expected) == ("/ready", 2, frozenset({204}))
+
+
+def test_access_log_and_a_fractional_grace_period(tmp_path: Path) -> None:
+    """One access line per response; SIGTERM waits ``graceful_shutdown`` (0.3 s,
+    not truncated to 0) and then answers a request still waiting 503."""
+    with Replica("quick") as quick, Replica("slow", delay=5.0) as slow:
+        config = tmp_path / "proxy.toml"
+        config.write_text(
+            f'upstreams = ["{quick.url}"]\n[server]\naccess_log = true\ngraceful_shutdown = 0.3\n'
+        )
+        running = Running(["--config", str(config)])
+        assert httpx.get(running.url + "/seen?x=1").status_code == 200
+        stuck = Running(["--upstream", slow.url, "--config", str(config)])
+        results: list[httpx.Response] = []
+        waiting = threading.Thread(
+            target=lambda: results.append(httpx.get(stuck.url + "/slow", timeout=10))
+        )
+        waiting.start()
+        deadline = 100
+        while not slow.count() and deadline:  # the request reached the upstream
+            waiting.join(0.02)
+            deadline -= 1
+        started = time.monotonic()
+        assert stuck.stop() == 0
+        waiting.join(10)
+        assert time.monotonic() - started < 3.0  # 0.3 s of grace, not the 5 s reply
+        assert results and results[0].status_code == 503
+        assert running.stop() == 0
+    assert any('"GET /seen?x=1 HTTP/1.1" 200' in line for line in running.lines), running.lines

@@ -97,6 +97,11 @@ class _Conn:
         self.status = self.reader.head.status
         self.headers = self.reader.head.headers
 
+    @property
+    def done(self) -> bool:
+        """The whole body was read."""
+        return self.reader.done and not self.chunks
+
     async def read(self) -> bytes:
         """The next piece of the body; ``b""`` once it is complete."""
         while not self.chunks:

@@ -240,6 +240,11 @@ class _Conn(asyncio.Protocol):
                 raise httpx.ReadError("upstream closed the connection")
             await self._wait()
 
+    @property
+    def done(self) -> bool:
+        """The whole body was read."""
+        return self.reader.done and not self.chunks
+
     async def read(self) -> bytes:
         """The next piece of the body; ``b""`` once it is complete."""
         chunks = self.chunks

@@ -4,6 +4,7 @@ one upstream:
     response = await engine.request(upstream, method, target, headers, body, timeouts)
     response.status, response.headers       # raw bytes pairs, as received
     chunk = await response.read()           # b"" once the body is complete
+    response.done                           # the whole body was read
     await response.aclose()                 # always; aborts an unfinished exchange
 
 ``body`` is ``None`` (no body, no framing header), ``bytes`` (complete, sent with
@@ -98,6 +99,8 @@ class AsyncResponse(Protocol):
     status: int
     headers: Headers
 
+    @property
+    def done(self) -> bool: ...  # the whole body was read
     async def read(self) -> bytes: ...
     async def aclose(self) -> None: ...
 
@@ -106,6 +109,8 @@ class SyncResponse(Protocol):
     status: int
     headers: Headers
 
+    @property
+    def done(self) -> bool: ...  # the whole body was read
     def read(self) -> bytes: ...
     def close(self) -> None: ...
 

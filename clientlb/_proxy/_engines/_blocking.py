@@ -88,6 +88,11 @@ class _Conn:
         self.status = self.reader.head.status
         self.headers = self.reader.head.headers
 
+    @property
+    def done(self) -> bool:
+        """The whole body was read."""
+        return self.reader.done and not self.chunks
+
     def read(self) -> bytes:
         """The next piece of the body; ``b""`` once it is complete."""
         while not self.chunks:

@@ -40,11 +40,16 @@ if TYPE_CHECKING:
     from ._server import FrontEnd
 
 log = logging.getLogger("clientlb.proxy")
+access = logging.getLogger("clientlb.access")
 
 HIGH_WATER = 256 * 1024  # request body bytes waiting for the app before reading pauses
 LOW_WATER = 64 * 1024
 DISCONNECT = {"type": "http.disconnect"}
+INF = float("inf")
 _NO_BODY_STATUS = frozenset({204, 304})
+# What this server offers apps beyond ASGI: it cancels a request's task when its
+# client goes away (so an app need not watch ``receive()`` for that).
+_EXTENSIONS: dict[str, Any] = {"clientlb.disconnect": {}}
 _UPGRADE_HOPS = frozenset({b"upgrade", b"connection", b"content-length", b"transfer-encoding"})
 
 
@@ -87,7 +92,10 @@ class _Cycle:
         "left",
         "no_body",
         "scope",
+        "sent",
+        "since",
         "started",
+        "status",
         "upgrade",
         "waiter",
     )
@@ -109,6 +117,9 @@ class _Cycle:
         self.no_body = False
         self.left: int | None = None  # response bytes still due under its Content-Length
         self.upgrade = False  # answered 101: the connection becomes a tunnel
+        self.status = 0
+        self.sent = 0  # body bytes written
+        self.since = conn.loop.time()
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -169,6 +180,7 @@ class _Cycle:
                     conn.abort()
                     raise RuntimeError("the response body is longer than its Content-Length")
                 self.left -= len(body)
+        self.sent += len(body)
         if self.head is not None:
             data = self.head + data
             self.head = None
@@ -201,6 +213,7 @@ class _Cycle:
 
     def _start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.started = True
+        self.status = status
         conn = self.conn
         if status == 101 and "clientlb.tunnel" in self.scope.get("extensions", {}):
             self.upgrade = True
@@ -261,7 +274,7 @@ class ClientConnection(asyncio.Protocol):
         self.served = 0
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = INF  # when ``on_deadline()`` should look at the clocks
         self.head_deadline = 0.0
         self.idle_deadline = 0.0
         self.last_read = 0.0
@@ -270,6 +283,7 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.tunnel: Tunnel | None = None
+        self.counted = True  # counts towards ``client_connections``
 
     def attach(self, tunnel: Tunnel) -> None:
         """After a 101: relay this connection's bytes through ``tunnel``."""
@@ -328,6 +342,8 @@ class ClientConnection(asyncio.Protocol):
         cycle = self.cycle
         if cycle is not None:
             cycle.wake()
+            if not cycle.complete and self.task is not None:
+                self.task.cancel()  # the "clientlb.disconnect" extension
         self._wake_drain()
         self.front.closed(self)
 
@@ -363,10 +379,11 @@ class ClientConnection(asyncio.Protocol):
             "query_string": query,
             "headers": head.headers,
             "state": {},
+            "extensions": _EXTENSIONS,
         }
         cycle = self.cycle = _Cycle(self, scope, head.http11)
         if head.http11 and wants_websocket(method, head.headers):
-            scope["extensions"] = {"clientlb.tunnel": cycle}
+            scope["extensions"] = {**_EXTENSIONS, "clientlb.tunnel": cycle}
         reader = self.reader
         if reader.body_done:
             cycle.body_done = True
@@ -426,6 +443,8 @@ class ClientConnection(asyncio.Protocol):
         self.cycle = None
         self.task = None
         self.served += 1
+        if self.front.access_log:
+            self._log(cycle)
         reader = self.reader
         if cycle.closes or self.closing or not reader.body_done or self.lost:
             self.close()
@@ -445,24 +464,37 @@ class ClientConnection(asyncio.Protocol):
             self._start(head, body)
         else:
             self._arm(min(self.head_deadline, self.idle_deadline))
+            self.front.idle(self)
+
+    def _log(self, cycle: _Cycle) -> None:
+        scope = cycle.scope
+        query = scope["query_string"]
+        target = scope["raw_path"] + (b"?" + query if query else b"")
+        access.info(
+            '%s "%s %s HTTP/%s" %d %d %.1fms',
+            self.client[0] if self.client else "-",
+            scope["method"],
+            target.decode("latin-1"),
+            scope["http_version"],
+            cycle.status,
+            cycle.sent,
+            (self.loop.time() - cycle.since) * 1000,
+        )
 
     # -- clocks ---------------------------------------------------------------------
 
     def _arm(self, when: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_at(when, self._on_timer)
+        self.deadline = when
 
     def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = INF
 
-    def _on_timer(self) -> None:
-        self.timer = None
+    def on_deadline(self, now: float) -> None:
+        """The front end's clock found ``deadline`` passed: close the connection
+        if one of its clocks ran out, else look again later."""
+        self.deadline = INF
         if self.lost:
             return
-        now = self.loop.time()
         cycle = self.cycle
         if cycle is None:  # waiting for a head
             if self.reader.idle and self.served and now >= self.idle_deadline:
