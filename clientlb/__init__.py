@@ -50,6 +50,9 @@ from ._exceptions import (
     UnknownService as UnknownService,
 )
 from ._proxy import (
+    Limits as Limits,
+)
+from ._proxy import (
     ProxyApp as ProxyApp,
 )
 from ._proxy import (
@@ -80,6 +83,7 @@ __all__ = [
     "Health",
     "HealthCheck",
     "Lease",
+    "Limits",
     "NoUpstreamAvailable",
     "Outcome",
     "OutlierDetection",

@@ -16,7 +16,7 @@ neither header means the body runs until the upstream closes the connection.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._errors import ProtocolError
 from ._head import Headers
@@ -24,8 +24,7 @@ from ._head import Headers
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 
 
-@dataclass(frozen=True, slots=True)
-class Framing:
+class Framing(NamedTuple):
     """How a body is delimited. ``kind`` is one of:
 
     * ``"none"``: there is no body (no framing header on a request; HEAD, 1xx,

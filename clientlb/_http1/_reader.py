@@ -20,6 +20,8 @@ close the connection rather than reuse it.
 
 from __future__ import annotations
 
+import re
+
 from ._body import BodyDecoder, Fixed, decoder
 from ._errors import ProtocolError
 from ._framing import Framing, request_framing, response_framing
@@ -27,6 +29,10 @@ from ._head import RequestHead, ResponseHead, parse_request_head, parse_response
 from ._limits import HeadLimits
 
 _IDLE, _HEAD, _BODY, _DONE = range(4)
+#: The start of a request line: a method token, then a target, then a version.
+_PARTIAL_REQUEST_LINE = re.compile(
+    rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?: [^\x00-\x20\x7f]*(?: [HTP/0-9.]*)?)?"
+)
 #: Interim (1xx) responses accepted before the final one.
 MAX_INTERIM = 8
 #: Bytes of an upstream's response head, as nginx's "upstream sent too big header".
@@ -124,16 +130,20 @@ class RequestReader:
         return head, body
 
     def _check_partial(self, buf: bytes) -> None:
+        """Refuse an unfinished head as soon as it breaks a rule or a limit."""
         limits = self.limits
         if len(buf) > limits.head:
             raise ProtocolError("the request head is too large", 431)
         if buf.count(b"\n") != buf.count(b"\r\n"):
             raise ProtocolError("bare LF in the head")
+        pending = len(buf) - (buf[-1:] == b"\r")  # a CR may be the start of a CRLF
         first = buf.find(b"\r\n")
         if first < 0:
-            if len(buf) > limits.request_line:
+            if pending > limits.request_line:
                 raise ProtocolError("the request line is too long", 414)
-        elif len(buf) - buf.rfind(b"\n") - 1 > limits.header_line:
+            if _PARTIAL_REQUEST_LINE.fullmatch(buf, 0, pending) is None:
+                raise ProtocolError("invalid request line")
+        elif pending - buf.rfind(b"\n") - 1 > limits.header_line:
             raise ProtocolError("a header line is too long", 431)
 
     def eof(self) -> None:
