@@ -170,6 +170,7 @@ class Target:
     proc: subprocess.Popen[Any] | None = None
     rps: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
+    per_cpu: list[float] = field(default_factory=list)  # requests per CPU-second
     note: str = ""
 
 
@@ -251,6 +252,30 @@ def wrk(port: int, duration: float, connections: int, cpu: int | None) -> tuple[
     if errors:
         print(f"    warning: {errors.group(0)} on port {port}", file=sys.stderr)
     return rps, latency
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and every process under it (nginx's
+    worker is a child of its master), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0.0)
+        todo += children.get(current, [])
+    return total
 
 
 def rss_peak(pid: int) -> float:
@@ -396,11 +421,17 @@ def main() -> int:
             wrk(target.port, 1, args.connections, load_cpu)
         for r in range(args.rounds):
             for target in targets:
+                cpu = cpu_seconds(target.proc.pid) if target.proc else None
                 rps, p99 = wrk(target.port, args.duration, args.connections, load_cpu)
+                if target.proc is not None and cpu is not None:
+                    used = cpu_seconds(target.proc.pid) - cpu
+                    target.per_cpu.append(rps * round(args.duration) / used if used else 0.0)
                 target.rps.append(rps)
                 target.p99.append(p99)
+                per_cpu = f"  {target.per_cpu[-1]:>8.0f} per CPU-s" if target.per_cpu else ""
                 print(
-                    f"  round {r + 1}: {target.name:<18} {rps:>9.0f} req/s  p99 {p99:7.2f} ms",
+                    f"  round {r + 1}: {target.name:<18} {rps:>9.0f} req/s  p99 {p99:7.2f} ms"
+                    f"{per_cpu}",
                     flush=True,
                 )
         report(targets)
@@ -418,15 +449,19 @@ def main() -> int:
 
 def report(targets: list[Target]) -> None:
     print()
-    print(f"{'target':<18} {'req/s':>9} {'p99 ms':>8}  notes")
+    print(f"{'target':<18} {'req/s':>9} {'p99 ms':>8} {'per CPU-s':>10}  notes")
     by_name = {}
+    per_cpu: dict[str, float] = {}
     for t in targets:
         rps, p99 = statistics.median(t.rps), statistics.median(t.p99)
         by_name[t.name] = (rps, p99)
+        if t.per_cpu:
+            per_cpu[t.name] = statistics.median(t.per_cpu)
         note = t.note
         if t.name == "clientlb" and t.proc is not None:
             note = f"peak RSS {rss_peak(t.proc.pid):.0f} MiB under load"
-        print(f"{t.name:<18} {rps:>9.0f} {p99:>8.2f}  {note}")
+        cpu = f"{per_cpu[t.name]:>10.0f}" if t.name in per_cpu else f"{'-':>10}"
+        print(f"{t.name:<18} {rps:>9.0f} {p99:>8.2f} {cpu}  {note}")
     ours = by_name.get("clientlb")
     peers = {n: v for n, v in by_name.items() if n in ("asgiproxy", "fastapi-proxy-lib")}
     if ours and peers:
@@ -447,7 +482,11 @@ def report(targets: list[Target]) -> None:
             f" (median {statistics.median(rounds):.2f}x)"
         )
     if ours and "nginx" in by_name:
-        print(f"clientlb / nginx: {ours[0] / by_name['nginx'][0]:.2f}x req/s")
+        line = f"clientlb / nginx: {ours[0] / by_name['nginx'][0]:.2f}x req/s"
+        if "clientlb" in per_cpu and per_cpu.get("nginx"):
+            line += f", {per_cpu['clientlb'] / per_cpu['nginx']:.2f}x requests per CPU-second"
+            line += f"; p99 {ours[1] / by_name['nginx'][1]:.1f}x nginx's"
+        print(line)
 
 
 if __name__ == "__main__":

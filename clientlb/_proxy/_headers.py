@@ -91,8 +91,17 @@ def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
     return tuple(out)
 
 
+# Connection values that name no header beyond the hop-by-hop ones (the usual).
+_PLAIN_CONNECTION = frozenset(
+    {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade"}
+)
+
+
 def _connection_tokens(value: bytes) -> set[bytes]:
-    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+    """The header names a Connection value lists, beyond the hop-by-hop ones."""
+    if value in _PLAIN_CONNECTION:
+        return set()
+    return {t.strip().lower() for t in value.split(b",") if t.strip()} - HOP_BY_HOP
 
 
 @dataclass(slots=True)

@@ -76,12 +76,18 @@ class _Conn(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.lost: asyncio.Future[None] = loop.create_future()
         self.tunnel: Tunnel | None = None  # after a 101: where the bytes go
+        self.deadline = 0.0  # of the read being waited for
         self._reset()
 
     def _reset(self) -> None:
         self.status = 0
         self.headers: Headers = []
         self.chunks: collections.deque[bytes] = collections.deque()
+        self._clean()
+
+    def _clean(self) -> None:
+        """Ready for the next exchange (``chunks`` is empty, as reuse demands)."""
+        self.status = 0
         self.buffered = 0
         self.sent = False
         self.error: httpx.TransportError | None = None
@@ -208,13 +214,14 @@ class _Conn(asyncio.Protocol):
         waiter = self.loop.create_future()
         self.waiter = waiter
         timeout = self.read_timeout
-        handle = self.loop.call_later(timeout, self._on_timeout) if timeout is not None else None
+        if timeout is not None:
+            self.engine._read_deadline(self, self.loop.time() + timeout)
         try:
             await waiter
         finally:
             self.waiter = None
-            if handle is not None:
-                handle.cancel()
+            if timeout is not None:
+                self.engine._reading.discard(self)
 
     async def drain(self, timeout: float | None) -> None:
         while self.write_paused and not self.closed:
@@ -265,7 +272,7 @@ class _Conn(asyncio.Protocol):
         """Return the connection to the idle list if the exchange ended cleanly,
         else close it (this is how an unfinished exchange is aborted)."""
         if self.sent and self.reader.reusable and not self.closed and not self.chunks:
-            self._reset()
+            self._clean()
             self.engine._release(self)
         else:
             self._close()
@@ -290,6 +297,11 @@ class AsyncioEngine:
         self._waiters: dict[UpstreamConnections[_Conn], _Waiters] = {}
         self._all: set[_Conn] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        # Read timeouts: the connections waiting, and one timer for the earliest
+        # deadline among them (a timer per read would cost more than the read).
+        self._reading: set[_Conn] = set()
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_timer_at = 0.0
 
     def _connections(self, key: str) -> UpstreamConnections[_Conn]:
         conns = self._upstreams.get(key)
@@ -305,7 +317,7 @@ class AsyncioEngine:
         deadline: float | None = None
         while True:
             stale: list[_Conn] = []
-            conn = conns.take_idle(time.monotonic(), stale)
+            conn = conns.take_idle(time.monotonic(), stale) if conns.idle else None
             for old in stale:
                 old._close()
                 old._uncount()
@@ -369,6 +381,30 @@ class AsyncioEngine:
         self._all.add(conn)
         return conn
 
+    def _read_deadline(self, conn: _Conn, deadline: float) -> None:
+        conn.deadline = deadline
+        self._reading.add(conn)
+        if self._read_timer is None or deadline < self._read_timer_at:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+            self._read_timer_at = deadline
+            self._read_timer = conn.loop.call_at(deadline, self._expire_reads, conn.loop)
+
+    def _expire_reads(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the reads past their deadline; wake again at the next one."""
+        self._read_timer = None
+        now = loop.time()
+        following = float("inf")
+        for conn in list(self._reading):
+            if conn.deadline <= now:
+                self._reading.discard(conn)
+                conn._on_timeout()
+            elif conn.deadline < following:
+                following = conn.deadline
+        if self._reading:
+            self._read_timer_at = following
+            self._read_timer = loop.call_at(following, self._expire_reads, loop)
+
     def _release(self, conn: _Conn) -> None:
         if conn.conns.put_idle(conn, time.monotonic()):
             self._slot_freed(conn.conns)
@@ -428,9 +464,11 @@ class AsyncioEngine:
         """Close every connection and wait until each socket is released: a TLS
         connection says goodbye (close_notify) first, which takes a round trip;
         one that does not finish within ``CLOSE_TIMEOUT`` is aborted."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for timer in (self._sweeper, self._read_timer):
+            if timer is not None:
+                timer.cancel()
+        self._sweeper = self._read_timer = None
+        self._reading.clear()
         conns = list(self._all)
         self._all.clear()
         for upstream in self._upstreams.values():

@@ -268,7 +268,12 @@ class ClientConnection(asyncio.Protocol):
         self.reader = RequestReader(front.limits.heads)
         self.transport: asyncio.Transport | None = None
         self.cycle: _Cycle | None = None
+        # One task per connection runs its requests one after the other (cheaper
+        # than a task per request, and pipelined requests keep their order).
         self.task: asyncio.Task[None] | None = None
+        self.queued: _Cycle | None = None  # the next request for the task
+        self.ready: asyncio.Future[None] | None = None  # the task waits for one
+        self.running: _Cycle | None = None  # the request the app is serving
         self.lost = False
         self.closing = False  # close after the response in progress
         self.served = 0
@@ -342,8 +347,10 @@ class ClientConnection(asyncio.Protocol):
         cycle = self.cycle
         if cycle is not None:
             cycle.wake()
-            if not cycle.complete and self.task is not None:
-                self.task.cancel()  # the "clientlb.disconnect" extension
+        running = self.running
+        if running is not None and not running.complete and self.task is not None:
+            self.task.cancel()  # the "clientlb.disconnect" extension
+        self._wake_runner()
         self._wake_drain()
         self.front.closed(self)
 
@@ -374,7 +381,11 @@ class ClientConnection(asyncio.Protocol):
             "scheme": "http",
             "method": method,
             "root_path": "",
-            "path": unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape"),
+            "path": (
+                unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
+                if b"%" in raw_path
+                else raw_path.decode("utf-8", "surrogateescape")
+            ),
             "raw_path": raw_path,
             "query_string": query,
             "headers": head.headers,
@@ -395,7 +406,32 @@ class ClientConnection(asyncio.Protocol):
             self._arm(self.last_read + self.limits.body_timeout)
         if body:
             self._take_body(cycle, body)
-        self.task = self.loop.create_task(self._run(cycle))
+        self.queued = cycle
+        if self.task is None:
+            self.task = self.loop.create_task(self._serve())
+        else:
+            self._wake_runner()
+
+    def _wake_runner(self) -> None:
+        ready = self.ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+
+    async def _serve(self) -> None:
+        """Run the app for each request of this connection, in order."""
+        while not self.lost:
+            cycle = self.queued
+            if cycle is None:
+                ready = self.ready = self.loop.create_future()
+                try:
+                    await ready
+                finally:
+                    self.ready = None
+                continue
+            self.queued = None
+            self.running = cycle
+            await self._run(cycle)
+            self.running = None
 
     def _take_body(self, cycle: _Cycle, body: bytes) -> None:
         if body:
@@ -441,7 +477,6 @@ class ClientConnection(asyncio.Protocol):
         """The response is written: keep the connection for the next request, or
         close it."""
         self.cycle = None
-        self.task = None
         self.served += 1
         if self.front.access_log:
             self._log(cycle)

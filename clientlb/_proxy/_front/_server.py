@@ -172,9 +172,9 @@ class FrontEnd:
             async with asyncio.timeout(grace):
                 await self._empty.wait()
         except TimeoutError:
-            pending = [c.task for c in self.connections if c.task is not None]
+            pending = [c.task for c in self.connections if c.running and c.task]
             for conn in list(self.connections):
-                if conn.task is not None:
+                if conn.running is not None and conn.task is not None:
                     conn.task.cancel()  # answered 503 if no response started
                 else:
                     conn.abort()
