@@ -31,12 +31,13 @@ lint: $(STAMP)
 
 # The proxy benchmark compares against peers installed here only (not dependencies).
 bench: $(STAMP)
-	@sh scripts/install-services.sh wrk nginx-light etcd-server dnsmasq-base
+	@sh scripts/install-services.sh wrk nginx-light haproxy etcd-server dnsmasq-base
 	$(BIN)/python -m pip install -q asgiproxy fastapi-proxy-lib
 	$(BIN)/python benchmarks/pick.py
 	$(BIN)/python benchmarks/transport_overhead.py
 	$(BIN)/python benchmarks/proxy.py
 	$(BIN)/python benchmarks/proxy_memory.py
+	$(BIN)/python benchmarks/chaos.py --peers
 	$(BIN)/python benchmarks/discovery_latency.py
 
 clean:
