@@ -45,7 +45,7 @@ from typing import Self
 import anyio
 import anyio.abc
 
-from ._core import HealthCheck, Pool
+from ._core import ConfigError, HealthCheck, Pool
 from ._health import HealthChecker
 from ._httpx import httpx
 from .discovery import Provider
@@ -64,10 +64,16 @@ TAKEOVER_INTERVAL = 1.0
 def _providers(discovery: Provider | Iterable[Provider] | None) -> list[Provider]:
     if discovery is None:
         return []
-    providers = [discovery] if isinstance(discovery, Provider) else list(discovery)
+    if isinstance(discovery, Provider):
+        return [discovery]
+    if not isinstance(discovery, Iterable):
+        raise ConfigError("discovery", f"expected a clientlb.discovery provider, got {discovery!r}")
+    providers = list(discovery)
     for provider in providers:
         if not isinstance(provider, Provider):
-            raise TypeError(f"discovery: expected a clientlb.discovery provider, got {provider!r}")
+            raise ConfigError(
+                "discovery", f"expected a clientlb.discovery provider, got {provider!r}"
+            )
     return providers
 
 

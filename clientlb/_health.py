@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 
-from ._core import Health, HealthCheck, Member, Pool
+from ._core import ConfigError, Health, HealthCheck, Member, Pool
 from ._httpx import httpx
 
 log = logging.getLogger("clientlb.health")
@@ -38,7 +38,7 @@ class HealthChecker:
 
     def __init__(self, pool: Pool, policy: HealthCheck) -> None:
         if not isinstance(policy, HealthCheck):
-            raise TypeError(f"expected a HealthCheck, got {policy!r}")
+            raise ConfigError("health_check", f"expected a clientlb.HealthCheck, got {policy!r}")
         self.pool = pool
         self.policy = policy
         self.rounds = 0  # completed rounds, for tests and benchmarks

@@ -26,6 +26,7 @@ import anyio
 from .._core import (
     Algorithm,
     AttemptPlan,
+    ConfigError,
     HealthCheck,
     Lease,
     NoUpstream,
@@ -157,6 +158,8 @@ class ProxyApp(ProxyBase):
             verify=verify,
             limits=limits,
         )
+        if engine is not None and not callable(getattr(engine, "request", None)):
+            raise ConfigError("engine", f"expected an engine with request(), got {engine!r}")
         self._engine = engine
         self._background: Any = None
         work = self._background_work(health_check, discovery)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._core import Algorithm, ConfigError, Lease, Pool, Upstream
+from .._core._policies import flag
 from .._tls import Verify, default_context, tls_context
 from ._engines import DEFAULT_TIMEOUTS, Timeouts
 from ._errors import ErrorReply
@@ -18,6 +19,16 @@ from ._limits import DEFAULT_LIMITS, Limits
 log = logging.getLogger("clientlb.proxy")
 
 DEFAULT_RETRY_BODY_LIMIT = 64 * 1024
+#: Bodies held whole for retries live in memory, one per request: 64 MiB is a
+#: generous ceiling for a setting meant in kilobytes.
+MAX_RETRY_BODY_LIMIT = 64 * 1024 * 1024
+
+
+def _given(values: object, name: str) -> bool:
+    """Whether an iterable argument holds anything (``ConfigError`` if not one)."""
+    if not isinstance(values, Iterable):
+        raise ConfigError(name, f"expected a list of URLs, got {values!r}")
+    return bool(tuple(values))
 
 
 class ProxyBase:
@@ -54,7 +65,7 @@ class ProxyBase:
         if isinstance(upstreams, Pool):
             pool, upstreams = upstreams, None
         if pool is not None:
-            if upstreams is not None or tuple(standbys):
+            if upstreams is not None or _given(standbys, "standbys"):
                 raise ConfigError("pool", "give either pool= or upstreams=/standbys=, not both")
             if not isinstance(pool, Pool):
                 raise ConfigError("pool", f"expected a clientlb.Pool, got {pool!r}")
@@ -62,24 +73,35 @@ class ProxyBase:
         else:
             if upstreams is None:
                 raise ConfigError("upstreams", "give upstreams= (a list of URLs) or pool=")
+            if pool_options is not None and not isinstance(pool_options, Mapping):
+                raise ConfigError("pool_options", f"expected a mapping, got {pool_options!r}")
             self.pool = Pool(upstreams, standbys, algorithm, **(pool_options or {}))
+        flag("preserve_host", preserve_host)
         try:
             self.policy = HeaderPolicy(trusted_proxies, preserve_host)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise ConfigError("trusted_proxies", str(exc)) from None
         if (
             isinstance(retry_body_limit, bool)
             or not isinstance(retry_body_limit, int)
-            or retry_body_limit < 0
+            or not 0 <= retry_body_limit <= MAX_RETRY_BODY_LIMIT
         ):
             raise ConfigError(
-                "retry_body_limit", f"must be a whole number >= 0, got {retry_body_limit!r}"
+                "retry_body_limit",
+                f"must be a whole number from 0 to {MAX_RETRY_BODY_LIMIT}, "
+                f"got {retry_body_limit!r}",
             )
         self.retry_body_limit = retry_body_limit
         try:
             self.timeouts = Timeouts.of(timeout)
+        except ConfigError as exc:
+            if exc.field == "timeout":
+                raise
+            raise ConfigError(f"timeout.{exc.field}", str(exc).split(": ", 1)[-1]) from None
         except ValueError as exc:
             raise ConfigError("timeout", str(exc)) from None
+        if isinstance(verify, str) and "\0" in verify:
+            raise ConfigError("verify", f"a CA bundle path has no NUL, got {verify!r}")
         self._tls = tls_context(verify)
         self._hosts: dict[str, tuple[bytes, bytes]] = {}
 

@@ -19,6 +19,7 @@ from typing import Any
 from .._core import (
     Algorithm,
     AttemptPlan,
+    ConfigError,
     HealthCheck,
     Lease,
     NoUpstream,
@@ -143,6 +144,8 @@ class WSGIProxy(ProxyBase):
             verify=verify,
             limits=limits,
         )
+        if engine is not None and not callable(getattr(engine, "request", None)):
+            raise ConfigError("engine", f"expected an engine with request(), got {engine!r}")
         self.engine: SyncEngine = (
             engine
             if engine is not None

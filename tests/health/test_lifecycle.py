@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from clientlb import Pool
+from clientlb import ConfigError, Pool
 from clientlb._background import AsyncBackground, Background
 from clientlb._core import HealthCheck
 from clientlb.discovery import File
@@ -107,7 +107,7 @@ async def test_async_runner_in_a_callers_task_group(tmp_path: Path) -> None:
 def test_runners_check_their_arguments() -> None:
     with pytest.raises(TypeError):
         Background("http://a:1")  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError, match=r"^discovery: "):
         Background(Pool(["http://a:1"]), discovery=["not a provider"])  # type: ignore[list-item]
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError, match=r"^health_check: "):
         AsyncBackground(Pool(["http://a:1"]), health_check="/health")  # type: ignore[arg-type]

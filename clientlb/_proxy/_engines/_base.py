@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..._core import Upstream
+from ..._core._policies import seconds
 from ..._http1 import ProtocolError
 from ..._httpx import httpx
 from .._headers import Headers
@@ -40,6 +41,12 @@ class Timeouts:
     write: float | None = 60.0
     pool: float | None = 5.0
 
+    def __post_init__(self) -> None:
+        for name in ("connect", "read", "write", "pool"):
+            value = getattr(self, name)
+            if value is not None:
+                seconds(name, value)
+
     @classmethod
     def of(cls, value: object) -> Timeouts:
         """Accept a ``Timeouts``, an ``httpx.Timeout``, a number or ``None``."""
@@ -49,7 +56,8 @@ class Timeouts:
             return cls(value.connect, value.read, value.write, value.pool)
         if value is None:
             return cls(None, None, None, None)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds("timeout", value)
             return cls(float(value), float(value), float(value), float(value))
         raise ValueError(f"expected a positive number, httpx.Timeout or None, got {value!r}")
 

@@ -1,0 +1,65 @@
+"""The proxies' Python arguments: every bad value is a ConfigError naming it,
+raised when the proxy is built (the config file's keys are tested through the CLI
+in test_config_types.py)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import httpx
+import pytest
+
+from clientlb import ConfigError, Limits, ProxyApp, WSGIProxy
+
+URL = "http://127.0.0.1:1"
+
+
+@pytest.mark.parametrize("proxy", [ProxyApp, WSGIProxy])
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"preserve_host": "no"}, "preserve_host"),
+        ({"preserve_host": 1}, "preserve_host"),
+        ({"retry_body_limit": -1}, "retry_body_limit"),
+        ({"retry_body_limit": 10**30}, "retry_body_limit"),
+        ({"retry_body_limit": 1.5}, "retry_body_limit"),
+        ({"timeout": "5"}, "timeout"),
+        ({"timeout": math.inf}, "timeout"),
+        ({"timeout": -1}, "timeout"),
+        ({"timeout": httpx.Timeout(5.0, read=math.inf)}, "timeout.read"),
+        ({"verify": "ca\0.pem"}, "verify"),
+        ({"verify": 3}, "verify"),
+        ({"limits": {"head": 1}}, "limits"),
+        ({"standbys": 5}, "standbys"),
+        ({"pool_options": ["slow_start"]}, "pool_options"),
+        ({"trusted_proxies": ["10.0.0.0/33"]}, "trusted_proxies"),
+        ({"engine": 5}, "engine"),
+        ({"health_check": "/health"}, "health_check"),
+        ({"discovery": 5}, "discovery"),
+    ],
+)
+def test_a_bad_argument_is_a_config_error_naming_it(
+    proxy: Any, options: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        proxy([URL], **options)
+    assert info.value.field == field, info.value
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"head": 0}, "head"),
+        ({"header_timeout": -1.0}, "header_timeout"),
+        ({"header_timeout": math.nan}, "header_timeout"),
+        ({"client_connections": 1.5}, "client_connections"),
+        ({"client_connections": True}, "client_connections"),
+        ({"upstream_connections": 2**40}, "upstream_connections"),
+        ({"request_line": 64 * 1024, "head": 32 * 1024}, "head"),
+    ],
+)
+def test_bad_limits_are_refused(values: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Limits(**values)
+    assert info.value.field == field
