@@ -38,7 +38,7 @@ from clientlb._proxy._limits import Limits
 from ..replicas import Replica
 from .conftest import in_flight, wait_until
 from .fronts import FRONTS, FrontServed, serve_with
-from .servers import Served, Special, split_response
+from .servers import Dying, Served, Special, split_response
 from .test_websocket import EchoUpstream
 
 pytestmark = pytest.mark.integration
@@ -939,40 +939,17 @@ def test_a_client_gone_mid_download_frees_its_slot(front: str) -> None:
 # -- 14: WebSockets through the front end's tunnel ---------------------------------------
 
 
-class WrongAccept:
+class WrongAccept(Dying):
     """A raw TCP upstream answering every upgrade with a 101 whose
     ``Sec-WebSocket-Accept`` answers no key, then closing."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data and (more := conn.recv(65536)):
-                    data += more
-                with contextlib.suppress(OSError):
-                    conn.sendall(
-                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                        b"Connection: Upgrade\r\n"
-                        b"Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"
-                    )
+    def _respond(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"
+            )
 
     def __enter__(self) -> WrongAccept:
         return self
@@ -980,8 +957,7 @@ class WrongAccept:
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept()
-        self.sock.close()
-        self._thread.join(5)
+        self.close()
 
 
 def ws_url(port: int) -> str:

@@ -33,7 +33,7 @@ from ._base import (
     connect_error,
     frame,
 )
-from ._connections import UpstreamConnections
+from ._connections import ConnectionTable, UpstreamConnections
 from ._readable import readable
 
 READ_SIZE = 65536
@@ -142,22 +142,12 @@ class AnyioEngine:
         limits: UpstreamLimits = DEFAULT_UPSTREAM_LIMITS,
     ) -> None:
         self._ssl = ssl_context
-        self._limits = limits
-        self._upstreams: dict[str, UpstreamConnections[_Conn]] = {}
+        self._table: ConnectionTable[_Conn] = ConnectionTable(limits)
         self._waiters: dict[UpstreamConnections[_Conn], collections.deque[anyio.Event]] = {}
         self._all: set[_Conn] = set()
 
-    def _connections(self, key: str) -> UpstreamConnections[_Conn]:
-        conns = self._upstreams.get(key)
-        if conns is None:
-            limits = self._limits
-            conns = self._upstreams[key] = UpstreamConnections(
-                limits.max_connections, limits.max_idle, limits.idle_timeout
-            )
-        return conns
-
     async def _checkout(self, upstream: Upstream, timeouts: Timeouts) -> _Conn:
-        conns = self._connections(upstream.key)
+        conns = self._table.of(upstream.key)
         deadline = None if timeouts.pool is None else time.monotonic() + timeouts.pool
         while True:
             stale: list[_Conn] = []
@@ -214,9 +204,8 @@ class AnyioEngine:
 
     async def _release(self, conn: _Conn) -> None:
         now = time.monotonic()
-        for conns in self._upstreams.values():  # anyio has no timers outside a task
-            for old in conns.expire(now):
-                await old._close()
+        for old in self._table.expire(now):  # anyio has no timers outside a task
+            await old._close()
         if conn.conns.put_idle(conn, now):
             self._slot_freed(conn.conns)
         else:
@@ -254,8 +243,7 @@ class AnyioEngine:
     async def aclose(self) -> None:
         conns = list(self._all)
         self._all.clear()
-        for upstream in self._upstreams.values():
-            upstream.idle.clear()
+        self._table.forget_idle()
         for conn in conns:
             await conn._close()
 

@@ -42,7 +42,7 @@ from ._base import (
     connect_error,
     frame,
 )
-from ._connections import UpstreamConnections
+from ._connections import ConnectionTable, UpstreamConnections
 from ._readable import Readable
 
 if TYPE_CHECKING:
@@ -292,8 +292,7 @@ class AsyncioEngine:
         limits: UpstreamLimits = DEFAULT_UPSTREAM_LIMITS,
     ) -> None:
         self._ssl = ssl_context
-        self._limits = limits
-        self._upstreams: dict[str, UpstreamConnections[_Conn]] = {}
+        self._table: ConnectionTable[_Conn] = ConnectionTable(limits)
         self._waiters: dict[UpstreamConnections[_Conn], _Waiters] = {}
         self._all: set[_Conn] = set()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -303,17 +302,8 @@ class AsyncioEngine:
         self._read_timer: asyncio.TimerHandle | None = None
         self._read_timer_at = 0.0
 
-    def _connections(self, key: str) -> UpstreamConnections[_Conn]:
-        conns = self._upstreams.get(key)
-        if conns is None:
-            limits = self._limits
-            conns = self._upstreams[key] = UpstreamConnections(
-                limits.max_connections, limits.max_idle, limits.idle_timeout
-            )
-        return conns
-
     async def _checkout(self, upstream: Upstream, timeouts: Timeouts) -> _Conn:
-        conns = self._connections(upstream.key)
+        conns = self._table.of(upstream.key)
         deadline: float | None = None
         while True:
             stale: list[_Conn] = []
@@ -414,19 +404,15 @@ class AsyncioEngine:
             conn._close()
 
     def _schedule_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._sweeper = loop.call_later(self._limits.idle_timeout / 2, self._sweep, loop)
+        self._sweeper = loop.call_later(self._table.limits.idle_timeout / 2, self._sweep, loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close idle connections kept longer than ``idle_timeout``."""
         self._sweeper = None
-        now = time.monotonic()
-        waiting = False
-        for conns in self._upstreams.values():
-            for conn in conns.expire(now):
-                conn._close()
-                conn._uncount()
-            waiting = waiting or bool(conns.idle)
-        if waiting:
+        for conn in self._table.expire(time.monotonic()):
+            conn._close()
+            conn._uncount()
+        if self._table.any_idle():
             self._schedule_sweep(loop)
 
     async def request(
@@ -471,8 +457,7 @@ class AsyncioEngine:
         self._reading.clear()
         conns = list(self._all)
         self._all.clear()
-        for upstream in self._upstreams.values():
-            upstream.idle.clear()
+        self._table.forget_idle()
         for conn in conns:
             conn._close()
         lost = [conn.lost for conn in conns if not conn.lost.done()]

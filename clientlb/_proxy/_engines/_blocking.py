@@ -31,7 +31,7 @@ from ._base import (
     connect_error,
     frame,
 )
-from ._connections import UpstreamConnections
+from ._connections import ConnectionTable, UpstreamConnections
 from ._readable import readable
 
 READ_SIZE = 65536
@@ -127,8 +127,7 @@ class BlockingEngine:
         limits: UpstreamLimits = DEFAULT_UPSTREAM_LIMITS,
     ) -> None:
         self._ssl = ssl_context
-        self._limits = limits
-        self._upstreams: dict[str, UpstreamConnections[_Conn]] = {}
+        self._table: ConnectionTable[_Conn] = ConnectionTable(limits)
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
         self._all: set[_Conn] = set()
@@ -136,12 +135,7 @@ class BlockingEngine:
     def _checkout(self, upstream: Upstream, timeouts: Timeouts) -> _Conn:
         deadline = None if timeouts.pool is None else time.monotonic() + timeouts.pool
         with self._lock:
-            conns = self._upstreams.get(upstream.key)
-            if conns is None:
-                limits = self._limits
-                conns = self._upstreams[upstream.key] = UpstreamConnections(
-                    limits.max_connections, limits.max_idle, limits.idle_timeout
-                )
+            conns = self._table.of(upstream.key)
             while True:
                 stale: list[_Conn] = []
                 conn = conns.take_idle(time.monotonic(), stale)
@@ -200,7 +194,7 @@ class BlockingEngine:
     def _release(self, conn: _Conn) -> None:
         now = time.monotonic()
         with self._lock:
-            expired = [c for conns in self._upstreams.values() for c in conns.expire(now)]
+            expired = self._table.expire(now)
             for old in expired:
                 old.closed = True
                 self._forget(old)
@@ -242,8 +236,7 @@ class BlockingEngine:
         with self._lock:
             conns = list(self._all)
             self._all.clear()
-            for upstream in self._upstreams.values():
-                upstream.idle.clear()
+            self._table.forget_idle()
         for conn in conns:
             conn.closed = True
             conn.sock.close()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Generic, Protocol, TypeVar
 
+from ._base import UpstreamLimits
+
 
 class Reusable(Protocol):
     @property
@@ -75,3 +77,35 @@ class UpstreamConnections(Generic[C]):
         gone = [c for s, c in self.idle if not (s >= oldest and c.usable)]
         self.idle = keep
         return gone
+
+
+class ConnectionTable(Generic[C]):
+    """Every upstream's connections, by upstream key, under one set of limits."""
+
+    __slots__ = ("_by_key", "limits")
+
+    def __init__(self, limits: UpstreamLimits) -> None:
+        self.limits = limits
+        self._by_key: dict[str, UpstreamConnections[C]] = {}
+
+    def of(self, key: str) -> UpstreamConnections[C]:
+        """The connections to the upstream ``key`` (created on first use)."""
+        conns = self._by_key.get(key)
+        if conns is None:
+            limits = self.limits
+            conns = self._by_key[key] = UpstreamConnections(
+                limits.max_connections, limits.max_idle, limits.idle_timeout
+            )
+        return conns
+
+    def expire(self, now: float) -> list[C]:
+        """Remove and return every upstream's idle connections past their time."""
+        return [conn for conns in self._by_key.values() for conn in conns.expire(now)]
+
+    def any_idle(self) -> bool:
+        return any(conns.idle for conns in self._by_key.values())
+
+    def forget_idle(self) -> None:
+        """Drop every idle list (the engine is closing every connection itself)."""
+        for conns in self._by_key.values():
+            conns.idle.clear()
