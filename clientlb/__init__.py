@@ -59,6 +59,9 @@ from ._proxy import (
     ProxyMiddleware as ProxyMiddleware,
 )
 from ._proxy import (
+    WebSocketSettings as WebSocketSettings,
+)
+from ._proxy import (
     WSGIProxy as WSGIProxy,
 )
 from ._proxy import (
@@ -96,6 +99,7 @@ __all__ = [
     "Upstream",
     "WSGIProxy",
     "WSGIProxyMiddleware",
+    "WebSocketSettings",
     "__version__",
     "discovery",
 ]

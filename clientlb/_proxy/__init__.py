@@ -12,8 +12,16 @@ runs).
 
 from ._asgi import ProxyApp as ProxyApp
 from ._limits import Limits as Limits
+from ._limits import WebSocketSettings as WebSocketSettings
 from ._middleware import ProxyMiddleware as ProxyMiddleware
 from ._wsgi import WSGIProxy as WSGIProxy
 from ._wsgi import WSGIProxyMiddleware as WSGIProxyMiddleware
 
-__all__ = ["Limits", "ProxyApp", "ProxyMiddleware", "WSGIProxy", "WSGIProxyMiddleware"]
+__all__ = [
+    "Limits",
+    "ProxyApp",
+    "ProxyMiddleware",
+    "WSGIProxy",
+    "WSGIProxyMiddleware",
+    "WebSocketSettings",
+]

@@ -43,7 +43,7 @@ from ._disconnect import run_until_disconnect
 from ._engines import DEFAULT_TIMEOUTS, AsyncEngine, AsyncResponse, default_async_engine
 from ._errors import ErrorReply, refusal, reply_for
 from ._headers import Inbound, request_target, response_headers
-from ._limits import DEFAULT_LIMITS, Limits
+from ._limits import DEFAULT_LIMITS, DEFAULT_WEBSOCKETS, Limits, WebSocketSettings
 from ._upgrade import check_request as check_upgrade_request
 from ._upgrade import check_response as check_upgrade_response
 
@@ -123,6 +123,8 @@ class ProxyApp(ProxyBase):
     * **limits** - a ``clientlb.Limits``: the connections kept per upstream
       (enforced here) and what clients may send (enforced by ``clientlb
       proxy``'s front end; other servers enforce their own).
+    * **websockets** - a ``clientlb.WebSocketSettings``: message size,
+      compression, how many at once, pings.
 
     Lifespan events start and stop the background work and close the engine.
     """
@@ -144,6 +146,7 @@ class ProxyApp(ProxyBase):
         pool_options: dict[str, Any] | None = None,
         verify: Verify = True,
         limits: Limits = DEFAULT_LIMITS,
+        websockets: WebSocketSettings = DEFAULT_WEBSOCKETS,
     ) -> None:
         super().__init__(
             upstreams,
@@ -157,6 +160,7 @@ class ProxyApp(ProxyBase):
             pool_options=pool_options,
             verify=verify,
             limits=limits,
+            websockets=websockets,
         )
         if engine is not None and not callable(getattr(engine, "request", None)):
             raise ConfigError("engine", f"expected an engine with request(), got {engine!r}")
@@ -429,7 +433,7 @@ class ProxyApp(ProxyBase):
                     "headers": response_headers(response.headers, 101),
                 }
             )
-            await tunnel.tunnel(response, self.limits.tunnel_timeout)
+            await tunnel.tunnel(response, self.websockets)
             outcome = Outcome.SUCCESS
         finally:
             await response.aclose()

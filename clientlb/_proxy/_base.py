@@ -14,7 +14,7 @@ from .._tls import Verify, default_context, tls_context
 from ._engines import DEFAULT_TIMEOUTS, Timeouts
 from ._errors import ErrorReply
 from ._headers import HeaderPolicy, host_header
-from ._limits import DEFAULT_LIMITS, Limits
+from ._limits import DEFAULT_LIMITS, DEFAULT_WEBSOCKETS, Limits, WebSocketSettings
 
 log = logging.getLogger("clientlb.proxy")
 
@@ -58,10 +58,17 @@ class ProxyBase:
         pool_options: dict[str, Any] | None = None,
         verify: Verify = True,
         limits: Limits = DEFAULT_LIMITS,
+        websockets: WebSocketSettings = DEFAULT_WEBSOCKETS,
     ) -> None:
         if not isinstance(limits, Limits):
             raise ConfigError("limits", f"expected a clientlb.Limits, got {limits!r}")
+        if not isinstance(websockets, WebSocketSettings):
+            raise ConfigError(
+                "websockets", f"expected a clientlb.WebSocketSettings, got {websockets!r}"
+            )
         self.limits = limits
+        self.websockets = websockets
+        self.open_websockets = 0  # relayed now, by either path, against max_open
         if isinstance(upstreams, Pool):
             pool, upstreams = upstreams, None
         if pool is not None:

@@ -21,6 +21,7 @@ The file can say everything the flags can, plus weights and tuning:
     [outlier]       # OutlierDetection's fields
     [pool]          # slow_start, slow_start_min_share, fail_back_after, failure_penalty
     [limits]        # Limits' fields: sizes, client timeouts, connection caps
+    [websockets]    # WebSocketSettings' fields: max_message, deflate, max_open, pings
     [server]        # graceful_shutdown, log_level, access_log, loop, backlog, gc_freeze
 
 Every value is checked for its type and range here, before anything starts: every
@@ -55,7 +56,7 @@ from .._core._upstream import HOSTNAME
 from .._tls import tls_context
 from ._engines import Timeouts
 from ._headers import parse_networks
-from ._limits import DEFAULT_LIMITS, Limits
+from ._limits import DEFAULT_LIMITS, DEFAULT_WEBSOCKETS, Limits, WebSocketSettings
 
 _SERVER_DEFAULTS: dict[str, Any] = {
     "graceful_shutdown": 30.0,
@@ -97,6 +98,7 @@ class Settings:
     pool: dict[str, float] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=lambda: dict(_SERVER_DEFAULTS))
     limits: Limits = DEFAULT_LIMITS
+    websockets: WebSocketSettings = DEFAULT_WEBSOCKETS
     # ``--discovery`` URIs and the ``[discovery]`` table: {"uris": [...]}.
     discovery: dict[str, Any] = field(default_factory=dict)
 
@@ -261,6 +263,8 @@ def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
         changes["pool"] = _pool(_table(data, "pool"))
     if "limits" in data:
         changes["limits"] = _build(Limits, _table(data, "limits"), "limits")
+    if "websockets" in data:
+        changes["websockets"] = _build(WebSocketSettings, _table(data, "websockets"), "websockets")
     if "server" in data:
         table = _table(data, "server")
         changes["server"] = {**base.server, **{k: _server(k, v) for k, v in table.items()}}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from .._core import ConfigError
-from .._core._policies import seconds
+from .._core._policies import flag, seconds
 from .._http1 import HeadLimits
 from ._engines import UpstreamLimits
 
@@ -36,9 +36,6 @@ class Limits:
       is cut off (nginx's ``send_timeout 60s``).
     * **client_connections** - client connections open at once; more wait in the
       listen backlog (nginx's common ``worker_connections 1024``).
-    * **tunnel_timeout** - seconds a WebSocket relayed by ``clientlb proxy`` may
-      pass no byte either way before it is closed (nginx's
-      ``proxy_read_timeout 60s``; WebSocket ends that ping keep it open).
 
     Upstream side (enforced by the proxy's engines, under any server):
 
@@ -58,7 +55,6 @@ class Limits:
     body_timeout: float = 60.0
     send_timeout: float = 60.0
     client_connections: int = 1024
-    tunnel_timeout: float = 60.0
     upstream_connections: int = 1024
     upstream_idle_timeout: float = 4.0
 
@@ -90,3 +86,46 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketSettings:
+    """How the proxy relays WebSockets (``ProxyApp(websockets=...)``, the config
+    file's ``[websockets]`` table).
+
+    * **max_message** - bytes of one message, either way; a bigger one closes
+      the WebSocket with 1009 (the ``websockets`` library's default, 1 MiB).
+    * **deflate** - let the ends compress messages (permessage-deflate). The
+      proxy never holds an inflated message: ``clientlb proxy`` relays frames as
+      they come, compressed, and under another server the upstream leg's
+      inflated messages are bounded by ``max_message``.
+    * **max_open** - WebSockets open at once; the next handshake is answered
+      503 (half of ``client_connections``, so that plain requests keep room).
+    * **ping_interval**, **ping_timeout** - seconds between the proxy's pings to
+      each leg, and how long a leg may stay silent after one before its session
+      is closed (1011 to the client when the upstream froze): the ``websockets``
+      library's and uvicorn's 20 s each.
+    * **close_timeout** - seconds the two ends get to finish closing when the
+      proxy says 1001 Going Away at shutdown.
+    """
+
+    max_message: int = 1024 * 1024
+    deflate: bool = True
+    max_open: int = 512
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    close_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_message", "max_open"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, f"must be a whole number >= 1, got {value!r}")
+            if value > MAX_COUNT:
+                raise ConfigError(name, f"must be at most {MAX_COUNT}, got {value!r}")
+        flag("deflate", self.deflate)
+        for name in ("ping_interval", "ping_timeout", "close_timeout"):
+            seconds(name, getattr(self, name))
+
+
+DEFAULT_WEBSOCKETS = WebSocketSettings()

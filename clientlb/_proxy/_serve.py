@@ -48,6 +48,7 @@ def build_app(settings: Settings) -> ProxyApp:
         health_check=settings.health,
         discovery=discovery_providers(settings) or None,
         limits=settings.limits,
+        websockets=settings.websockets,
     )
 
 

@@ -21,7 +21,7 @@ from clientlb import HealthCheck, OutlierDetection, Pool, RetryBudget, RetryPoli
 from clientlb._cli import main
 from clientlb._proxy import _config
 from clientlb._proxy._config import Settings, build
-from clientlb._proxy._limits import Limits
+from clientlb._proxy._limits import Limits, WebSocketSettings
 
 #: One TOML value of each kind; ``nan`` and ``inf`` are floats no key accepts.
 SAMPLES = {
@@ -58,6 +58,7 @@ TOP: dict[str, frozenset[str]] = {
     "pool": TABLE,
     "server": TABLE,
     "limits": TABLE,
+    "websockets": TABLE,
     "discovery": TABLE,
 }
 #: Keys whose TOML kinds do not follow from their Python annotation.
@@ -102,6 +103,7 @@ def accepted_kinds() -> dict[str, frozenset[str]]:
         ("health", HealthCheck, [f.name for f in fields(HealthCheck)]),
         ("pool", Pool.__init__, sorted(_config._POOL_KEYS)),
         ("limits", Limits, [f.name for f in fields(Limits)]),
+        ("websockets", WebSocketSettings, [f.name for f in fields(WebSocketSettings)]),
         (ENTRY, Upstream, sorted(_config._UPSTREAM_KEYS)),
     ]
     for table, owner, names in tables:
