@@ -41,7 +41,7 @@ from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log, log_failure
 from ._disconnect import run_until_disconnect
 from ._engines import DEFAULT_TIMEOUTS, AsyncEngine, AsyncResponse, default_async_engine
-from ._errors import ErrorReply, refusal, reply_for
+from ._errors import TOO_MANY_WEBSOCKETS, ErrorReply, refusal, reply_for
 from ._headers import Inbound, request_target, response_headers
 from ._limits import DEFAULT_LIMITS, DEFAULT_WEBSOCKETS, Limits, WebSocketSettings
 from ._upgrade import check_request as check_upgrade_request
@@ -295,6 +295,20 @@ class ProxyApp(ProxyBase):
     ) -> None:
         method: str = scope["method"]
         pool = self.pool
+        engine, timeouts, retry_on = self.engine, self.timeouts, pool.retry.retry_on_status
+        headers, kept = inbound.headers, inbound.host is not None
+        tunnel = scope.get("extensions", {}).get("clientlb.tunnel")
+        upgrade = tunnel is not None and getattr(engine, "tunnels", False)
+        if upgrade:
+            try:
+                check_upgrade_request(scope["headers"])
+            except ProtocolError as exc:
+                return await self._reply(send, scope, refusal(exc), exc, None)
+            if self.open_websockets >= self.websockets.max_open:
+                return await self._reply(send, scope, TOO_MANY_WEBSOCKETS, "at max_open", None)
+            headers = [*headers, (b"upgrade", b"websocket"), (b"connection", b"upgrade")]
+            if not self.websockets.deflate:
+                headers = [(n, v) for n, v in headers if n != b"sec-websocket-extensions"]
         plan = AttemptPlan(pool, method, inbound.client if pool.algorithm.hashes else None)
         try:
             lease = plan.first()
@@ -303,17 +317,6 @@ class ProxyApp(ProxyBase):
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         query: bytes = scope.get("query_string", b"")
         method_b = method.encode("ascii")
-        headers, kept = inbound.headers, inbound.host is not None
-        engine, timeouts, retry_on = self.engine, self.timeouts, pool.retry.retry_on_status
-        tunnel = scope.get("extensions", {}).get("clientlb.tunnel")
-        upgrade = tunnel is not None and getattr(engine, "tunnels", False)
-        if upgrade:
-            try:
-                check_upgrade_request(scope["headers"])
-            except ProtocolError as exc:
-                lease.finish(Outcome.CANCELLED)
-                return await self._reply(send, scope, refusal(exc), exc, lease)
-            headers = [*headers, (b"upgrade", b"websocket"), (b"connection", b"upgrade")]
         while True:
             host, prefix = self.upstream_parts(lease.upstream)
             try:
@@ -425,6 +428,7 @@ class ProxyApp(ProxyBase):
         extension) until either side closes; the lease lasts as long."""
         lease.responded(101)
         outcome = Outcome.CANCELLED
+        self.open_websockets += 1
         try:
             await send(
                 {
@@ -436,6 +440,7 @@ class ProxyApp(ProxyBase):
             await tunnel.tunnel(response, self.websockets)
             outcome = Outcome.SUCCESS
         finally:
+            self.open_websockets -= 1
             await response.aclose()
             lease.finish(outcome)
 

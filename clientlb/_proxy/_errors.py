@@ -54,6 +54,9 @@ UNREACHABLE = ErrorReply(502, b"502 Bad Gateway: upstream unreachable\n", "upstr
 TIMED_OUT = ErrorReply(504, b"504 Gateway Timeout: upstream timed out\n", "upstream timed out")
 BAD_RESPONSE = ErrorReply(502, b"502 Bad Gateway: bad upstream response\n", "bad upstream response")
 BUSY = ErrorReply(503, b"503 Service Unavailable: upstream busy\n", "upstream busy")
+TOO_MANY_WEBSOCKETS = ErrorReply(
+    503, b"503 Service Unavailable: too many WebSockets open\n", "too many WebSockets"
+)
 
 _TABLE: tuple[tuple[type[BaseException], ErrorReply], ...] = (
     (NoUpstream, NO_UPSTREAM),

@@ -29,10 +29,11 @@ import asyncio
 import collections
 import http
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from ..._http1 import LAST_CHUNK, ProtocolError, RequestHead, RequestReader, response_head
+from .._limits import WebSocketSettings
 from .._upgrade import wants_websocket
 from ._tunnel import End, Tunnel
 
@@ -46,6 +47,12 @@ HIGH_WATER = 256 * 1024  # request body bytes waiting for the app before reading
 LOW_WATER = 64 * 1024
 DISCONNECT = {"type": "http.disconnect"}
 INF = float("inf")
+class Upstream(End, Protocol):
+    """The upstream connection that answered 101, as the tunnel takes it."""
+
+    headers: list[tuple[bytes, bytes]]
+
+
 _NO_BODY_STATUS = frozenset({204, 304})
 # What this server offers apps beyond ASGI: it cancels a request's task when its
 # client goes away (so an app need not watch ``receive()`` for that).
@@ -198,9 +205,10 @@ class _Cycle:
         elif conn.write_paused:
             await conn.drain()
 
-    async def tunnel(self, upstream: End, idle_timeout: float) -> None:
+    async def tunnel(self, upstream: Upstream, settings: WebSocketSettings) -> None:
         """After a 101 start: write it, then relay bytes between the client and
-        ``upstream`` until either closes (see ``Tunnel``)."""
+        ``upstream`` (the connection that answered 101) until either closes (see
+        ``Tunnel``)."""
         conn = self.conn
         if not self.upgrade or self.head is None or conn.transport is None:
             raise RuntimeError("tunnel() follows an http.response.start with status 101")
@@ -208,7 +216,8 @@ class _Cycle:
         self.head = None
         self.complete = True
         pending, conn.reader.pending = conn.reader.pending, b""
-        tunnel = Tunnel(conn, upstream, idle_timeout, conn.loop)
+        extensions = any(n == b"sec-websocket-extensions" for n, _ in upstream.headers)
+        tunnel = Tunnel(conn, upstream, settings, conn.loop, extensions=extensions)
         await tunnel.run(pending)
 
     def _start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -620,9 +629,12 @@ class ClientConnection(asyncio.Protocol):
             self.transport.abort()
 
     def shutdown(self) -> None:
-        """Stop taking requests: close now if idle, else after this response."""
+        """Stop taking requests: close now if idle, else after this response; a
+        tunnel says 1001 Going Away to both ends."""
         self.closing = True
-        if self.cycle is None:
+        if self.tunnel is not None:
+            self.tunnel.go_away()
+        elif self.cycle is None:
             self.close()
 
 
