@@ -9,7 +9,9 @@ every target alike:
 
 * ``direct``            wrk straight to one upstream (the ceiling)
 * ``clientlb``          ``clientlb proxy`` (the CLI: its own front end and the
-                        asyncio engine), over both upstreams
+                        asyncio engine, on uvloop), over both upstreams
+* ``clientlb-asyncio``  the same on asyncio's own event loop, as where uvloop has
+                        no wheels
 * ``clientlb-anyio``    ``ProxyApp`` under uvicorn with the anyio engine (what
                         runs under trio), over both upstreams
 * ``clientlb-aiohttp``  ``ProxyApp`` under uvicorn with an aiohttp engine (an
@@ -371,6 +373,29 @@ def main() -> int:
                 "--log-level",
                 "warning",
             ],
+        )
+        plain_loop = os.path.join(tmp, "asyncio.toml")
+        with open(plain_loop, "w") as f:
+            f.write('[server]\nloop = "asyncio"\n')
+        add(
+            "clientlb-asyncio",
+            [
+                py,
+                "-m",
+                "clientlb",
+                "proxy",
+                "--listen",
+                "127.0.0.1:{port}",
+                "--upstream",
+                ups[0],
+                "--upstream",
+                ups[1],
+                "--log-level",
+                "warning",
+                "--config",
+                plain_loop,
+            ],
+            "the same on asyncio's own loop (where uvloop has no wheels)",
         )
         for name in ("clientlb-anyio", "clientlb-aiohttp"):
             if name == "clientlb-aiohttp" and not installed("aiohttp"):

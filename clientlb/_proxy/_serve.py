@@ -135,13 +135,23 @@ def _freeze_heap() -> None:
 
 
 def _announce(sockets: tuple[socket.socket, socket.socket | None], upstreams: int) -> None:
-    """One line saying where the proxy listens (the bound ports, even for port 0)."""
+    """One line saying where the proxy listens (the bound ports, even for port 0)
+    and what it runs on."""
     host, port = sockets[0].getsockname()[:2]
     admin = ""
     if sockets[1] is not None:
         admin_host, admin_port = sockets[1].getsockname()[:2]
         admin = f", admin on http://{admin_host}:{admin_port}"
-    log.info("listening on http://%s:%d%s, %d upstreams", host, port, admin, upstreams)
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    log.info(
+        "listening on http://%s:%d%s, %d upstreams (clientlb HTTP/1.1 front end and engine, "
+        "%s event loop)",
+        host,
+        port,
+        admin,
+        upstreams,
+        "uvloop" if loop == "uvloop" else "asyncio",
+    )
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
