@@ -201,3 +201,28 @@ def test_shutdown_says_going_away_to_both_ends() -> None:
         assert echo.closed.wait(3)
     assert codes == [1001]
     assert echo.closed_with == [1001]
+
+
+def test_a_client_gone_while_the_upstream_stalls_is_let_go_at_once() -> None:
+    """The upstream reads nothing (its buffers fill, the proxy's writes back up);
+    the client leaves: lease, sockets and the WebSocket slot are released
+    within 2 s, not after a ping round."""
+    frozen = FrozenUpstream()
+    settings = WebSocketSettings(ping_interval=60, ping_timeout=60)
+    try:
+        with tunnelled(frozen.url, settings) as (app, url):
+
+            async def push_then_leave() -> None:
+                async with connect(url, ping_interval=None, compression=None) as ws:
+                    for _ in range(64):  # 4 MiB towards an upstream that reads nothing
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(ws.send(b"x" * 65536), 0.05)
+                    assert app.open_websockets == 1
+                    ws.transport.abort()  # gone, without a goodbye
+
+            asyncio.run(push_then_leave())
+            started = time.monotonic()
+            assert wait_until(lambda: app.open_websockets == 0, timeout=2.0)
+            assert time.monotonic() - started < 2.0
+    finally:
+        frozen.close()

@@ -30,3 +30,32 @@ class Readable:
 def readable(sock: socket.socket) -> bool:
     """``True`` if reading ``sock`` would not block (data, EOF or an error)."""
     return sock.fileno() < 0 or Readable(sock)()
+
+
+_CLOSE_WAIT = 8  # Linux's tcpi_state once the peer has sent its FIN
+
+
+def peer_gone(fd: int) -> bool:
+    """Whether the peer of the socket ``fd`` has closed or reset it, looked at
+    without reading (for a connection whose reading is paused, where the event
+    loop would not notice): an end of stream or an error waiting, or, on Linux,
+    a FIN behind data nobody has read yet."""
+    try:
+        sock = socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return True
+    with sock:
+        try:
+            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                return True
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        tcp_info = getattr(socket, "TCP_INFO", None)
+        if tcp_info is None:  # pragma: no cover - not Linux
+            return False
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 1)[0] == _CLOSE_WAIT
+        except OSError:
+            return False

@@ -16,7 +16,8 @@ like a WebSocket party where it must:
   with 1002;
 * at shutdown both ends hear 1001 Going Away and get ``close_timeout`` to finish.
 
-Either side closing ends the tunnel.
+Either side closing ends the tunnel, noticed at once, or within ``WATCH_PAUSED``
+when the proxy had stopped reading that side because the other was full.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ from ..._http1._websocket import (
     close_frame,
     frame,
 )
+from .._engines._readable import peer_gone
 from .._limits import WebSocketSettings
+
+WATCH_PAUSED = 0.5  # seconds between looks at a paused end's socket
 
 
 class End(Protocol):
@@ -86,6 +90,8 @@ class Tunnel:
         self.done: asyncio.Future[None] = loop.create_future()
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False
+        self.paused: set[End] = set()  # ends whose reading waits for the other
+        self.watcher: asyncio.TimerHandle | None = None
 
     async def run(self, client_first: bytes = b"") -> None:
         """Relay until one side closes; ``client_first`` is what the client sent
@@ -132,15 +138,33 @@ class Tunnel:
             leg.pending += own
 
     def full(self, end: End) -> None:
-        """``end`` cannot take more for now: stop reading the other side."""
-        source = (self.upstream if end is self.client else self.client).transport
+        """``end`` cannot take more for now: stop reading the other side, and
+        watch that side's socket meanwhile (a paused socket's close would go
+        unnoticed until reading resumes)."""
+        other = self.upstream if end is self.client else self.client
+        source = other.transport
         if source is not None and not source.is_closing():
             source.pause_reading()
+            self.paused.add(other)
+            if self.watcher is None:
+                self.watcher = self.loop.call_later(WATCH_PAUSED, self._watch_paused)
 
     def drained(self, end: End) -> None:
-        source = (self.upstream if end is self.client else self.client).transport
+        other = self.upstream if end is self.client else self.client
+        self.paused.discard(other)
+        source = other.transport
         if source is not None and not source.is_closing():
             source.resume_reading()
+
+    def _watch_paused(self) -> None:
+        self.watcher = None
+        for end in list(self.paused):
+            sock = end.transport.get_extra_info("socket") if end.transport else None
+            if sock is None or peer_gone(sock.fileno()):
+                self.lost(end)
+                return
+        if self.paused and not self.done.done():
+            self.watcher = self.loop.call_later(WATCH_PAUSED, self._watch_paused)
 
     def lost(self, end: End) -> None:
         """``end`` closed: the tunnel is over."""
@@ -210,7 +234,8 @@ class Tunnel:
             self.done.set_result(None)
 
     def close(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        for timer in (self.timer, self.watcher):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.watcher = None
         self._finish()
