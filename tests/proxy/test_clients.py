@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -1041,3 +1042,37 @@ def test_a_101_with_a_wrong_accept_alone_is_502() -> None:
 
         assert asyncio.run(attempt()) == 502
     assert bad.accepted >= 1
+
+
+def test_a_client_gone_while_its_body_waits_for_the_upstream_is_let_go() -> None:
+    """The upstream reads nothing, so the proxy stops reading the client's body;
+    the client then leaves. The front end notices although it is not reading,
+    and the upstream exchange ends (in-flight back to 0) within a couple of
+    seconds, not at the 60 s write timeout."""
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(4)
+    upstream = f"http://127.0.0.1:{stalled.getsockname()[1]}"
+    try:
+        with proxied("front", [upstream], Limits()) as (app, port):
+            client = socket.create_connection(("127.0.0.1", port))
+            client.setblocking(False)
+            size = 64 << 20
+            client.send(request("/upload", HOST, f"Content-Length: {size}", method="POST"))
+            sent, deadline = 0, time.monotonic() + 5
+            while time.monotonic() < deadline:  # until both sides' buffers are full
+                try:
+                    sent += client.send(b"u" * 65536)
+                except BlockingIOError:
+                    if not select.select([], [client], [], 0.3)[1]:
+                        break
+            assert in_flight(app.pool) == 1 and sent < size
+            # Gone abruptly (a FIN would wait behind the unread bytes, where TCP
+            # lets nobody see it before they are read).
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            started = time.monotonic()
+            assert wait_until(lambda: in_flight(app.pool) == 0, timeout=3.0)
+            assert time.monotonic() - started < 3.0
+    finally:
+        stalled.close()

@@ -32,14 +32,17 @@ def readable(sock: socket.socket) -> bool:
     return sock.fileno() < 0 or Readable(sock)()
 
 
-_CLOSE_WAIT = 8  # Linux's tcpi_state once the peer has sent its FIN
+# Linux's tcpi_state after the peer's reset (TCP_CLOSE) or FIN (TCP_CLOSE_WAIT).
+_PEER_CLOSED = frozenset({7, 8})
 
 
 def peer_gone(fd: int) -> bool:
     """Whether the peer of the socket ``fd`` has closed or reset it, looked at
     without reading (for a connection whose reading is paused, where the event
     loop would not notice): an end of stream or an error waiting, or, on Linux,
-    a FIN behind data nobody has read yet."""
+    a reset or a FIN behind data nobody has read yet. (A FIN the peer's kernel
+    still holds behind data the proxy's window has no room for cannot be seen by
+    anyone until that data is read.)"""
     try:
         sock = socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM)
     except OSError:
@@ -56,6 +59,6 @@ def peer_gone(fd: int) -> bool:
         if tcp_info is None:  # pragma: no cover - not Linux
             return False
         try:
-            return sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 1)[0] == _CLOSE_WAIT
+            return sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 1)[0] in _PEER_CLOSED
         except OSError:
             return False

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from ..._http1 import LAST_CHUNK, ProtocolError, RequestHead, RequestReader, response_head
+from .._engines._readable import peer_gone
 from .._limits import WebSocketSettings
 from .._upgrade import wants_websocket
 from ._tunnel import End, Tunnel
@@ -563,6 +564,13 @@ class ClientConnection(asyncio.Protocol):
                     self.refuse(408, "the request body took too long")
             else:
                 self._arm(self.last_read + self.limits.body_timeout)
+
+    def check_paused(self) -> None:
+        """Reading is paused (the app is slower than the client): the event
+        loop would not see the client leave, so look at the socket."""
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is not None and peer_gone(sock.fileno()):
+            self.abort()
 
     # -- flow control -----------------------------------------------------------------
 

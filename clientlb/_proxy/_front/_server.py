@@ -142,8 +142,11 @@ class FrontEnd:
 
     def _on_tick(self) -> None:
         now = self.loop.time()
-        for conn in [c for c in self.connections if c.deadline <= now]:
-            conn.on_deadline(now)
+        for conn in [c for c in self.connections if c.deadline <= now or c.read_paused]:
+            if conn.read_paused and conn.tunnel is None:
+                conn.check_paused()  # its close would go unnoticed while paused
+            if conn.deadline <= now:
+                conn.on_deadline(now)
         self._ticker = (
             self.loop.call_later(self._tick, self._on_tick) if self.connections else None
         )
