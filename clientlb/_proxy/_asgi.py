@@ -204,7 +204,11 @@ class ProxyApp(ProxyBase):
             await self._background.start()
 
     async def shutdown(self) -> None:
-        """Stop the background work and close the upstream connections."""
+        """Say 1001 Going Away to open WebSockets, stop the background work and
+        close the upstream connections."""
+        from ._websocket import close_websockets
+
+        await close_websockets(self)
         if self._background is not None:
             await self._background.aclose()
         if self._engine is not None:

@@ -1010,8 +1010,6 @@ def test_a_websocket_tunnel_outlives_a_quiet_spell() -> None:
         assert asyncio.run(talk()) == "still there?"
 
 
-
-
 def test_a_101_with_a_wrong_accept_is_a_bad_upstream_and_another_is_tried() -> None:
     echo = EchoUpstream("good")
     with (
