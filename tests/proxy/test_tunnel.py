@@ -12,17 +12,20 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from clientlb import ProxyApp, WebSocketSettings
+from clientlb import OutlierDetection, ProxyApp, WebSocketSettings
 
 from .conftest import in_flight, wait_until
 from .fronts import FrontServed
 from .servers import Served
 from .test_websocket import EchoUpstream
+from .ws_upstreams import WsUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -226,3 +229,61 @@ def test_a_client_gone_while_the_upstream_stalls_is_let_go_at_once() -> None:
             assert time.monotonic() - started < 2.0
     finally:
         frozen.close()
+
+
+# What the client hears when the one upstream fails its handshake this way.
+FAILURES = {
+    "close": 502,
+    "malformed": 502,
+    "wrong-accept": 502,
+    "extension": 502,
+    "subprotocol": 502,
+    "silent": 504,
+    "status": 503,
+}
+QUICK = httpx.Timeout(connect=2.0, read=0.3, write=2.0, pool=2.0)
+EJECT_AFTER_TWO = OutlierDetection(consecutive_local_failures=2, consecutive_gateway_errors=2)
+
+
+def upstream_state(app: ProxyApp, url: str) -> dict[str, Any]:
+    return next(u for u in app.pool.snapshot()["upstreams"] if u["url"] == url)
+
+
+@pytest.mark.parametrize("mode", sorted(FAILURES))
+def test_a_failing_upstream_beside_a_good_one_is_retried_then_ejected(mode: str) -> None:
+    with WsUpstream(mode) as bad, Served(EchoUpstream("good")) as up:
+        app = ProxyApp(
+            [bad.url, up.url], timeout=QUICK, pool_options={"outlier": EJECT_AFTER_TWO}
+        )
+        with FrontServed(app) as front:
+
+            async def greetings() -> list[str]:
+                heard = []
+                for _ in range(8):
+                    async with connect(f"ws://127.0.0.1:{front.port}/chat") as ws:
+                        heard.append(str(await ws.recv()))
+                    if upstream_state(app, bad.url)["state"] == "ejected":
+                        break
+                return heard
+
+            heard = asyncio.run(greetings())
+            assert heard and all(h == "hello from good /chat" for h in heard)
+            assert upstream_state(app, bad.url)["state"] == "ejected"
+            assert upstream_state(app, bad.url)["failures"] >= 2
+            assert wait_until(lambda: in_flight(app.pool) == 0 and app.open_websockets == 0)
+
+
+@pytest.mark.parametrize(("mode", "status"), sorted(FAILURES.items()))
+def test_a_failing_upstream_alone_answers_a_gateway_status(mode: str, status: int) -> None:
+    with WsUpstream(mode) as bad:
+        app = ProxyApp([bad.url], timeout=QUICK)
+        with FrontServed(app) as front:
+
+            async def refused() -> int:
+                with pytest.raises(InvalidStatus) as info:
+                    async with connect(f"ws://127.0.0.1:{front.port}/chat"):
+                        pass
+                return info.value.response.status_code
+
+            assert asyncio.run(refused()) == status
+            assert wait_until(lambda: in_flight(app.pool) == 0)
