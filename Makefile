@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,fast,rich,websockets,prometheus,dns]'
+	$(BIN)/python -m pip install -q -e '.[dev,fast,rich,websockets,dns]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/proxy.py
 	$(BIN)/python benchmarks/proxy_memory.py
 	$(BIN)/python benchmarks/chaos.py --peers
+	$(BIN)/python benchmarks/large_pool.py
 	$(BIN)/python benchmarks/discovery_latency.py
 
 clean:

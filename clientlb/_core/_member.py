@@ -7,6 +7,7 @@ every algorithm, transport and proxy sharing the pool reads and updates.
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from typing import Any
 
 from ._state import Health
@@ -36,7 +37,6 @@ class Member:
         "failures",
         "health",
         "in_flight",
-        "index",
         "last_ejection_end",
         "peak",
         "peak_stamp",
@@ -51,11 +51,10 @@ class Member:
         "weight",
     )
 
-    def __init__(self, upstream: Upstream, tier: int, index: int) -> None:
+    def __init__(self, upstream: Upstream, tier: int) -> None:
         self.upstream = upstream
         self.weight = upstream.weight
         self.tier = tier
-        self.index = index
         self.in_flight = 0
         self.requests = 0
         self.failures = 0
@@ -111,20 +110,48 @@ class Member:
         return max(min_share, (now - self.ramp_start) / span) if span > 0 else 1.0
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        state = self.health.value
-        if self.health is Health.HEALTHY and now < self.until:
-            state = "recovering"
-        elif self.health is Health.HEALTHY and now < self.ramp_until:
-            state = "slow-start"
-        return {
-            "url": self.upstream.url,
-            "weight": self.weight,
-            "tier": TIER_NAMES[self.tier],
-            "state": state,
-            "in_flight": self.in_flight,
-            "ewma_latency": self.ewma if self.sampled else None,
-            "peak_ewma_latency": self.peak_cost(now) if self.sampled else None,
-            "requests": self.requests,
-            "failures": self.failures,
-            "ejections": self.ejections,
-        }
+        return snapshot_row(snapshot_values(self), now)
+
+
+#: What a snapshot reads of a member, as one tuple: taken under the pool's lock
+#: (one C call per member), turned into a row outside it (``snapshot_row``).
+snapshot_values = attrgetter(
+    "upstream",
+    "weight",
+    "tier",
+    "health",
+    "until",
+    "ramp_until",
+    "in_flight",
+    "sampled",
+    "ewma",
+    "peak",
+    "peak_stamp",
+    "requests",
+    "failures",
+    "ejections",
+)
+
+
+def snapshot_row(values: tuple[Any, ...], now: float) -> dict[str, Any]:
+    """One upstream of ``Pool.snapshot()``, from ``snapshot_values(member)``."""
+    (upstream, weight, tier, health, until, ramp_until, in_flight, sampled, ewma, peak, stamp,
+     requests, failures, ejections) = values  # fmt: skip
+    state = health.value
+    if health is Health.HEALTHY and now < until:
+        state = "recovering"
+    elif health is Health.HEALTHY and now < ramp_until:
+        state = "slow-start"
+    decayed = peak * math.exp(-max(now - stamp, 0.0) / PEAK_EWMA_DECAY) if sampled else None
+    return {
+        "url": upstream.url,
+        "weight": weight,
+        "tier": TIER_NAMES[tier],
+        "state": state,
+        "in_flight": in_flight,
+        "ewma_latency": ewma if sampled else None,
+        "peak_ewma_latency": decayed,
+        "requests": requests,
+        "failures": failures,
+        "ejections": ejections,
+    }

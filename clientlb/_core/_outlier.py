@@ -10,7 +10,7 @@ estimates.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from ._member import Member
 from ._policies import OutlierDetection
@@ -35,7 +35,7 @@ def finished(member: Member) -> int:
 
 
 def slow_members(
-    members: Sequence[Member], rules: OutlierDetection, marks: Mapping[Member, int]
+    members: Iterable[Member], rules: OutlierDetection, marks: Mapping[Member, int]
 ) -> list[Member]:
     """The members whose latency EWMA is above ``latency_factor`` x the median of
     their tier, slowest first.

@@ -12,36 +12,44 @@ balances over all of them rather than failing every request.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import random as _random
+import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ._algorithms import Algorithm, make_algorithm
 from ._budget import BudgetLedger
 from ._errors import ConfigError, NoUpstream
-from ._member import PRIMARY, STANDBY, TIER_NAMES, Member
+from ._member import PRIMARY, STANDBY, TIER_NAMES, Member, snapshot_row, snapshot_values
 from ._outcome import FAILURES, Outcome
 from ._outlier import failing, finished, slow_members
 from ._policies import HealthCheck, OutlierDetection, RetryPolicy, _positive, flag, seconds
 from ._state import Event, Health, transition
+from ._turns import taking_turns
 from ._upstream import Upstream, as_upstream
 
 GATEWAY_ERRORS = frozenset({502, 503, 504})
 _NO_EXCLUSIONS: frozenset[Member] = frozenset()
 DEFAULT_OUTLIER = OutlierDetection()
+#: Membership changes ``update_steps()`` applies per hold of the pool's lock.
+UPDATE_STEP = 500
 
 
 class _Tier:
-    __slots__ = ("algorithm", "available", "members", "name", "unavailable")
+    __slots__ = ("algorithm", "available", "ejected", "members", "name", "unavailable")
 
     def __init__(self, name: str, algorithm: Algorithm) -> None:
         self.name = name
         self.algorithm = algorithm
-        self.members: list[Member] = []
+        # in configuration order, newcomers last; a dict so that removal is O(1)
+        self.members: dict[Member, None] = {}
         self.available: list[Member] = []
+        self.ejected = 0  # members in Health.EJECTED, for the ejection cap
         # Hashing algorithms hold every member, so that an ejection does not move
         # other members' keys; the ones out are excluded at pick time instead.
         self.unavailable: frozenset[Member] = frozenset()
@@ -181,6 +189,8 @@ class Pool:
         self._panic: Algorithm | None = None
         self._dirty = True
         self._next_timer = math.inf
+        self._timers: list[tuple[float, int, Member]] = []  # a heap: (when, id, member)
+        self._timer_ids = itertools.count()
         self._budget = BudgetLedger(self.retry.budget) if self.retry.budget else None
         self._listeners: list[Callable[[str, Member], None]] = []
         self._latency_marks: dict[Member, int] = {}  # finished requests at admission
@@ -194,6 +204,10 @@ class Pool:
             raise ConfigError("upstreams", "a pool needs at least one upstream")
 
     # -- membership -------------------------------------------------------------
+    #
+    # Every change here is O(1) per member (tiers are insertion-ordered dicts), so
+    # a change of k members costs O(k), plus one O(n) pass for ``update()``. The
+    # algorithms rebuild their index from the tiers on the next pick, in O(n).
 
     def _insert(self, upstream: Upstream, tier: int, field: str, *, ramp: bool) -> Member:
         existing = self._members.get(upstream.key)
@@ -201,14 +215,16 @@ class Pool:
             if existing.tier != tier:
                 raise ConfigError(field, f"{upstream.url} is both a primary and a standby")
             raise ConfigError(field, f"duplicate upstream {upstream.url}")
-        members = self._tiers[tier].members
-        member = Member(upstream, tier, len(members))
+        member = Member(upstream, tier)
+        self._admit(member, ramp)
+        return member
+
+    def _admit(self, member: Member, ramp: bool) -> None:
         if ramp:
             self._start_ramp(member, self.clock())
-        members.append(member)
-        self._members[upstream.key] = member
+        self._tiers[member.tier].members[member] = None
+        self._members[member.upstream.key] = member
         self._dirty = True
-        return member
 
     def add(self, upstream: str | Upstream, *, standby: bool = False) -> None:
         """Add an upstream at run time; it ramps up under slow start."""
@@ -240,49 +256,117 @@ class Pool:
         """Make the membership equal to the given lists in one atomic change.
 
         Survivors keep their statistics (their weight follows the new value), new
-        upstreams are added under slow start, and missing ones are drained.
+        upstreams are added under slow start, and missing ones are drained. O(n)
+        in the size of the pool and of the lists; see ``update_steps()`` for the
+        same change in short holds of the pool's lock.
         """
+        steps = self.update_steps(upstreams, standbys, drain_timeout=drain_timeout, step=0)
+        with self._lock:
+            for _ in steps:
+                pass
+
+    def update_steps(
+        self,
+        upstreams: Iterable[str | Upstream],
+        standbys: Iterable[str | Upstream] = (),
+        *,
+        drain_timeout: float | None = 30.0,
+        step: int = UPDATE_STEP,
+    ) -> Iterator[int]:
+        """``update()`` in steps, for a caller that must keep the pool serving while
+        it changes thousands of members (discovery does this).
+
+        The lists are checked at once (``ConfigError``, and nothing changes), and
+        the new members are built before the lock is taken. Each ``next()`` then
+        applies at most ``step`` changes under the pool's lock and yields the
+        number applied so far; the driver lets other work run between steps (an
+        event loop's checkpoint, a thread's ``sleep(0)``). Newcomers are admitted
+        before anyone leaves, so a pool being replaced never goes through an empty
+        state; picks between steps see a mix of the old and the new membership.
+        ``step=0`` applies everything in one step. A driver that stops early
+        leaves the change part-applied; calling again with the same lists ends it.
+        """
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ConfigError("step", f"must be a whole number >= 0, got {step!r}")
         wanted: dict[str, tuple[Upstream, int]] = {}
         for tier, field, values in (
             (PRIMARY, "upstreams", upstreams),
             (STANDBY, "standbys", standbys),
         ):
-            for value in values:
+            for value in taking_turns(values):
                 up = as_upstream(value, field)
                 if up.key in wanted:
                     raise ConfigError(field, f"duplicate upstream {up.url}")
                 wanted[up.key] = (up, tier)
+        # built outside the lock: most of the cost of a large addition
+        known = self._members
+        fresh = {
+            key: Member(up, tier)
+            for key, (up, tier) in taking_turns(wanted.items())
+            if key not in known
+        }
+        return self._update_steps(wanted, fresh, drain_timeout, step or sys.maxsize)
+
+    def _update_steps(
+        self,
+        wanted: dict[str, tuple[Upstream, int]],
+        fresh: dict[str, Member],
+        drain_timeout: float | None,
+        step: int,
+    ) -> Iterator[int]:
         with self._lock:
             # slow start protects newcomers from a load others carry: none to protect
             # when no one serves (the first answer of a discovery, or a pool in panic)
             ramp = any(m.health is Health.HEALTHY and not m.until for m in self._members.values())
-            for key, member in list(self._members.items()):
-                target = wanted.get(key)
-                if target is None:
-                    if member.health is not Health.DRAINING:
-                        self._drain(member, drain_timeout)
-                elif member.health is Health.DRAINING:
-                    self._drop(member)  # back in the registry: it returns as a new member
-                else:
-                    if target[1] != member.tier:
-                        self._move(member, target[1])
-                    if target[0].weight != member.weight:
-                        member.upstream = target[0]
-                        member.weight = target[0].weight
-                        self._dirty = True
-            for key, (up, tier) in wanted.items():
-                if key not in self._members:
-                    self._insert(up, tier, TIER_NAMES[tier], ramp=ramp)
+            leaving = [m for key, m in self._members.items() if key not in wanted]
+        # joining and staying first, leaving last: the pool is never empty between steps
+        work: Iterator[tuple[str, tuple[Upstream, int] | Member]] = itertools.chain(
+            wanted.items(), ((m.upstream.key, m) for m in leaving)
+        )
+        done = 0
+        while True:
+            with self._lock:
+                batch = 0
+                for key, item in itertools.islice(work, step):
+                    batch += 1
+                    if isinstance(item, Member):
+                        if self._members.get(key) is item and item.health is not Health.DRAINING:
+                            self._drain(item, drain_timeout)
+                    else:
+                        self._apply(key, item, fresh, ramp)
+                done += batch
+            if batch < step:
+                return
+            yield done
+
+    def _apply(
+        self, key: str, target: tuple[Upstream, int], fresh: dict[str, Member], ramp: bool
+    ) -> None:
+        """One wanted upstream: add it, keep it (weight and tier follow), or bring a
+        draining one back as a new member."""
+        up, tier = target
+        member = self._members.get(key)
+        if member is not None and member.health is Health.DRAINING:
+            self._drop(member)  # back in the registry: it returns as a new member
+            member = None
+        if member is None:
+            self._admit(fresh.pop(key) if key in fresh else Member(up, tier), ramp)
+            return
+        if tier != member.tier:
+            self._move(member, tier)
+        if up.weight != member.weight:
+            member.upstream = up
+            member.weight = up.weight
+            self._dirty = True
 
     def _move(self, member: Member, tier: int) -> None:
-        """Move ``member`` to another tier, statistics and all."""
-        old = self._tiers[member.tier].members
-        old.remove(member)
-        for i, m in enumerate(old):
-            m.index = i
-        new = self._tiers[tier].members
-        member.tier, member.index = tier, len(new)
-        new.append(member)
+        """Move ``member`` to another tier (last in its order), statistics and all."""
+        del self._tiers[member.tier].members[member]
+        if member.health is Health.EJECTED:
+            self._tiers[member.tier].ejected -= 1
+            self._tiers[tier].ejected += 1
+        member.tier = tier
+        self._tiers[tier].members[member] = None
         self._dirty = True
 
     def _member(self, upstream: str | Upstream) -> Member:
@@ -296,10 +380,10 @@ class Pool:
         if self._members.get(member.upstream.key) is not member:
             return
         del self._members[member.upstream.key]
-        members = self._tiers[member.tier].members
-        members.remove(member)
-        for i, m in enumerate(members):
-            m.index = i
+        tier = self._tiers[member.tier]
+        del tier.members[member]
+        if member.health is Health.EJECTED:
+            tier.ejected -= 1
         self._latency_marks.pop(member, None)
         self._dirty = True
         self._emit("removed", member)
@@ -322,7 +406,10 @@ class Pool:
         now = self.clock()
         member.health = new
         self._dirty = True
+        if old is Health.EJECTED:
+            self._tiers[member.tier].ejected -= 1
         if new is Health.EJECTED:
+            self._tiers[member.tier].ejected += 1
             member.ejections += 1
         elif new is Health.HEALTHY:
             if old is Health.EJECTED:
@@ -360,28 +447,27 @@ class Pool:
 
     def _schedule(self, member: Member, when: float) -> None:
         member.until = when
-        self._next_timer = min(self._next_timer, when)
+        heapq.heappush(self._timers, (when, next(self._timer_ids), member))
+        self._next_timer = self._timers[0][0]
 
     def _run_timers(self, now: float) -> None:
-        upcoming = math.inf
-        for member in list(self._members.values()):
-            if not member.until:
+        """Fire the timers due: O(log n) each. A timer whose member's ``until`` no
+        longer matches was cancelled or replaced, and is skipped."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due, _, member = heapq.heappop(timers)
+            if member.until != due or self._members.get(member.upstream.key) is not member:
                 continue
-            if now < member.until:
-                upcoming = min(upcoming, member.until)
-                continue
-            due, member.until = member.until, 0.0
+            member.until = 0.0
             if member.health is Health.EJECTED:
                 self._set_health(member, Event.EXPIRE)
                 member.last_ejection_end = due  # back in since then, even if no pick saw it
-                if member.until:
-                    upcoming = min(upcoming, member.until)
             elif member.health is Health.DRAINING:
                 self._drop(member)
             elif member.health is Health.HEALTHY:  # the fail-back hold is over
                 self._start_ramp(member, now)
                 self._dirty = True
-        self._next_timer = upcoming
+        self._next_timer = timers[0][0] if timers else math.inf
 
     def _eject_if_outlier(self, member: Member, now: float) -> None:
         rules = self.outlier
@@ -401,9 +487,8 @@ class Pool:
 
     def _eject(self, member: Member, rules: OutlierDetection, now: float) -> None:
         """Eject ``member`` unless its tier's cap is reached."""
-        tier = self._tiers[member.tier].members
-        ejected = sum(1 for m in tier if m.health is Health.EJECTED)
-        if ejected + 1 > max(1, math.floor(rules.max_ejected_share * len(tier))):
+        tier = self._tiers[member.tier]
+        if tier.ejected + 1 > max(1, math.floor(rules.max_ejected_share * len(tier.members))):
             return
         if now - member.last_ejection_end >= rules.max_ejection_time:
             member.streak = 0
@@ -663,11 +748,16 @@ class Pool:
         return len(self._members)
 
     def snapshot(self) -> dict[str, Any]:
-        """Per upstream: url, tier, state, in-flight, latency, requests, failures."""
+        """Per upstream: url, tier, state, in-flight, latency, requests, failures.
+
+        One consistent reading: the lock is held only to copy each member's fields
+        (about 0.3 us per member); the rows are built after it is released."""
         with self._lock:
             now = self._current()
-            return {
-                "algorithm": self.algorithm.name,
-                "panic": self._panic is not None,
-                "upstreams": [m.snapshot(now) for t in self._tiers for m in t.members],
-            }
+            panic = self._panic is not None
+            values = [v for t in self._tiers for v in map(snapshot_values, t.members)]
+        return {
+            "algorithm": self.algorithm.name,
+            "panic": panic,
+            "upstreams": [snapshot_row(v, now) for v in taking_turns(values)],
+        }

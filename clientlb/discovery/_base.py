@@ -1,13 +1,24 @@
 """What every discovery provider shares: the loops, the backoff, and the rule that a
 failing registry never empties a pool.
 
-A provider asks its registry for the current endpoints. ``Feed`` (no I/O) decides
-what each answer or failure means: apply a new set with ``pool.update()``, skip a
-repeat, keep the last good set when the registry is unreachable, answers garbage
-or answers nothing, log once per state change, and how long to wait before the
-next try (bounded exponential backoff with jitter). The sync loop ``run()`` (for a
-thread) and the async loop ``arun()`` (anyio: asyncio or trio) are a few lines
-around it; each provider supplies one ``poll()`` and one ``apoll()``.
+A provider asks its registry for the current endpoints. ``Feed`` decides what each
+answer or failure means, with no I/O (``publish`` and ``apublish`` carry it out):
+apply a new set with ``pool.update_steps()``, skip a repeat, keep the last good set
+when the registry is unreachable, answers garbage or answers nothing, say what it
+rejected (below), and how long to wait before the next try (bounded exponential
+backoff with jitter). The sync loop ``run()`` (for a thread) and the async loop
+``arun()`` (anyio: asyncio or trio) are a few lines around it; each provider
+supplies one ``poll()`` and one ``apoll()``.
+
+Large answers stay off the event loop: providers parse in a worker thread, and the
+async feed (``Feed.apublish``) prepares the change in a worker thread too, then
+applies it in steps of ``UPDATE_STEP`` members with a checkpoint between steps.
+
+What is logged (logger ``clientlb.discovery``): each change of state (ok, empty,
+invalid, unreachable); each distinct failure, once per ``LOG_INTERVAL`` seconds,
+the repeats held back meanwhile counted in the next line; an answer that lists an
+upstream more than once, or as both a primary and a standby (see ``Endpoints.of``
+for which entry is used), with the same limit.
 """
 
 from __future__ import annotations
@@ -15,17 +26,32 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import anyio
+import anyio.to_thread
 
 from .._core import ConfigError, Pool, Upstream
+from .._core._turns import taking_turns
 
 log = logging.getLogger("clientlb.discovery")
 
 TIERS = ("primary", "standby")
+#: Seconds before the same failure or the same complaint about an answer is
+#: logged again (the repeats meanwhile are counted, and the count logged then).
+LOG_INTERVAL = 60.0
+#: Upstreams named in one log line; the rest are counted.
+LOG_NAMES = 10
+#: Distinct lines remembered before those past their interval are forgotten.
+LIMITER_SIZE = 256
+#: Members a feed adds or removes per hold of the pool's lock, before it lets
+#: requests run (about 0.5 ms of work).
+UPDATE_STEP = 500
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 class InvalidAnswer(Exception):
@@ -34,24 +60,54 @@ class InvalidAnswer(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
-    """One answer from a registry: the upstreams of each tier."""
+    """One answer from a registry: the upstreams of each tier.
+
+    ``duplicates`` and ``clashes`` say what ``of()`` collapsed, one line per URL
+    (``"http://a:1 (upstreams[0], upstreams[3])"``); they do not take part in
+    comparisons.
+    """
 
     primaries: tuple[Upstream, ...] = ()
     standbys: tuple[Upstream, ...] = ()
+    duplicates: tuple[str, ...] = field(default=(), compare=False)
+    clashes: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
-    def of(cls, entries: Iterable[tuple[Upstream, bool]]) -> Endpoints:
-        """From ``(upstream, is_standby)`` pairs: one entry per URL, a primary
-        winning over a standby of the same URL, in a stable (sorted) order."""
+    def of(
+        cls, entries: Iterable[tuple[Upstream, bool]], origins: Sequence[str] | None = None
+    ) -> Endpoints:
+        """From ``(upstream, is_standby)`` pairs, in a stable (sorted) order, one
+        entry per URL: an upstream listed more than once in one tier keeps its
+        first entry (and that entry's weight); one listed as both a primary and a
+        standby is a primary. Both are recorded (``duplicates``, ``clashes``),
+        naming each entry by ``origins[i]`` (default: its position)."""
         chosen: dict[str, tuple[Upstream, bool]] = {}
-        for upstream, standby in entries:
-            seen = chosen.get(upstream.key)
-            if seen is None or (seen[1] and not standby):
-                chosen[upstream.key] = (upstream, standby)
+        repeated: dict[str, list[int]] = {}
+        first: dict[str, int] = {}
+        tiers: list[bool] = []
+        for i, (upstream, standby) in enumerate(taking_turns(entries)):
+            tiers.append(standby)
+            key = upstream.key
+            seen = chosen.get(key)
+            if seen is None:
+                chosen[key] = (upstream, standby)
+                first[key] = i
+                continue
+            repeated.setdefault(key, [first[key]]).append(i)
+            if seen[1] and not standby:
+                chosen[key] = (upstream, standby)
+        duplicates: list[str] = []
+        clashes: list[str] = []
+        for key, where in repeated.items():
+            names = ", ".join(origins[i] if origins else f"entry {i}" for i in where)
+            mixed = len({tiers[i] for i in where}) > 1
+            (clashes if mixed else duplicates).append(f"{chosen[key][0].url} ({names})")
         ordered = sorted(chosen.values(), key=lambda e: e[0].key)
         return cls(
             tuple(up for up, standby in ordered if not standby),
             tuple(up for up, standby in ordered if standby),
+            tuple(duplicates),
+            tuple(clashes),
         )
 
     def __bool__(self) -> bool:
@@ -97,11 +153,57 @@ def positive(name: str, value: float) -> float:
     return float(value)
 
 
+def _names(lines: Sequence[str]) -> str:
+    shown = "; ".join(lines[:LOG_NAMES])
+    more = len(lines) - LOG_NAMES
+    return f"{shown}; and {more} more" if more > 0 else shown
+
+
+class _Limiter:
+    """Each distinct line at most once per ``interval`` seconds; the repeats held
+    back are counted, and the count goes out with the line's next appearance."""
+
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.said: dict[str, tuple[float, int]] = {}  # line -> (last logged, held since)
+
+    def allow(self, line: str) -> int | None:
+        """``None`` to hold ``line`` back, else how many of it were held back."""
+        now = self.clock()
+        last, held = self.said.get(line, (-math.inf, 0))
+        if now - last < self.interval:
+            self.said[line] = (last, held + 1)
+            return None
+        if len(self.said) >= LIMITER_SIZE:  # a registry inventing new errors forever
+            for old in [k for k, (t, _) in self.said.items() if now - t >= self.interval]:
+                del self.said[old]
+        self.said[line] = (now, 0)
+        return held
+
+    def forget(self, prefix: str) -> int:
+        """The condition behind these lines is over: say them at once next time.
+        Returns how many of them were held back."""
+        gone = [line for line in self.said if line.startswith(prefix)]
+        return sum(self.said.pop(line)[1] for line in gone)
+
+
 class Feed:
-    """The decisions of one provider feeding one pool (no I/O)."""
+    """The decisions of one provider feeding one pool.
+
+    ``publish(endpoints)`` applies an answer, ``failed(error)`` records a failure
+    and returns the delay before the next try; ``apublish`` is ``publish`` for an
+    event loop: it prepares the change in a worker thread and applies it in steps.
+    ``clock`` times the log limits (``LOG_INTERVAL``).
+    """
 
     def __init__(
-        self, provider: Provider, pool: Pool, on_first_answer: Callable[[], None] | None = None
+        self,
+        provider: Provider,
+        pool: Pool,
+        on_first_answer: Callable[[], None] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.provider = provider
         self.pool = pool
@@ -110,25 +212,66 @@ class Feed:
         self.state = "starting"
         self.failures = 0  # in a row
         self.answers = 0  # answers and failures seen, for tests and status pages
+        self._said = _Limiter(LOG_INTERVAL, clock)
 
     def publish(self, endpoints: Endpoints) -> None:
-        """The registry answered ``endpoints``: apply them unless they are empty."""
+        """The registry answered ``endpoints``: apply them unless they are empty, in
+        steps of ``UPDATE_STEP`` members; between two steps other threads get the
+        pool's lock (and the interpreter: ``sleep(0)``)."""
+        for _ in self._steps(endpoints, UPDATE_STEP):
+            time.sleep(0)
+
+    async def apublish(self, endpoints: Endpoints) -> None:
+        """``publish`` from an event loop: the change is prepared in a worker thread
+        (the comparison, the checks, the new members), then applied in steps of
+        ``UPDATE_STEP`` members with a checkpoint after each."""
+        steps = self._steps(endpoints, UPDATE_STEP)
+        await anyio.to_thread.run_sync(next, steps)
+        for _ in steps:
+            await anyio.sleep(0)
+
+    def _steps(self, endpoints: Endpoints, step: int) -> Iterator[None]:
+        """The decisions about one answer: it yields once the change is prepared
+        (the pool untouched so far), then after each step of the pool's change."""
         self.answers += 1
-        if not endpoints and not self.provider.allow_empty:
-            self._enter("empty", "answered no endpoints")
-        else:
-            self._enter("ok", f"answering: {endpoints}")
-            self.failures = 0
+        empty = not endpoints and not self.provider.allow_empty
+        steps = None
+        if not empty:
+            self._complain(endpoints)
             if not endpoints.same_as(self.applied):
-                self.pool.update(
+                steps = self.pool.update_steps(
                     endpoints.primaries,
                     endpoints.standbys,
                     drain_timeout=self.provider.drain_timeout,
+                    step=step,
                 )
-                if self.applied is not None:
-                    log.info("%r: now %s", self.provider, endpoints)
-                self.applied = endpoints
+        yield
+        if empty:
+            self._enter("empty", "answered no endpoints")
+            self._answered()
+            return
+        for _ in steps or ():
+            yield
+        self._settle(endpoints, changed=steps is not None)
+
+    def _settle(self, endpoints: Endpoints, changed: bool) -> None:
+        self._enter("ok", f"answering: {endpoints}")
+        self.failures = 0
+        if changed and self.applied is not None:
+            log.info("%r: now %s", self.provider, endpoints)
+        self.applied = endpoints
         self._answered()
+
+    def _complain(self, endpoints: Endpoints) -> None:
+        """Say what the answer listed twice; the pool gets each upstream once."""
+        for lines, what in (
+            (endpoints.duplicates, "upstreams listed more than once, each used once (first entry)"),
+            (endpoints.clashes, "upstreams listed as both primary and standby, used as primaries"),
+        ):
+            if lines:
+                self._warn(f"{self.provider!r}: {what}: {_names(lines)}")
+            else:
+                self._said.forget(f"{self.provider!r}: {what}")
 
     def _answered(self) -> None:
         if self._on_first_answer is not None:
@@ -145,16 +288,30 @@ class Feed:
         return self.provider.backoff(self.failures)
 
     def _enter(self, state: str, detail: str) -> None:
-        """Log once per state change, never per retry."""
-        if state == self.state:
-            return
+        """Log a change of state, and each distinct failure (rate-limited)."""
         previous, self.state = self.state, state
         if state == "ok":
-            if previous != "starting":
-                log.info("%r: registry is back (%s)", self.provider, detail)
+            if previous != "ok":
+                held = self._said.forget(f"{self.provider!r}: registry ")
+                if previous != "starting":
+                    more = f"; {held} repeated failures were not logged" if held else ""
+                    log.info("%r: registry is back (%s)%s", self.provider, detail, more)
             return
         kept = str(self.applied) if self.applied is not None else "the configured upstreams"
-        log.warning("%r: registry %s: %s; keeping %s", self.provider, state, detail, kept)
+        line = f"{self.provider!r}: registry {state}: {detail}"
+        # an invalid answer is told by its text; an unreachable registry by its
+        # error, whatever the timings or counts in the message
+        key = _NUMBER.sub("#", line) if state == "unreachable" else line
+        self._warn(line, f"; keeping {kept}", key)
+
+    def _warn(self, line: str, tail: str = "", key: str | None = None) -> None:
+        """Log ``line`` (with ``tail``, which may change without making it another
+        line) unless the same ``key`` (default: the line) was logged less than
+        ``LOG_INTERVAL`` seconds ago."""
+        held = self._said.allow(line if key is None else key)
+        if held is not None:
+            more = f" ({held} times more since it was last logged)" if held else ""
+            log.warning("%s%s%s", line, tail, more)
 
 
 class Provider:
@@ -171,6 +328,11 @@ class Provider:
 
     A provider feeds one pool at a time, from ``run()`` in a thread or ``arun()`` in
     a task; ``clientlb``'s transports and proxies start and stop them.
+
+    An answer that lists an upstream twice is applied with the upstream once (its
+    first entry, so its first weight); one that lists it as both a primary and a
+    standby makes it a primary. Either is logged as a warning naming the URLs, as
+    is each distinct failure (at most once per ``LOG_INTERVAL`` seconds each).
     """
 
     def __init__(
@@ -241,5 +403,7 @@ class Provider:
         raise NotImplementedError
 
     async def apoll(self, feed: Feed) -> float:
-        """The async twin of ``poll()``."""
+        """The async twin of ``poll()``: pass answers to ``await feed.apublish()``,
+        and parse anything large in a worker thread (``anyio.to_thread``), so that
+        the event loop keeps serving requests meanwhile."""
         raise NotImplementedError

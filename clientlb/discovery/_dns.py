@@ -1,9 +1,11 @@
 """``DNS``: endpoints from A/AAAA or SRV records, re-resolved as their TTL runs out.
 
 The lookup is a generator that yields the queries it needs and receives their
-replies (``_flow``), so the sync driver (dnspython's resolver, in a thread) and the
-async driver (dnspython's async resolver under asyncio or trio) share every
-decision: which names to ask, how SRV priorities map to tiers, when to ask again.
+replies (``_flow``), driven by dnspython's resolver in ``lookup()``: every decision
+(which names to ask, how SRV priorities map to tiers, when to ask again) lives in
+the generator. The sync driver calls ``lookup()`` in its thread; the async driver
+(asyncio or trio) runs it in a worker thread, because dnspython parses an answer of
+64 KiB (some 4,000 records) in about 80 ms, far too long for an event loop.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
+
 from .._core import ConfigError, Upstream
+from .._core._turns import taking_turns
 from ._base import Endpoints, Feed, Provider, positive
 
 if TYPE_CHECKING:
-    import dns.asyncresolver
     import dns.resolver
 
 INSTALL_HINT = "clientlb.discovery.DNS needs dnspython: pip install 'clientlb[dns]'"
@@ -86,7 +90,15 @@ class DNS(Provider):
     * **scheme** - ``http`` or ``https``.
     * **timeout** - seconds one lookup may take.
 
-    Needs dnspython (``pip install 'clientlb[dns]'``).
+    SRV records that give the same URL twice (one target and port at two
+    priorities, or two targets with the same address and port) give one
+    upstream, with the weight and tier of the record of lowest priority (the
+    first by target name among equals); the answer is applied and a warning
+    names them.
+
+    Needs dnspython (``pip install 'clientlb[dns]'``). The async driver runs each
+    lookup in a worker thread; when it is cancelled, that thread finishes within
+    ``timeout`` seconds and its answer is dropped.
     """
 
     def __init__(
@@ -104,7 +116,6 @@ class DNS(Provider):
     ) -> None:
         super().__init__(**options)
         try:
-            import dns.asyncresolver
             import dns.resolver  # noqa: F401
         except ImportError:
             raise ImportError(INSTALL_HINT) from None
@@ -147,14 +158,18 @@ class DNS(Provider):
         if not self.srv:
             found, ttl = yield from self._addresses(self.name)
             port = self.port or (443 if self.scheme == "https" else 80)
-            return Endpoints.of((Upstream(self._url(a, port)), False) for a in found), ttl
+            given = ((Upstream(self._url(a, port)), False) for a in taking_turns(found))
+            return Endpoints.of(given), ttl
         reply = yield Query(self.name, "SRV")
         ttl = reply.ttl
-        records = [r for r in reply.records if r[0]]  # target "." means "no service"
+        # target "." means "no service"; priority order, so that of records giving
+        # the same URL the first (which ``Endpoints.of`` keeps) is the most preferred
+        records = sorted((r for r in reply.records if r[0]), key=lambda r: (r[2], r[0], r[1]))
         top = min((r[2] for r in records), default=0)
         weighted = {r[2] for r in records if r[3]}  # priorities where weights matter
         entries: list[tuple[Upstream, bool]] = []
-        for target, port, priority, weight in records:
+        origins: list[str] = []
+        for target, port, priority, weight in taking_turns(records):
             addresses = reply.extra.get(target)
             if addresses is None:
                 found, found_ttl = yield from self._addresses(target)
@@ -164,7 +179,8 @@ class DNS(Provider):
             share = weight if weight else (0.01 if priority in weighted else 1)
             for address in addresses:
                 entries.append((Upstream(self._url(address, port), share), priority != top))
-        return Endpoints.of(entries), ttl
+                origins.append(f"SRV {target}:{port} priority {priority}")
+        return Endpoints.of(entries, origins), ttl
 
     def _delay(self, endpoints: Endpoints, ttl: float) -> float:
         if not endpoints or not math.isfinite(ttl):
@@ -187,7 +203,9 @@ class DNS(Provider):
         resolver.timeout = resolver.lifetime = self.timeout
         resolver.cache = None
 
-    def poll(self, feed: Feed, stop: threading.Event) -> float:
+    def lookup(self) -> tuple[Endpoints, float]:
+        """One lookup: the endpoints and their TTL. Blocking, for at most about
+        ``timeout`` seconds per query."""
         import dns.resolver
 
         resolver = self._resolver()
@@ -204,36 +222,17 @@ class DNS(Provider):
                 query = flow.send(reply)
         except StopIteration as done:
             endpoints, ttl = done.value
+        return endpoints, ttl
+
+    def poll(self, feed: Feed, stop: threading.Event) -> float:
+        endpoints, ttl = self.lookup()
         feed.publish(endpoints)
         return self._delay(endpoints, ttl)
 
-    # -- async driver ---------------------------------------------------------------
-
     async def apoll(self, feed: Feed) -> float:
-        import dns.asyncbackend
-        import dns.asyncresolver
-        import dns.resolver
-        import sniffio
-
-        backend = dns.asyncbackend.get_backend(sniffio.current_async_library())
-        resolver = dns.asyncresolver.Resolver(configure=self.nameserver is None)
-        self._configure(resolver)
-        flow = self._flow()
-        try:
-            query = next(flow)
-            while True:
-                try:
-                    answer = await resolver.resolve(
-                        query.name, query.rdtype, search=False, backend=backend
-                    )
-                except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-                    reply = Reply()
-                else:
-                    reply = _reply(answer)
-                query = flow.send(reply)
-        except StopIteration as done:
-            endpoints, ttl = done.value
-        feed.publish(endpoints)
+        found = await anyio.to_thread.run_sync(self.lookup, abandon_on_cancel=True)
+        endpoints, ttl = found
+        await feed.apublish(endpoints)
         return self._delay(endpoints, ttl)
 
 

@@ -7,6 +7,10 @@ message means, which keys are valid. Each session is a range (the full set and
 its revision) followed by a watch from the next revision; when the watch breaks,
 the next session starts over with a range, so nothing is missed. A key whose
 lease expires is deleted by etcd, and the watch removes its endpoint.
+
+The async driver decodes the range answer and each watch message in a worker
+thread (with 10,000 keys a range answer is megabytes of base64 and JSON), and
+applies the result with ``Feed.apublish``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import threading
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, cast
 
+import anyio.to_thread
+
 from .._core import ConfigError
+from .._core._turns import taking_turns
 from .._httpx import httpx
 from ._base import Endpoints, Feed, InvalidAnswer, Provider, parse_entry, positive
 
@@ -75,7 +82,12 @@ class EtcdView:
         return {"create_request": create}
 
     def endpoints(self) -> Endpoints:
-        return Endpoints.of(self.entries.values())
+        """The current set; of keys giving the same URL the first in key order
+        counts (and a primary beats a standby), as ``Endpoints.of`` says."""
+        ordered = sorted(self.entries.items())
+        return Endpoints.of(
+            (entry for _, entry in ordered), [key.decode(errors="replace") for key, _ in ordered]
+        )
 
     def load(self, body: object) -> None:
         """A ``/v3/kv/range`` answer: the whole set."""
@@ -87,7 +99,7 @@ class EtcdView:
             raise InvalidAnswer("kvs is not a list")
         previous, self.entries = self.entries, {}
         seen = set()
-        for kv in kvs:
+        for kv in taking_turns(kvs):
             key = self._key(kv)
             seen.add(key)
             self._put(key, kv, previous.get(key))
@@ -161,6 +173,10 @@ class Etcd(Provider):
     * **timeout** - seconds for connecting and for a range request.
     * **watch_timeout** - seconds a quiet watch is kept before it is renewed.
 
+    Keys whose values give the same URL give one upstream: the first key in key
+    order decides its weight, unless a later key makes it a primary where the
+    first made it a standby. The set is applied, and a warning names the keys.
+
     Needs etcd 3.4 or later (earlier versions serve the JSON API under another path).
     """
 
@@ -209,17 +225,24 @@ class Etcd(Provider):
         except ValueError as exc:
             raise InvalidAnswer(f"not JSON: {exc}") from None
 
-    def _watched(self, view: EtcdView, feed: Feed, line: str) -> None:
+    def _loaded(self, view: EtcdView, response: httpx.Response) -> Endpoints:
+        view.load(self._json(response))
+        return view.endpoints()
+
+    @staticmethod
+    def _watched(view: EtcdView, line: str) -> Endpoints | None:
+        """The endpoints after one watch message, or ``None`` if they did not change."""
         if line.strip() and view.apply(_loads(line)):
-            feed.publish(view.endpoints())
+            return view.endpoints()
+        return None
 
     # -- sync driver ----------------------------------------------------------------
 
     def poll(self, feed: Feed, stop: threading.Event) -> float:
         base, view = self._base(feed), EtcdView(self.prefix)
         with httpx.Client(timeout=self._timeout()) as client:
-            view.load(self._json(client.post(f"{base}/v3/kv/range", json=view.range_request())))
-            feed.publish(view.endpoints())
+            answer = client.post(f"{base}/v3/kv/range", json=view.range_request())
+            feed.publish(self._loaded(view, answer))
             watch = client.stream("POST", f"{base}/v3/watch", json=view.watch_request())
             with watch as response:
                 response.raise_for_status()
@@ -231,7 +254,9 @@ class Etcd(Provider):
                 try:
                     if not stop.is_set():
                         for line in response.iter_lines():
-                            self._watched(view, feed, line)
+                            endpoints = self._watched(view, line)
+                            if endpoints is not None:
+                                feed.publish(endpoints)
                 except httpx.ReadTimeout:
                     return 0.0  # a quiet watch: renew it
                 except Resync as exc:
@@ -256,8 +281,7 @@ class Etcd(Provider):
         base, view = self._base(feed), EtcdView(self.prefix)
         async with httpx.AsyncClient(timeout=self._timeout()) as client:
             answer = await client.post(f"{base}/v3/kv/range", json=view.range_request())
-            view.load(self._json(answer))
-            feed.publish(view.endpoints())
+            await feed.apublish(await anyio.to_thread.run_sync(self._loaded, view, answer))
             watch = client.stream("POST", f"{base}/v3/watch", json=view.watch_request())
             async with watch as response:
                 response.raise_for_status()
@@ -265,7 +289,11 @@ class Etcd(Provider):
                     lines = cast(AsyncGenerator[str, None], response.aiter_lines())
                     async with contextlib.aclosing(lines):
                         async for line in lines:
-                            self._watched(view, feed, line)
+                            if not line.strip():
+                                continue
+                            endpoints = await anyio.to_thread.run_sync(self._watched, view, line)
+                            if endpoints is not None:
+                                await feed.apublish(endpoints)
                 except httpx.ReadTimeout:
                     return 0.0
                 except Resync as exc:

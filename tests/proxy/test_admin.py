@@ -2,37 +2,194 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from typing import Any
+
+import anyio
 import httpx
 import pytest
 
 from clientlb import Pool
-from clientlb._proxy._admin import admin_app, metrics_text
+from clientlb._proxy import _admin
+from clientlb._proxy._admin import admin_app, metrics_text, stats_json
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://admin")
 
 
 async def test_stats_status_and_metrics() -> None:
     pool = Pool(["http://10.0.0.1:8000", "http://10.0.0.2:8000/v2"], ["http://10.0.0.9:8000"])
-    transport = httpx.ASGITransport(admin_app(pool, {"listen": "127.0.0.1:8080"}))
-    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
-        stats = (await client.get("/stats")).json()
-        status = (await client.get("/status")).text
-        metrics = (await client.get("/metrics")).text
+    async with client(admin_app(pool, {"listen": "127.0.0.1:8080"})) as admin:
+        stats = (await admin.get("/stats")).json()
+        status = (await admin.get("/status")).text
+        metrics = await admin.get("/metrics")
     assert stats["listen"] == "127.0.0.1:8080"
+    assert list(stats) == ["algorithm", "panic", "upstreams", "listen"]
     assert [u["tier"] for u in stats["upstreams"]] == ["primary", "primary", "standby"]
     assert status.count("<tr>") == 4 and "http://10.0.0.2:8000/v2" in status
-    assert 'clientlb_upstream_up{state="healthy",upstream="http://10.0.0.9:8000"}' in metrics
+    assert metrics.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert 'clientlb_upstream_up{state="healthy",upstream="http://10.0.0.9:8000"} 1.0' in (
+        metrics.text
+    )
 
 
-def test_plain_exposition_without_prometheus_client() -> None:
-    snapshot = Pool(["http://a:1/x"]).snapshot()
-    snapshot["upstreams"][0]["url"] = 'http://a:1/x"y'  # a quote to escape (URLs have none)
+def test_stats_json_is_the_snapshot() -> None:
+    pool = Pool(["http://a:1", "http://b:1"])
+    lease = pool.pick()
+    lease.responded(200)
+    body = {**pool.snapshot(), "listen": "127.0.0.1:1"}
+    text = stats_json(body)
+    assert json.loads(text) == body
+    assert text.count("\n") == 9  # one line per upstream
+    assert json.loads(stats_json({"upstreams": []})) == {"upstreams": []}
+
+
+def _reference(snapshot: dict[str, Any]) -> bytes:
+    """What prometheus-client writes for the same families."""
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class Collector:
+        def collect(self) -> Any:
+            for key, name, kind, doc in _admin._PER_UPSTREAM:
+                cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                family = cls(name, doc, labels=["upstream", "tier"])
+                for up in snapshot["upstreams"]:
+                    if up.get(key) is not None:
+                        family.add_metric([up["url"], up["tier"]], float(up[key]))
+                yield family
+            family = GaugeMetricFamily(
+                "clientlb_upstream_up", _admin._UP_DOC, labels=["upstream", "state"]
+            )
+            for up in snapshot["upstreams"]:
+                family.add_metric([up["url"], up["state"]], _admin._up(up["state"]))
+            yield family
+            panic = int(snapshot["panic"])
+            yield GaugeMetricFamily("clientlb_pool_panic", _admin._PANIC_DOC, value=panic)
+
+    registry = CollectorRegistry()
+    registry.register(Collector())
+    return bytes(generate_latest(registry))
+
+
+def test_metrics_are_what_prometheus_client_writes() -> None:
+    pool = Pool(["http://a:1/x", "http://b:1"], ["http://c:1"])
+    for status in (200, 503, 200):
+        lease = pool.pick()
+        lease.responded(status)
+        lease.finish()
+    snapshot = pool.snapshot()
+    snapshot["upstreams"][0]["url"] = 'http://a:1/x"y\\z'  # characters to escape
+    snapshot["upstreams"][1]["requests"] = 12_345_678  # Go prints an exponent
+    snapshot["upstreams"][2]["ewma_latency"] = 0.000123
     text = metrics_text(snapshot)
-    assert "# TYPE clientlb_upstream_requests_total counter" in text
-    assert 'clientlb_upstream_requests_total{upstream="http://a:1/x\\"y",tier="primary"} 0' in text
-    assert text.endswith("clientlb_pool_panic 0\n")
+    assert text.encode() == _reference(snapshot)
+    assert (
+        'clientlb_upstream_requests_total{tier="primary",upstream="http://a:1/x\\"y\\\\z"}' in text
+    )
+    assert "1.2345678e+07" in text and text.endswith("clientlb_pool_panic 0.0\n")
+
+
+class Recording(Pool):
+    """A pool that records the thread of every snapshot, and can hold one up."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.threads: list[int] = []
+        self.hold: threading.Event | None = None
+        self.entered = threading.Event()
+        self.cost = 0.0  # seconds the fake clock moves during a snapshot
+        self.clock_now = 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        self.threads.append(threading.get_ident())
+        self.entered.set()
+        if self.hold is not None:
+            self.hold.wait(10)
+        self.clock_now += self.cost
+        return super().snapshot()
+
+
+@pytest.mark.parametrize("page", ["/stats", "/status", "/metrics"])
+async def test_pages_render_off_the_event_loop(page: str) -> None:
+    pool = Recording(["http://a:1"])
+    pool.hold = threading.Event()
+    loop_thread = threading.get_ident()
+    ticks = 0
+    async with client(admin_app(pool)) as admin, anyio.create_task_group() as tg:
+        tg.start_soon(admin.get, page)
+        await anyio.to_thread.run_sync(pool.entered.wait, 10)
+        # the render is blocked, and the event loop still runs
+        for _ in range(3):
+            await anyio.sleep(0)
+            ticks += 1
+        pool.hold.set()
+    assert ticks == 3
+    assert pool.threads and loop_thread not in pool.threads
+
+
+@pytest.fixture
+def fake_time() -> Recording:
+    return Recording(["http://a:1"])
+
+
+def timed_app(pool: Recording) -> Any:
+    return admin_app(pool, clock=lambda: pool.clock_now)
+
+
+async def test_a_cheap_page_is_rendered_for_every_request(fake_time: Recording) -> None:
+    pool = fake_time
+    async with client(timed_app(pool)) as admin:
+        for _ in range(3):
+            await admin.get("/metrics")
+    assert len(pool.threads) == 3
+
+
+async def test_a_costly_page_is_served_again_briefly(fake_time: Recording) -> None:
+    pool = fake_time
+    pool.cost = 0.0625  # 10x that: served again until 0.625 s after its snapshot
+    async with client(timed_app(pool)) as admin:
+        first = (await admin.get("/stats")).json()
+        pool.add("http://b:1")
+        assert (await admin.get("/stats")).json() == first
+        pool.clock_now += 0.5  # 0.5625 s after the snapshot
+        assert (await admin.get("/stats")).json() == first
+        pool.clock_now += 0.0625
+        assert len((await admin.get("/stats")).json()["upstreams"]) == 2
+        assert len(pool.threads) == 2
+        pool.cost = 0.5  # 10x would be 5 s: max_age (1 s) caps it
+        pool.clock_now += 1.0
+        await admin.get("/metrics")  # its snapshot at t, served until t + 1
+        pool.clock_now += 0.25
+        await admin.get("/metrics")
+        assert len(pool.threads) == 3
+        pool.clock_now += 0.25
+        await admin.get("/metrics")
+        assert len(pool.threads) == 4
+
+
+async def test_concurrent_requests_share_one_rendering(fake_time: Recording) -> None:
+    pool = fake_time
+    pool.cost = 0.05
+    pool.hold = threading.Event()
+    bodies: list[bytes] = []
+
+    async def fetch(admin: httpx.AsyncClient) -> None:
+        bodies.append((await admin.get("/metrics")).content)
+
+    async with client(timed_app(pool)) as admin, anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(fetch, admin)
+        await anyio.to_thread.run_sync(pool.entered.wait, 10)
+        pool.hold.set()
+    assert len(pool.threads) == 1 and len(bodies) == 5 and len(set(bodies)) == 1
