@@ -4,6 +4,7 @@ Public names only; the code lives in the private modules.
 """
 
 from . import discovery as discovery
+from . import testing as testing
 from ._core import (
     ALGORITHMS as ALGORITHMS,
 )
@@ -21,6 +22,9 @@ from ._core import (
 )
 from ._core import (
     Lease as Lease,
+)
+from ._core import (
+    MemberState as MemberState,
 )
 from ._core import (
     Outcome as Outcome,
@@ -87,6 +91,7 @@ __all__ = [
     "HealthCheck",
     "Lease",
     "Limits",
+    "MemberState",
     "NoUpstreamAvailable",
     "Outcome",
     "OutlierDetection",
@@ -102,4 +107,5 @@ __all__ = [
     "WebSocketSettings",
     "__version__",
     "discovery",
+    "testing",
 ]

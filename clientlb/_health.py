@@ -44,8 +44,9 @@ class HealthChecker:
         self.rounds = 0  # completed rounds, for tests and benchmarks
 
     def targets(self) -> list[Member]:
-        """The members to check this round: all but the draining ones."""
-        return [m for m in self.pool.members if m.health is not Health.DRAINING]
+        """The members to check this round: all but the draining ones (the pool's
+        live members, whose health ``report()`` reads before and after)."""
+        return [m for m in self.pool._live_members() if m.health is not Health.DRAINING]
 
     def report(self, member: Member, status: int | None, error: str = "") -> None:
         """Hand one result to the pool; log when it changes the member's health."""

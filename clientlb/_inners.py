@@ -32,7 +32,7 @@ class Inners(Generic[T]):
         self.retired: list[Member] = []  # removed from their pool; transport still open
         if given is None:
             for pool in self._pools:
-                pool.subscribe(self._on_change)
+                pool._watch(self._on_change)
 
     def _on_change(self, event: str, member: Member) -> None:
         if event == "removed":
@@ -71,7 +71,7 @@ class Inners(Generic[T]):
     def take_all(self) -> list[T]:
         """Every transport, for ``close()``; stops following the pools."""
         for pool in self._pools:
-            pool.unsubscribe(self._on_change)
+            pool._unwatch(self._on_change)
         with self._lock:
             owned = list(self._by_key.values())
             self._by_key.clear()

@@ -25,7 +25,7 @@ from ._algorithms import (
     make_algorithm,
 )
 from ._errors import ConfigError, NoUpstream
-from ._member import Member
+from ._member import Member, MemberState
 from ._outcome import Outcome
 from ._plan import Attempt, AttemptPlan
 from ._policies import HealthCheck, OutlierDetection, RetryBudget, RetryPolicy
@@ -47,6 +47,7 @@ __all__ = [
     "LeastConnections",
     "LeastResponseTime",
     "Member",
+    "MemberState",
     "NoUpstream",
     "Outcome",
     "OutlierDetection",

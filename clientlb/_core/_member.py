@@ -1,12 +1,16 @@
-"""``Member``: the live state of one upstream inside a pool.
+"""``Member``: the live state of one upstream inside a pool; ``MemberState``: a
+reading of it.
 
-Counters, latency estimates and health live here, in one object per upstream that
-every algorithm, transport and proxy sharing the pool reads and updates.
+Counters, latency estimates and health live in one ``Member`` per upstream that
+every algorithm, transport and proxy sharing the pool reads and updates, under
+the pool's lock. What the pool hands out (``Pool.members``, listeners'
+arguments, ``Pool.snapshot()``) are readings taken under that lock instead.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
@@ -24,7 +28,13 @@ PEAK_EWMA_DECAY = 10.0
 
 
 class Member:
-    """One upstream's state in a pool. Mutated only by the pool."""
+    """One upstream's state in a pool. Mutated only by the pool.
+
+    Each timed state has its own deadline, read only in that state: the end of
+    an ejection (``ejected_until``), of the fail-back hold (``held_until``), of
+    slow start (``ramp_until``, from ``ramp_start``) and of a drain
+    (``drain_deadline``, ``math.inf`` for none).
+    """
 
     __slots__ = (
         "check_fails",
@@ -32,10 +42,14 @@ class Member:
         "consecutive_5xx",
         "consecutive_gateway",
         "consecutive_local",
+        "drain_deadline",
+        "ejected_until",
         "ejections",
         "ewma",
         "failures",
+        "finished_mark",
         "health",
+        "held_until",
         "in_flight",
         "last_ejection_end",
         "peak",
@@ -46,7 +60,6 @@ class Member:
         "sampled",
         "streak",
         "tier",
-        "until",
         "upstream",
         "weight",
     )
@@ -66,12 +79,15 @@ class Member:
         self.consecutive_gateway = 0
         self.consecutive_5xx = 0
         self.health = Health.HEALTHY
-        self.until = 0.0  # when a timed state ends: ejection, or the fail-back hold
+        self.ejected_until = 0.0
+        self.held_until = 0.0
+        self.drain_deadline = math.inf
+        self.ramp_start = 0.0
+        self.ramp_until = 0.0
         self.ejections = 0
         self.streak = 0  # ejections in a row, for the growing ejection time
         self.last_ejection_end = -math.inf
-        self.ramp_start = 0.0
-        self.ramp_until = 0.0
+        self.finished_mark = 0  # requests finished when last admitted (latency outliers)
         self.check_passes = 0
         self.check_fails = 0
 
@@ -100,6 +116,10 @@ class Member:
         """The peak-EWMA estimate decayed to ``now`` (Finagle reads it this way)."""
         return self.peak * math.exp(-max(now - self.peak_stamp, 0.0) / PEAK_EWMA_DECAY)
 
+    def finished(self) -> int:
+        """Requests finished (each one fed the latency estimate)."""
+        return self.requests - self.in_flight
+
     # -- slow start ------------------------------------------------------------
 
     def ramp(self, now: float, min_share: float) -> float:
@@ -109,19 +129,55 @@ class Member:
         span = self.ramp_until - self.ramp_start
         return max(min_share, (now - self.ramp_start) / span) if span > 0 else 1.0
 
+    # -- readings --------------------------------------------------------------
+
     def snapshot(self, now: float) -> dict[str, Any]:
         return snapshot_row(snapshot_values(self), now)
 
+    def reading(self, now: float) -> MemberState:
+        return member_state(snapshot_values(self), now)
 
-#: What a snapshot reads of a member, as one tuple: taken under the pool's lock
-#: (one C call per member), turned into a row outside it (``snapshot_row``).
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """One upstream of a pool as it was when read: what ``Pool.members`` lists
+    and what listeners of ``Pool.subscribe()`` receive. A value: later changes
+    to the upstream do not show in it.
+
+    ``health`` is the state (``state`` is its string, as in ``Pool.snapshot()``);
+    ``tier`` is ``"primary"`` or ``"standby"``; latencies are in seconds, ``None``
+    before the first sample.
+    """
+
+    upstream: Upstream
+    tier: str
+    health: Health
+    weight: float
+    in_flight: int
+    ewma: float | None
+    peak_ewma: float | None
+    requests: int
+    failures: int
+    ejections: int
+
+    @property
+    def url(self) -> str:
+        return self.upstream.url
+
+    @property
+    def state(self) -> str:
+        """``healthy``, ``slow-start``, ``recovering``, ``ejected``, ``down`` or
+        ``draining``."""
+        return self.health.value
+
+
+#: What a reading takes of a member, as one tuple: taken under the pool's lock
+#: (one C call per member), turned into a row or a ``MemberState`` outside it.
 snapshot_values = attrgetter(
     "upstream",
     "weight",
     "tier",
     "health",
-    "until",
-    "ramp_until",
     "in_flight",
     "sampled",
     "ewma",
@@ -133,25 +189,41 @@ snapshot_values = attrgetter(
 )
 
 
+def _decayed(peak: float, stamp: float, now: float) -> float:
+    return peak * math.exp(-max(now - stamp, 0.0) / PEAK_EWMA_DECAY)
+
+
 def snapshot_row(values: tuple[Any, ...], now: float) -> dict[str, Any]:
     """One upstream of ``Pool.snapshot()``, from ``snapshot_values(member)``."""
-    (upstream, weight, tier, health, until, ramp_until, in_flight, sampled, ewma, peak, stamp,
+    (upstream, weight, tier, health, in_flight, sampled, ewma, peak, stamp,
      requests, failures, ejections) = values  # fmt: skip
-    state = health.value
-    if health is Health.HEALTHY and now < until:
-        state = "recovering"
-    elif health is Health.HEALTHY and now < ramp_until:
-        state = "slow-start"
-    decayed = peak * math.exp(-max(now - stamp, 0.0) / PEAK_EWMA_DECAY) if sampled else None
     return {
         "url": upstream.url,
         "weight": weight,
         "tier": TIER_NAMES[tier],
-        "state": state,
+        "state": health.value,
         "in_flight": in_flight,
         "ewma_latency": ewma if sampled else None,
-        "peak_ewma_latency": decayed,
+        "peak_ewma_latency": _decayed(peak, stamp, now) if sampled else None,
         "requests": requests,
         "failures": failures,
         "ejections": ejections,
     }
+
+
+def member_state(values: tuple[Any, ...], now: float) -> MemberState:
+    """A ``MemberState`` from ``snapshot_values(member)``."""
+    (upstream, weight, tier, health, in_flight, sampled, ewma, peak, stamp,
+     requests, failures, ejections) = values  # fmt: skip
+    return MemberState(
+        upstream,
+        TIER_NAMES[tier],
+        health,
+        weight,
+        in_flight,
+        ewma if sampled else None,
+        _decayed(peak, stamp, now) if sampled else None,
+        requests,
+        failures,
+        ejections,
+    )

@@ -10,11 +10,11 @@ estimates.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from ._member import Member
 from ._policies import OutlierDetection
-from ._state import Health
+from ._state import SERVING
 
 
 def failing(member: Member, rules: OutlierDetection) -> bool:
@@ -29,27 +29,20 @@ def failing(member: Member, rules: OutlierDetection) -> bool:
     )
 
 
-def finished(member: Member) -> int:
-    """Requests ``member`` has finished (each one fed its latency estimate)."""
-    return member.requests - member.in_flight
-
-
-def slow_members(
-    members: Iterable[Member], rules: OutlierDetection, marks: Mapping[Member, int]
-) -> list[Member]:
+def slow_members(members: Iterable[Member], rules: OutlierDetection) -> list[Member]:
     """The members whose latency EWMA is above ``latency_factor`` x the median of
     their tier, slowest first.
 
     The median is taken over every serving member with a latency estimate (at
     least two of them); only members with ``latency_min_samples`` requests finished
-    since their admission (``marks`` holds the count at admission) may be judged,
+    since their admission (``Member.finished_mark``) may be judged,
     so that an upstream just put back is judged on fresh samples, not on the ones
     that got it ejected.
     """
     factor = rules.latency_factor
     if factor is None:
         return []
-    peers = [m for m in members if m.health is Health.HEALTHY and not m.until and m.sampled]
+    peers = [m for m in members if m.health in SERVING and m.sampled]
     if len(peers) < 2:
         return []
     median = statistics.median(m.ewma for m in peers)
@@ -57,5 +50,5 @@ def slow_members(
         return []
     limit = factor * median
     need = rules.latency_min_samples
-    slow = [m for m in peers if m.ewma > limit and finished(m) - marks.get(m, 0) >= need]
+    slow = [m for m in peers if m.ewma > limit and m.finished() - m.finished_mark >= need]
     return sorted(slow, key=lambda m: m.ewma, reverse=True)

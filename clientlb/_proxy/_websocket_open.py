@@ -60,6 +60,7 @@ _HANDSHAKE = frozenset(
 #: Frames from the upstream buffered before reading from it pauses.
 MAX_QUEUE = 4
 
+
 def leg_options(
     settings: WebSocketSettings, headers: Headers, scope: MutableMapping[str, Any]
 ) -> dict[str, Any]:

@@ -47,17 +47,17 @@ def make_pool(
 
 
 def member(pool: Pool, url: str) -> Member:
-    """The pool's member for ``url`` (as configured)."""
-    for m in pool.members:
+    """The pool's live member for ``url`` (as configured): the core's own record,
+    for checks of what the public readings do not show."""
+    for m in pool._live_members():
         if m.upstream.url == url:
             return m
     raise KeyError(url)
 
 
 def pick_member(pool: Pool, url: str) -> Lease:
-    """A lease on ``url``: every other member is excluded, as a retry would."""
-    target = member(pool, url)
-    lease = pool.pick(exclude=frozenset(m for m in pool.members if m is not target))
+    """A lease on ``url``: every other upstream is excluded, as a retry would."""
+    lease = pool.pick(exclude=[m for m in pool.members if m.url != url])
     assert lease.upstream.url == url
     return lease
 

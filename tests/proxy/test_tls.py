@@ -110,12 +110,11 @@ def test_health_checks_use_the_same_verification(
     check = HealthCheck(path="/health", interval=0.03, timeout=1.0, rise=1, fall=1)
     proxy = WSGIProxy(pool=pool, health_check=check, verify=certs.ca_file if trusted else True)
     try:
-        (member,) = pool.members
         if trusted:
             assert wait_until(lambda: hello.paths.count("/health") >= 3)
-            assert member.health is Health.HEALTHY
+            assert pool.members[0].health is Health.HEALTHY
         else:
-            assert wait_until(lambda: member.health is Health.DOWN)
+            assert wait_until(lambda: pool.members[0].health is Health.DOWN)
             assert hello.paths == []
     finally:
         proxy.close()

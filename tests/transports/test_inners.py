@@ -22,7 +22,7 @@ def test_one_inner_transport_per_upstream_closed_when_it_leaves(
         assert len(inners._by_key) == 3
         with client.stream("GET", "/stream?chunks=2") as streaming:
             busy = next(m for m in pool.members if m.in_flight)  # its response is open
-            idle = next(m for m in pool.members if m is not busy)
+            idle = next(m for m in pool.members if m.url != busy.url)
             pool.remove(busy.upstream)
             pool.remove(idle.upstream)
             assert client.get("/").status_code == 200

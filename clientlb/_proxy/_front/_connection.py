@@ -48,6 +48,8 @@ HIGH_WATER = 256 * 1024  # request body bytes waiting for the app before reading
 LOW_WATER = 64 * 1024
 DISCONNECT = {"type": "http.disconnect"}
 INF = float("inf")
+
+
 class Upstream(End, Protocol):
     """The upstream connection that answered 101, as the tunnel takes it."""
 

@@ -147,9 +147,7 @@ class FrontEnd:
                 conn.check_paused()  # its close would go unnoticed while paused
             if conn.deadline <= now:
                 conn.on_deadline(now)
-        self._ticker = (
-            self.loop.call_later(self._tick, self._on_tick) if self.connections else None
-        )
+        self._ticker = self.loop.call_later(self._tick, self._on_tick) if self.connections else None
 
     def closed(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)

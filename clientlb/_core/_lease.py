@@ -1,0 +1,100 @@
+"""``Lease``: one attempt at one upstream, from ``Pool.pick()`` until ``finish()``.
+
+A lease settles its attempt with its pool, under the pool's lock: the response
+status and latency when headers arrive (passive health, the latency estimates,
+the pool's latency window), and the in-flight slot when the attempt ends.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._member import Member, MemberState
+from ._outcome import FAILURES, Outcome
+from ._state import Health
+from ._upstream import Upstream
+
+if TYPE_CHECKING:
+    from ._pool import Pool
+
+_DRAINING = Health.DRAINING
+
+
+class Lease:
+    """One attempt at one upstream, from ``pick()`` until ``finish()``.
+
+    The shell reports ``responded(status)`` when response headers arrive (this
+    records latency and the status for outlier detection) and ``finish()`` when the
+    response body is closed or the attempt failed (this releases the in-flight
+    slot). ``finish()`` may be called more than once; only the first counts.
+
+    ``upstream`` is where the attempt goes, ``started`` when (the pool's clock),
+    ``status`` and ``elapsed`` what came back and after how long; ``state()``
+    reads that upstream's state in the pool. ``member`` is the pool's own record
+    of the upstream, for the core's use only.
+    """
+
+    __slots__ = ("_pool", "done", "elapsed", "member", "started", "status")
+
+    def __init__(self, pool: Pool, member: Member, started: float) -> None:
+        self._pool = pool
+        self.member = member
+        self.started = started
+        self.status: int | None = None
+        self.elapsed: float | None = None
+        self.done = False
+
+    @property
+    def upstream(self) -> Upstream:
+        return self.member.upstream
+
+    def state(self) -> MemberState:
+        """The upstream's state in the pool now (a reading, as ``Pool.members``)."""
+        return self._pool._read(self.member)
+
+    def responded(self, status: int) -> None:
+        """Response headers arrived with ``status``."""
+        if self.status is not None or self.done:
+            return
+        pool = self._pool
+        with pool._lock:
+            now = pool.clock()
+            member = self.member
+            self.status = status
+            self.elapsed = elapsed = now - self.started
+            rules = pool._rules
+            if status < 500:
+                rules.succeeded(member, elapsed, now)
+                pool._latencies.add(elapsed)
+            else:
+                rules.failed_status(member, status, elapsed, now)
+            pool._settled(member, now)
+
+    def finish(self, outcome: Outcome = Outcome.SUCCESS) -> None:
+        """The attempt is over: body closed (``SUCCESS``), failed, or cancelled."""
+        if self.done:
+            return
+        pool = self._pool
+        with pool._lock:
+            if self.done:
+                return
+            self.done = True
+            now = pool.clock()
+            member = self.member
+            member.in_flight -= 1
+            rules = pool._rules
+            if outcome in FAILURES:
+                unmeasured = self.elapsed is None
+                if unmeasured:
+                    self.elapsed = now - self.started
+                rules.failed(member, self.elapsed if unmeasured else None, now)
+            elif outcome is Outcome.SUCCESS and self.elapsed is None:
+                self.elapsed = elapsed = now - self.started
+                rules.succeeded(member, elapsed, now)
+                pool._latencies.add(elapsed)
+            if member.health is _DRAINING and member.in_flight == 0:
+                pool._roster.drop(member)
+            pool._settled(member, now)
+
+    def __repr__(self) -> str:
+        return f"<Lease {self.member.upstream.key} done={self.done}>"

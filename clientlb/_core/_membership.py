@@ -1,0 +1,237 @@
+"""Membership and tiers: which upstreams a pool has, in which tier, and which of
+them may take requests now.
+
+``Roster`` keeps the members by key and in two tiers, counts each tier's members
+by state, and (``rebuild()``, after a change) works out who serves:
+
+* a tier is *sufficient* when it has a member in a serving state and the share of
+  its members in one (draining members aside) is at least the pool's
+  ``panic_threshold``;
+* the first sufficient tier serves; a retry that has tried all of it goes on to
+  the next sufficient tier, then to any tier with a serving member;
+* when no tier is sufficient the pool panics: it balances over every member of
+  every tier that is neither DOWN (active checks failing) nor draining. When
+  there is none, nothing can serve and ``pick()`` fails at once.
+
+Every change here is O(1) per member (tiers are insertion-ordered dicts), so a
+change of k members costs O(k); the algorithms rebuild their index from the
+tiers on the next pick, in O(n). Nothing here decides health: the pool's
+``HealthRules`` do, and report each change through ``recount()``.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections.abc import Callable, Collection, Iterator
+from typing import cast
+
+from ._algorithms import Algorithm
+from ._errors import ConfigError
+from ._member import PRIMARY, STANDBY, TIER_NAMES, Member, MemberState
+from ._state import PANIC_ELIGIBLE, SERVING, Health
+from ._upstream import Upstream, as_upstream
+
+
+class Tier:
+    """One tier's members, in configuration order (newcomers last)."""
+
+    __slots__ = ("algorithm", "available", "counts", "members", "name", "unavailable")
+
+    def __init__(self, name: str, algorithm: Algorithm) -> None:
+        self.name = name
+        self.algorithm = algorithm
+        self.members: dict[Member, None] = {}  # a dict, so that removal is O(1)
+        self.available: list[Member] = []  # in a serving state, as of the last rebuild
+        self.counts: dict[Health, int] = dict.fromkeys(Health, 0)  # always current
+        # Hashing algorithms hold every member, so that an ejection does not move
+        # other members' keys; the ones out are excluded at pick time instead.
+        self.unavailable: frozenset[Member] = frozenset()
+
+    @property
+    def ejected(self) -> int:
+        return self.counts[Health.EJECTED]
+
+    def serving(self) -> int:
+        counts = self.counts
+        return counts[Health.HEALTHY] + counts[Health.SLOW_START]
+
+    def sufficient(self, threshold: float) -> bool:
+        """A member serves, and the share of those who do reaches ``threshold``."""
+        serving = self.serving()
+        if not serving:
+            return False
+        listed = len(self.members) - self.counts[Health.DRAINING]
+        return serving / listed >= threshold
+
+
+class Roster:
+    """The members of one pool, by key and by tier. Guarded by the pool's lock."""
+
+    __slots__ = (
+        "_emit",
+        "algorithm",
+        "by_key",
+        "clock",
+        "dirty",
+        "order",
+        "panic",
+        "panic_threshold",
+        "rng",
+        "tiers",
+    )
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        rng: _random.Random,
+        clock: Callable[[], float],
+        panic_threshold: float,
+        emit: Callable[[str, Member], None],
+    ) -> None:
+        self.algorithm = algorithm
+        self.rng = rng
+        self.clock = clock
+        self.panic_threshold = panic_threshold
+        self._emit = emit
+        self.by_key: dict[str, Member] = {}
+        self.tiers = (
+            Tier(TIER_NAMES[PRIMARY], algorithm.bind(rng, clock)),
+            Tier(TIER_NAMES[STANDBY], algorithm.bind(rng, clock)),
+        )
+        #: The tiers a pick tries, in order (empty in panic); set by ``rebuild()``.
+        self.order: tuple[Tier, ...] = ()
+        self.panic: Algorithm | None = None
+        self.dirty = True
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def __iter__(self) -> Iterator[Member]:
+        """Every member, primaries first, each tier in configuration order."""
+        for tier in self.tiers:
+            yield from tier.members
+
+    # -- changes ------------------------------------------------------------------
+
+    def create(self, upstream: Upstream, tier: int, field: str) -> Member:
+        """A member for ``upstream``, not admitted yet; ``ConfigError`` if it is
+        in the pool already."""
+        existing = self.by_key.get(upstream.key)
+        if existing is not None:
+            if existing.tier != tier:
+                raise ConfigError(field, f"{upstream.url} is both a primary and a standby")
+            raise ConfigError(field, f"duplicate upstream {upstream.url}")
+        return Member(upstream, tier)
+
+    def admit(self, member: Member) -> None:
+        tier = self.tiers[member.tier]
+        tier.members[member] = None
+        tier.counts[member.health] += 1
+        self.by_key[member.upstream.key] = member
+        self.dirty = True
+
+    def drop(self, member: Member) -> None:
+        """Remove ``member`` (if it is still the pool's member for its upstream)."""
+        if self.by_key.get(member.upstream.key) is not member:
+            return
+        del self.by_key[member.upstream.key]
+        tier = self.tiers[member.tier]
+        del tier.members[member]
+        tier.counts[member.health] -= 1
+        self.dirty = True
+        self._emit("removed", member)
+
+    def move(self, member: Member, tier: int) -> None:
+        """Move ``member`` to another tier (last in its order), statistics and all."""
+        old = self.tiers[member.tier]
+        del old.members[member]
+        old.counts[member.health] -= 1
+        member.tier = tier
+        self.tiers[tier].members[member] = None
+        self.tiers[tier].counts[member.health] += 1
+        self.dirty = True
+
+    def reweigh(self, member: Member, upstream: Upstream) -> None:
+        member.upstream = upstream
+        member.weight = upstream.weight
+        self.dirty = True
+
+    def recount(self, member: Member, old: Health, new: Health) -> None:
+        """``member``'s state went from ``old`` to ``new``."""
+        counts = self.tiers[member.tier].counts
+        counts[old] -= 1
+        counts[new] += 1
+        if old not in SERVING or new not in SERVING:  # else who serves is the same
+            self.dirty = True
+
+    # -- reading ------------------------------------------------------------------
+
+    def get(self, key: str) -> Member | None:
+        return self.by_key.get(key)
+
+    def lookup(self, upstream: str | Upstream) -> Member:
+        key = as_upstream(upstream).key
+        member = self.by_key.get(key)
+        if member is None:
+            raise KeyError(f"no upstream {key} in this pool")
+        return member
+
+    def named(self, exclude: Collection[Member | MemberState | Upstream]) -> Collection[Member]:
+        """The members ``exclude`` names: members, or readings and upstreams (by key)."""
+        if all(type(m) is Member for m in exclude):
+            return cast("Collection[Member]", exclude)
+        found: set[Member] = set()
+        for item in exclude:
+            if isinstance(item, Member):
+                found.add(item)
+            else:
+                member = self.by_key.get(
+                    item.key if isinstance(item, Upstream) else item.upstream.key
+                )
+                if member is not None:
+                    found.add(member)
+        return found
+
+    def last_resort(self, exclude: Collection[Member]) -> Member | None:
+        """For one retry with nowhere else to go: the member with the fewest
+        requests in flight per weight among those panic could pick."""
+        left = [m for m in self if m.health in PANIC_ELIGIBLE and m not in exclude]
+        return min(left, key=lambda m: m.in_flight / m.weight) if left else None
+
+    def sufficient(self, tier: int) -> bool:
+        """Whether ``tier`` may serve on its own (O(1), current between rebuilds)."""
+        return self.tiers[tier].sufficient(self.panic_threshold)
+
+    def count(self, state: Health) -> int:
+        return sum(tier.counts[state] for tier in self.tiers)
+
+    def any_serving(self) -> bool:
+        """A member of some tier is in a serving state (O(1))."""
+        return any(tier.serving() for tier in self.tiers)
+
+    # -- who serves ---------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """Candidates of each tier, the order a pick tries them in, and panic."""
+        for tier in self.tiers:
+            tier.available = [m for m in tier.members if m.health in SERVING]
+            if tier.algorithm.hashes and tier.available:
+                listed = [m for m in tier.members if m.health is not Health.DRAINING]
+                tier.unavailable = frozenset(listed).difference(tier.available)
+                tier.algorithm.rebuild(listed)
+            else:
+                tier.unavailable = frozenset()
+                tier.algorithm.rebuild(tier.available)
+        threshold = self.panic_threshold
+        sufficient = tuple(t for t in self.tiers if t.sufficient(threshold))
+        if sufficient:
+            below = tuple(t for t in self.tiers if t.available and t not in sufficient)
+            self.order = sufficient + below
+            self.panic = None
+        else:
+            self.order = ()
+            eligible = [m for m in self if m.health in PANIC_ELIGIBLE]
+            self.panic = self.algorithm.bind(self.rng, self.clock) if eligible else None
+            if self.panic is not None:
+                self.panic.rebuild(eligible)
+        self.dirty = False

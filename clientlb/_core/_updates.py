@@ -1,0 +1,114 @@
+"""A new membership, applied in steps: the work of ``Pool.update()`` and
+``Pool.update_steps()``.
+
+``check_update()`` validates the lists and builds the new members before the
+pool's lock is taken (most of the cost of a large addition); ``apply_in_steps()``
+then makes the change under the lock, at most ``step`` members per hold, joining
+and staying first and leaving last, so that the pool is never empty between two
+steps. Each member costs O(1) (``Roster``); drains and slow start go through the
+``HealthRules`` like any other change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+from ._errors import ConfigError
+from ._health_rules import HealthRules
+from ._member import PRIMARY, STANDBY, Member
+from ._state import Health
+from ._turns import taking_turns
+from ._upstream import Upstream, as_upstream
+
+Wanted = dict[str, tuple[Upstream, int]]
+
+
+def check_update(
+    known: dict[str, Member],
+    upstreams: Iterable[str | Upstream],
+    standbys: Iterable[str | Upstream],
+) -> tuple[Wanted, dict[str, Member]]:
+    """The wanted upstreams by key (``ConfigError`` for a bad or repeated one),
+    and a new member for each of them not in ``known``."""
+    wanted: Wanted = {}
+    for tier, field, values in (
+        (PRIMARY, "upstreams", upstreams),
+        (STANDBY, "standbys", standbys),
+    ):
+        for value in taking_turns(values):
+            up = as_upstream(value, field)
+            if up.key in wanted:
+                raise ConfigError(field, f"duplicate upstream {up.url}")
+            wanted[up.key] = (up, tier)
+    fresh = {
+        key: Member(up, tier)
+        for key, (up, tier) in taking_turns(wanted.items())
+        if key not in known
+    }
+    return wanted, fresh
+
+
+def apply_in_steps(
+    lock: threading.RLock,
+    rules: HealthRules,
+    clock: Callable[[], float],
+    wanted: Wanted,
+    fresh: dict[str, Member],
+    drain_timeout: float | None,
+    step: int,
+) -> Iterator[int]:
+    """Make the membership ``wanted``, ``step`` changes per hold of ``lock``;
+    yield the number applied so far after each full step."""
+    roster = rules.roster
+    with lock:
+        # slow start protects newcomers from a load others carry: none to protect
+        # when no one serves (the first answer of a discovery, or a pool in panic)
+        ramp = roster.any_serving()
+        leaving = [m for key, m in roster.by_key.items() if key not in wanted]
+    # joining and staying first, leaving last: the pool is never empty between steps
+    work: Iterator[tuple[str, tuple[Upstream, int] | Member]] = itertools.chain(
+        wanted.items(), ((m.upstream.key, m) for m in leaving)
+    )
+    done = 0
+    while True:
+        with lock:
+            batch = 0
+            now = clock()
+            for key, item in itertools.islice(work, step):
+                batch += 1
+                if isinstance(item, Member):
+                    if roster.get(key) is item and item.health is not Health.DRAINING:
+                        rules.drain(item, drain_timeout, now)
+                else:
+                    _apply(rules, key, item, fresh, ramp, now)
+            done += batch
+        if batch < step:
+            return
+        yield done
+
+
+def _apply(
+    rules: HealthRules,
+    key: str,
+    target: tuple[Upstream, int],
+    fresh: dict[str, Member],
+    ramp: bool,
+    now: float,
+) -> None:
+    """One wanted upstream: add it, keep it (weight and tier follow), or bring a
+    draining one back as a new member."""
+    up, tier = target
+    roster = rules.roster
+    member = roster.get(key)
+    if member is not None and member.health is Health.DRAINING:
+        roster.drop(member)  # back in the registry: it returns as a new member
+        member = None
+    if member is None:
+        rules.admit(fresh.pop(key) if key in fresh else Member(up, tier), ramp, now)
+        return
+    if tier != member.tier:
+        roster.move(member, tier)
+    if up.weight != member.weight:
+        roster.reweigh(member, up)

@@ -1,0 +1,142 @@
+"""One "nothing can serve" rule: panic is for passive ejections only; upstreams
+that active checks hold down are never dialled; ``panic_threshold`` as Envoy's
+``healthy_panic_threshold``."""
+
+from __future__ import annotations
+
+import pytest
+
+from clientlb import ConfigError, OutlierDetection
+from clientlb._core import NoUpstream
+
+from .helpers import FakeClock, fail, make_pool, pick_member, served, state, urls
+
+
+def down(pool: object, *ups: str) -> None:
+    for url in ups:
+        pool.report_check(url, passed=False)  # type: ignore[attr-defined]
+
+
+def test_every_upstream_down_fails_fast_without_panic() -> None:
+    ups = urls(3)
+    pool = make_pool(ups, standbys=["http://s:1"])
+    down(pool, *ups, "http://s:1")
+    assert not pool.panicking
+    assert pool.snapshot()["panic"] is False
+    for last_resort in (False, True):
+        with pytest.raises(NoUpstream):
+            pool.pick(last_resort=last_resort)
+    pool.report_check(ups[1], passed=True)
+    assert served(pool, 10) == {ups[1]: 10}
+
+
+def test_panic_balances_over_the_ejected_but_never_the_down() -> None:
+    ups = urls(4)
+    pool = make_pool(ups, standbys=["http://s:1"])
+    down(pool, ups[0], "http://s:1")
+    for url in ups[1:]:
+        fail(pool, url, 5)
+    assert pool.panicking
+    assert set(served(pool, 300)) == set(ups[1:])
+
+
+def test_down_and_draining_are_never_a_last_resort() -> None:
+    ups = urls(3)
+    pool = make_pool(ups)
+    down(pool, ups[0])
+    busy = pool.pick(exclude=[m for m in pool.members if m.url != ups[1]])
+    pool.drain(ups[1])
+    fail(pool, ups[2], 5)
+    assert pool.panicking  # ups[2], ejected, is all panic has
+    tried = [m for m in pool.members if m.url == ups[2]]
+    with pytest.raises(NoUpstream):
+        pool.pick(exclude=tried, last_resort=True)
+    busy.finish()
+
+
+def test_default_threshold_keeps_panic_for_when_nothing_is_available() -> None:
+    ups = urls(4)
+    pool = make_pool(ups, outlier=OutlierDetection(max_ejected_share=1.0))
+    for url in ups[:3]:
+        fail(pool, url, 5)
+    assert not pool.panicking
+    assert served(pool, 20) == {ups[3]: 20}  # one left of four serves alone
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.01, float("nan"), "0.5", True])
+def test_panic_threshold_is_validated(value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_pool(urls(2), panic_threshold=value)
+    assert info.value.field == "panic_threshold"
+
+
+@pytest.mark.parametrize(("ejected", "panics"), [(1, False), (2, False), (3, True)])
+def test_below_the_threshold_the_pool_panics(ejected: int, panics: bool) -> None:
+    """Four primaries at 0.5: two available is enough, one is not."""
+    ups = urls(4)
+    pool = make_pool(ups, panic_threshold=0.5)
+    for url in ups[:ejected]:
+        fail(pool, url, 5)
+    assert pool.panicking is panics
+    counts = served(pool, 400)
+    if panics:
+        assert set(counts) == set(ups)  # the ejected share the load again
+    else:
+        assert set(counts) == set(ups[ejected:])
+
+
+def test_a_tier_below_the_threshold_hands_over_to_one_above() -> None:
+    """As Envoy spills to the next priority: the standbys serve rather than the
+    last primary taking all the load; back above the threshold, fail-back."""
+    clock = FakeClock()
+    ups = urls(4)
+    pool = make_pool(ups, clock=clock, standbys=["http://s:1", "http://t:1"], panic_threshold=0.5)
+    for url in ups[:3]:
+        fail(pool, url, 5)
+    assert not pool.panicking
+    assert set(served(pool, 100)) == {"http://s:1", "http://t:1"}
+    # a retry that tried both standbys still finds the primary left
+    tried = [m for m in pool.members if m.tier == "standby"]
+    lease = pool.pick(exclude=tried)
+    assert lease.upstream.url == ups[3]
+    lease.finish()
+    clock.advance(10.0)
+    assert set(served(pool, 100)) == set(ups)
+
+
+def test_draining_upstreams_do_not_count() -> None:
+    ups = urls(4)
+    pool = make_pool(ups, panic_threshold=0.5)
+    busy = [pick_member(pool, url) for url in ups[:2]]
+    pool.drain(ups[0])
+    pool.drain(ups[1])  # both leave once their request ends
+    fail(pool, ups[2], 5)
+    assert not pool.panicking  # one of the two staying is available: half
+    assert served(pool, 10) == {ups[3]: 10}
+    for lease in busy:
+        lease.finish()
+
+
+def test_slow_starting_upstreams_count_as_available() -> None:
+    ups = urls(4)
+    pool = make_pool(ups[:2], panic_threshold=0.5, slow_start=10.0)
+    pool.add(ups[2])
+    pool.add(ups[3])
+    fail(pool, ups[0], 5)
+    fail(pool, ups[1], 5)
+    assert {state(pool, u) for u in ups[2:]} == {"slow-start"}
+    assert not pool.panicking
+    assert set(served(pool, 50)) == set(ups[2:])
+    pool.report_check(ups[2], passed=False)  # one of four: below
+    assert pool.panicking
+    assert set(served(pool, 400)) == {ups[0], ups[1], ups[3]}  # never the one down
+
+
+def test_threshold_one_wants_the_whole_tier() -> None:
+    ups = urls(3)
+    pool = make_pool(ups, standbys=["http://s:1"], panic_threshold=1.0)
+    fail(pool, ups[0], 5)
+    assert served(pool, 10) == {"http://s:1": 10}
+    down(pool, "http://s:1")
+    assert pool.panicking
+    assert set(served(pool, 300)) == set(ups)
