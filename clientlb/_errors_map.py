@@ -1,23 +1,42 @@
-"""The one place where httpx's exceptions become core outcomes.
+"""The one map of failures, read left to right: the error an attempt ended with,
+what it says of the upstream (the core's outcome), what a proxy answers, and
+what a transport raises when the call ends on it.
 
-httpx.ConnectError, ConnectTimeout, PoolTimeout -> CONNECT_FAILURE
-    the request never left: any method may go to another upstream
-httpx.ReadTimeout, WriteTimeout                  -> TIMEOUT
-httpx.ReadError, WriteError, RemoteProtocolError,
-httpx.CloseError                                 -> RESET
-    the upstream may have acted on the request: only idempotent methods
-    are resent
-anything else (LocalProtocolError, UnsupportedProtocol, ...) -> CANCELLED
-    a fault on our side says nothing about the upstream's health and is
-    not retried
+    error                                  outcome          proxy answers
+    NoUpstream (nothing may serve)         -                503 no healthy upstream
+    httpx.PoolTimeout (every conn. busy)   CONNECT_FAILURE  503 upstream busy
+    httpx.ConnectError, ConnectTimeout     CONNECT_FAILURE  502 upstream unreachable
+    httpx.ReadTimeout, WriteTimeout        TIMEOUT          504 upstream timed out
+    httpx.ReadError, WriteError, CloseError,
+    RemoteProtocolError                    RESET            502 bad upstream response
+    anything else (a fault on our side)    CANCELLED        502, never a traceback
+
+A connect failure never reached the upstream, so any method may go elsewhere;
+after a timeout or a reset the upstream may have acted, so only idempotent
+methods are resent (the core decides, ``AttemptPlan.retry_after``).
+
+A transport raises, when a call ends with no response: ``NoUpstreamAvailable``
+when nothing could be tried, else the last attempt's error as an instance of a
+class that is both ``NoUpstreamAvailable`` and that error's httpx class
+(``except httpx.ConnectError`` and ``except clientlb.NoUpstreamAvailable`` both
+catch it), carrying ``attempts``.
+
+The errors of the proxy's own I/O become httpx's classes first, here too:
+``connect_error()`` (a failed dial), ``bad_response()`` (bytes that break
+HTTP/1.1) and ``opening_error()`` (a WebSocket upstream leg that failed to open).
 """
 
 from __future__ import annotations
 
-from ._core import Outcome
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ._core import Attempt, NoUpstream, Outcome
+from ._exceptions import NoUpstreamAvailable
+from ._http1 import ProtocolError
 from ._httpx import httpx
 
-_OUTCOMES: tuple[tuple[type[httpx.TransportError], Outcome], ...] = (
+_OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (httpx.ConnectError, Outcome.CONNECT_FAILURE),
     (httpx.ConnectTimeout, Outcome.CONNECT_FAILURE),
     (httpx.PoolTimeout, Outcome.CONNECT_FAILURE),
@@ -30,8 +49,137 @@ _OUTCOMES: tuple[tuple[type[httpx.TransportError], Outcome], ...] = (
 
 
 def outcome_of(exc: BaseException) -> Outcome:
-    """The core outcome that ``exc``, raised by an upstream exchange, stands for."""
+    """What an attempt that ended with ``exc`` says of its upstream."""
     for cls, outcome in _OUTCOMES:
         if isinstance(exc, cls):
             return outcome
     return Outcome.CANCELLED
+
+
+# -- what a proxy answers -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """A short plain answer for a failed request."""
+
+    status: int
+    body: bytes
+    reason: str
+    close: bool = False  # the client connection must not carry another request
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(self.body)).encode("ascii")),
+        ]
+        if self.status == 405:
+            headers.append((b"allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE"))
+        if self.close:
+            headers.append((b"connection", b"close"))
+        return headers
+
+
+NO_UPSTREAM = ErrorReply(
+    503, b"503 Service Unavailable: no healthy upstream\n", "no healthy upstream"
+)
+UNREACHABLE = ErrorReply(502, b"502 Bad Gateway: upstream unreachable\n", "upstream unreachable")
+TIMED_OUT = ErrorReply(504, b"504 Gateway Timeout: upstream timed out\n", "upstream timed out")
+BAD_RESPONSE = ErrorReply(502, b"502 Bad Gateway: bad upstream response\n", "bad upstream response")
+BUSY = ErrorReply(503, b"503 Service Unavailable: upstream busy\n", "upstream busy")
+TOO_MANY_WEBSOCKETS = ErrorReply(
+    503, b"503 Service Unavailable: too many WebSockets open\n", "too many WebSockets"
+)
+
+_ANSWERS: tuple[tuple[type[BaseException], ErrorReply], ...] = (
+    (NoUpstream, NO_UPSTREAM),
+    (httpx.PoolTimeout, BUSY),
+    (httpx.ConnectError, UNREACHABLE),
+    (httpx.ConnectTimeout, UNREACHABLE),
+    (httpx.TimeoutException, TIMED_OUT),  # read and write timeouts
+    (httpx.TransportError, BAD_RESPONSE),
+)
+
+
+def reply_for(exc: BaseException) -> ErrorReply:
+    """What a proxy answers a request that failed with ``exc``."""
+    if isinstance(exc, NoUpstreamAvailable) and not exc.attempts:
+        return NO_UPSTREAM
+    for cls, reply in _ANSWERS:
+        if isinstance(exc, cls):
+            return reply
+    return BAD_RESPONSE
+
+
+def refusal(exc: ProtocolError) -> ErrorReply:
+    """What a proxy answers a request it will not forward; the connection closes
+    after it, since what follows the request cannot be trusted."""
+    import http
+
+    phrase = http.HTTPStatus(exc.status).phrase
+    return ErrorReply(exc.status, f"{exc.status} {phrase}: {exc}\n".encode(), str(exc), True)
+
+
+# -- what a transport raises ------------------------------------------------------------
+
+
+_BOTH: dict[type[httpx.TransportError], type[NoUpstreamAvailable]] = {}
+
+
+def _both(cls: type[httpx.TransportError]) -> type[NoUpstreamAvailable]:
+    """A class that is ``NoUpstreamAvailable`` and ``cls`` at once (made once)."""
+    both = _BOTH.get(cls)
+    if both is None:
+        both = _BOTH[cls] = type(f"NoUpstream{cls.__name__}", (NoUpstreamAvailable, cls), {})
+    return both
+
+
+def call_failed(error: BaseException | None, attempts: Sequence[Attempt]) -> NoUpstreamAvailable:
+    """The error a call ends with when no attempt gave a response: plain
+    ``NoUpstreamAvailable`` when nothing was tried, else one that is also the
+    last attempt's httpx class."""
+    if error is None or not isinstance(error, httpx.TransportError):
+        message = "no upstream available" if not attempts else "every attempt failed"
+        return NoUpstreamAvailable(message, attempts=tuple(attempts))
+    if isinstance(error, NoUpstreamAvailable):
+        error.attempts = tuple(attempts)
+        return error
+    raised = _both(type(error))(str(error), attempts=tuple(attempts))
+    raised.__cause__ = error
+    return raised
+
+
+# -- the proxy's own I/O, as httpx's classes ------------------------------------------------
+
+
+def connect_error(netloc: str, exc: BaseException) -> httpx.TransportError:
+    """A failed connection attempt."""
+    if isinstance(exc, TimeoutError):
+        return httpx.ConnectTimeout(f"connecting to {netloc} timed out")
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return httpx.ConnectError(f"cannot connect to {netloc}: {reason}")
+
+
+def bad_response(exc: ProtocolError) -> httpx.RemoteProtocolError:
+    """A response that breaks HTTP/1.1."""
+    return httpx.RemoteProtocolError(f"invalid upstream response: {exc}")
+
+
+def opening_error(exc: Exception, connected: bool) -> httpx.TransportError | None:
+    """A WebSocket upstream leg that failed to open (the ``websockets`` client's
+    errors): refused or unreachable before TCP and TLS were up is a connect
+    failure, no answer in time a timeout, a broken answer (closed, malformed,
+    a wrong accept key, an extension or subprotocol never offered) a reset;
+    ``None`` for anything else (a fault on our side)."""
+    from websockets.exceptions import InvalidHandshake
+    from websockets.exceptions import ProtocolError as FrameError
+
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError) and not connected:  # TimeoutError is an OSError
+        return httpx.ConnectError(detail)
+    if isinstance(exc, TimeoutError):
+        return httpx.ReadTimeout(detail)
+    if isinstance(exc, OSError | EOFError | InvalidHandshake | FrameError):
+        return httpx.RemoteProtocolError(detail)
+    return None

@@ -7,21 +7,21 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._core import Algorithm, ConfigError, Pool, Upstream
+from ._core import ConfigError, Pool, Upstream
 from ._httpx import httpx
+from ._options import PoolSource, as_pool
 
 HashOn = Callable[[httpx.Request], "str | None"] | str | None
-PoolSource = Pool | Iterable[str | Upstream]
 
 
 def build_pools(
     upstreams: PoolSource | None,
     standbys: Iterable[str | Upstream],
-    algorithm: str | Algorithm,
     services: Mapping[str, PoolSource] | None,
-    pool_options: Mapping[str, Any],
+    options: Mapping[str, Any],
 ) -> tuple[Pool | None, dict[str, Pool]]:
-    """The single pool, or the pools by service host, from the user's arguments."""
+    """The single pool, or the pools by service host, from the user's arguments
+    (``options``: the pool options given, see ``clientlb._options``)."""
     if services is not None:
         if upstreams is not None:
             raise ConfigError("services", "give either upstreams= or services=, not both")
@@ -31,24 +31,11 @@ def build_pools(
         for name, source in services.items():
             if not isinstance(name, str) or not name:
                 raise ConfigError("services", f"service names must be host names, got {name!r}")
-            pools[name.lower()] = _as_pool(source, (), algorithm, pool_options)
+            pools[name.lower()] = as_pool(source, (), options, "services")
         return None, pools
     if upstreams is None:
         raise ConfigError("upstreams", "give upstreams= (a list of URLs or a Pool) or services=")
-    return _as_pool(upstreams, standbys, algorithm, pool_options), {}
-
-
-def _as_pool(
-    source: PoolSource,
-    standbys: Iterable[str | Upstream],
-    algorithm: str | Algorithm,
-    options: Mapping[str, Any],
-) -> Pool:
-    if isinstance(source, Pool):
-        return source
-    if isinstance(source, str | Upstream):
-        raise ConfigError("upstreams", f"expected a list of URLs, got the single value {source!r}")
-    return Pool(source, standbys, algorithm, **options)
+    return as_pool(upstreams, standbys, options), {}
 
 
 def key_function(hash_on: HashOn) -> Callable[[httpx.Request], str | None]:

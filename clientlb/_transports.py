@@ -2,9 +2,12 @@
 send each request to an upstream the pool picks.
 
 The twins are written side by side and differ only where I/O differs. Each request
-is one ``AttemptPlan``: the first attempt runs directly (the hot path); a failure
-the plan may retry continues in a tenacity loop whose ``retry`` predicate is the
-plan's decision, so tenacity drives the attempts and the core decides them.
+is one ``AttemptPlan`` driven by ``clientlb._attempts`` (the first attempt
+directly, the rest in a tenacity loop whose verdicts, waits and deadline are the
+plan's): all a twin does here is one attempt at one upstream. A request may carry
+its own ``RetryPolicy`` in ``extensions["clientlb.retry"]``. A call that ends
+with no response raises ``NoUpstreamAvailable``, as the httpx class of its last
+error too (``clientlb._errors_map.call_failed``).
 """
 
 from __future__ import annotations
@@ -13,9 +16,7 @@ import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
-import anyio
-import tenacity
-
+from ._attempts import Rules, adrive, drive
 from ._background import AsyncBackground, Background
 from ._core import (
     Algorithm,
@@ -30,12 +31,12 @@ from ._core import (
     RetryPolicy,
     Upstream,
 )
-from ._core._pool import DEFAULT_OUTLIER
-from ._errors_map import outcome_of
-from ._exceptions import NoUpstreamAvailable, UnknownService
+from ._errors_map import call_failed
+from ._exceptions import UnknownService
 from ._httpx import httpx
 from ._inners import Inners
-from ._routing import HashOn, PoolSource, build_pools, key_function, upstream_request
+from ._options import UNSET, PoolSource, Unset, given
+from ._routing import HashOn, build_pools, key_function, upstream_request
 from ._streams import (
     LeasedAsyncStream,
     LeasedSyncStream,
@@ -47,55 +48,7 @@ from ._tls import Verify, default_context, tls_context
 from .discovery import Provider
 
 ATTEMPTS_EXTENSION = "clientlb.attempts"
-_DEFAULT_OUTLIER = DEFAULT_OUTLIER
-
-
-class _Exchange:
-    """One request's progress across attempts: what the retry predicate reads."""
-
-    __slots__ = ("body", "error", "exhausted", "plan", "request", "response")
-
-    def __init__(self, request: httpx.Request, plan: AttemptPlan, body: Any) -> None:
-        self.request = request
-        self.plan = plan
-        self.body = body  # a Tracked*Stream, or None when the body is in memory
-        self.response: httpx.Response | None = None
-        self.error: Exception | None = None
-        self.exhausted = False
-
-    @property
-    def replayable(self) -> bool:
-        return self.body is None or not self.body.started
-
-    def should_retry(self, response: httpx.Response | None, error: BaseException | None) -> bool:
-        """The plan's verdict on the attempt that just ended."""
-        if self.exhausted:
-            return False
-        if error is not None:
-            if not isinstance(error, httpx.TransportError) or isinstance(
-                error, NoUpstreamAvailable
-            ):
-                return False
-            return self.plan.retry_after(outcome_of(error), replayable=self.replayable)
-        assert response is not None
-        if response.status_code not in self.plan.pool.retry.retry_on_status:
-            return False
-        return self.plan.retry_after(None, status=response.status_code, replayable=self.replayable)
-
-    def tenacity_retry(self, state: tenacity.RetryCallState) -> bool:
-        outcome = state.outcome
-        assert outcome is not None
-        if outcome.failed:
-            return self.should_retry(None, outcome.exception())
-        return self.should_retry(outcome.result(), None)
-
-    def no_upstream(self) -> NoUpstreamAvailable:
-        return NoUpstreamAvailable("no upstream available", attempts=tuple(self.plan.history))
-
-    def give_up(self, error: BaseException) -> None:
-        """Attach the attempts to the error that ends the request."""
-        if isinstance(error, httpx.TransportError) and not hasattr(error, "attempts"):
-            error.attempts = tuple(self.plan.history)  # type: ignore[attr-defined]
+RETRY_EXTENSION = "clientlb.retry"  # a request's own RetryPolicy
 
 
 class _Balancer:
@@ -105,16 +58,13 @@ class _Balancer:
         self,
         upstreams: PoolSource | None,
         standbys: Iterable[str | Upstream],
-        algorithm: str | Algorithm,
         services: Mapping[str, PoolSource] | None,
         hash_on: HashOn,
         pool_options: dict[str, Any],
         verify: Verify = True,
         inner_given: bool = False,
     ) -> None:
-        self._pool, self._services = build_pools(
-            upstreams, standbys, algorithm, services, pool_options
-        )
+        self._pool, self._services = build_pools(upstreams, standbys, services, pool_options)
         self._key = key_function(hash_on)
         if inner_given and verify is not True:
             raise ConfigError("verify", "give verify= to the inner= transport, not to clientlb")
@@ -167,13 +117,43 @@ class _Balancer:
 
     def _plan(self, pool: Pool, request: httpx.Request) -> AttemptPlan:
         key = self._key(request) if pool.algorithm.hashes else None
-        return AttemptPlan(pool, request.method, key)
+        policy = request.extensions.get(RETRY_EXTENSION)
+        if policy is not None and not isinstance(policy, RetryPolicy):
+            raise ConfigError(RETRY_EXTENSION, f"expected a clientlb.RetryPolicy, got {policy!r}")
+        return AttemptPlan(pool, request.method, key, policy)
 
-    @staticmethod
-    def _accept(exchange: _Exchange, lease: Lease, response: httpx.Response) -> None:
-        lease.responded(response.status_code)
-        exchange.plan.record(lease, "response", response.status_code)
-        response.extensions[ATTEMPTS_EXTENSION] = exchange.plan.history
+
+def _status(response: httpx.Response) -> int:
+    return response.status_code
+
+
+def _keep_sync(response: httpx.Response, lease: Lease) -> httpx.Response:
+    if response.is_closed:  # a body read in full already (mocks): nothing to hold
+        lease.finish(Outcome.SUCCESS)
+    else:
+        response.stream = LeasedSyncStream(response.stream, lease)  # type: ignore[arg-type]
+    return response
+
+
+def _keep_async(response: httpx.Response, lease: Lease) -> httpx.Response:
+    if response.is_closed:
+        lease.finish(Outcome.SUCCESS)
+    else:
+        response.stream = LeasedAsyncStream(response.stream, lease)  # type: ignore[arg-type]
+    return response
+
+
+def _within(request: httpx.Request, timeout: float | None) -> httpx.Request:
+    """``request`` with httpx's timeouts no longer than ``timeout``."""
+    if timeout is None:
+        return request
+    given = request.extensions.get("timeout") or {}
+    bounded = {
+        name: timeout if given.get(name) is None else min(given[name], timeout)
+        for name in ("connect", "read", "write", "pool")
+    }
+    request.extensions = {**request.extensions, "timeout": bounded}
+    return request
 
 
 class BalancingTransport(_Balancer, httpx.BaseTransport):
@@ -196,9 +176,10 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
       every upstream. With ``inner=``, configure that transport instead.
     * **hash_on** - the key of hashing algorithms: ``"header:NAME"`` or a callable.
     * **retry**, **outlier**, **slow_start**, **fail_back_after**, **health_check**,
-      **discovery** - passed to the pools this transport builds (see ``Pool``); a
-      ``Pool`` you pass keeps its own. The transport runs its pools' active health
-      checks and discovery in threads until ``close()``.
+      **discovery** - passed to the pools this transport builds (see ``Pool``, whose
+      defaults they have); beside a ``Pool`` of yours they are a ``ConfigError``.
+      The transport runs its pools' active health checks and discovery in
+      threads until ``close()``.
 
     Safe to share between threads.
     """
@@ -207,31 +188,30 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
         self,
         upstreams: PoolSource | None = None,
         standbys: Iterable[str | Upstream] = (),
-        algorithm: str | Algorithm = "round_robin",
+        algorithm: str | Algorithm | Unset = UNSET,
         *,
         services: Mapping[str, PoolSource] | None = None,
         fallback: httpx.BaseTransport | None = None,
         inner: httpx.BaseTransport | None = None,
         hash_on: HashOn = None,
-        retry: RetryPolicy | None = None,
-        outlier: OutlierDetection | None = _DEFAULT_OUTLIER,
-        slow_start: float = 0.0,
-        fail_back_after: float = 0.0,
-        health_check: HealthCheck | None = None,
-        discovery: Provider | Iterable[Provider] | None = None,
+        retry: RetryPolicy | Unset | None = UNSET,
+        outlier: OutlierDetection | Unset | None = UNSET,
+        slow_start: float | Unset = UNSET,
+        fail_back_after: float | Unset = UNSET,
+        health_check: HealthCheck | Unset | None = UNSET,
+        discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
         verify: Verify = True,
     ) -> None:
-        options = {
-            "retry": retry,
-            "outlier": outlier,
-            "slow_start": slow_start,
-            "fail_back_after": fail_back_after,
-            "health_check": health_check,
-            "discovery": discovery,
-        }
-        super().__init__(
-            upstreams, standbys, algorithm, services, hash_on, options, verify, inner is not None
+        options = given(
+            algorithm=algorithm,
+            retry=retry,
+            outlier=outlier,
+            slow_start=slow_start,
+            fail_back_after=fail_back_after,
+            health_check=health_check,
+            discovery=discovery,
         )
+        super().__init__(upstreams, standbys, services, hash_on, options, verify, inner is not None)
         self._fallback = fallback
         self._inners = Inners(
             inner, lambda: httpx.HTTPTransport(verify=self._ssl_context()), self.pools.values()
@@ -253,75 +233,25 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
         if not is_replayable(stream):
             assert isinstance(stream, httpx.SyncByteStream)
             stream = body = TrackedSyncStream(stream)
-        exchange = _Exchange(request, plan, body)
-        try:
-            lease = plan.first()
-        except NoUpstream:
-            raise exchange.no_upstream() from None
-        try:
-            response = self._attempt(exchange, lease, stream)
-        except Exception as error:
-            if not exchange.should_retry(None, error):
-                exchange.give_up(error)
-                raise
-            exchange.error = error
-        else:
-            if not exchange.should_retry(response, None):
-                return response
-            exchange.response = response
-        return self._retry(exchange, stream)
 
-    def _attempt(self, exchange: _Exchange, lease: Lease, stream: Any) -> httpx.Response:
-        if self._inners.retired:
-            for retired in self._inners.take_retired():
-                retired.close()
-        try:
+        def attempt(lease: Lease, timeout: float | None) -> httpx.Response:
+            if self._inners.retired:
+                for retired in self._inners.take_retired():
+                    retired.close()
             response = self._inners.get(lease.upstream).handle_request(
-                upstream_request(exchange.request, lease.upstream, stream)
+                _within(upstream_request(request, lease.upstream, stream), timeout)
             )
-        except BaseException as error:
-            outcome = outcome_of(error)
-            lease.finish(outcome)
-            exchange.plan.record(lease, outcome)
-            raise
-        self._accept(exchange, lease, response)
-        if response.is_closed:  # a body read in full already (mocks): nothing to hold
-            lease.finish(Outcome.SUCCESS)
-        else:
-            response.stream = LeasedSyncStream(response.stream, lease)  # type: ignore[arg-type]
-        return response
+            return response
 
-    def _retry(self, exchange: _Exchange, stream: Any) -> httpx.Response:
-        wait = exchange.plan.pool.retry.backoff
-        retrying = tenacity.Retrying(
-            retry=exchange.tenacity_retry,
-            wait=tenacity.wait_fixed(wait) if wait else tenacity.wait_none(),
-            stop=tenacity.stop_never,
-            reraise=True,
-        )
+        rules = Rules(_status, _keep_sync, lambda: body is None or not body.started, body is None)
         try:
-            return retrying(self._next_attempt, exchange, stream)
-        except BaseException as error:
-            exchange.give_up(error)
-            raise
-
-    def _next_attempt(self, exchange: _Exchange, stream: Any) -> httpx.Response:
-        try:
-            lease = exchange.plan.next()
+            response = drive(plan, attempt, rules, httpx.Response.close)
         except NoUpstream:
-            exchange.exhausted = True  # nothing else to try: the last result stands
-            if exchange.response is not None:
-                return exchange.response
-            raise exchange.error or exchange.no_upstream() from None
-        if exchange.response is not None:
-            exchange.response.close()
-            exchange.response = None
-        try:
-            exchange.response = self._attempt(exchange, lease, stream)
-        except Exception as error:
-            exchange.error = error
-            raise
-        return exchange.response
+            raise call_failed(None, plan.history) from None
+        except httpx.TransportError as error:
+            raise call_failed(error, plan.history) from error
+        response.extensions[ATTEMPTS_EXTENSION] = plan.history
+        return response
 
     def close(self) -> None:
         for background in self._background:
@@ -344,31 +274,30 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         self,
         upstreams: PoolSource | None = None,
         standbys: Iterable[str | Upstream] = (),
-        algorithm: str | Algorithm = "round_robin",
+        algorithm: str | Algorithm | Unset = UNSET,
         *,
         services: Mapping[str, PoolSource] | None = None,
         fallback: httpx.AsyncBaseTransport | None = None,
         inner: httpx.AsyncBaseTransport | None = None,
         hash_on: HashOn = None,
-        retry: RetryPolicy | None = None,
-        outlier: OutlierDetection | None = _DEFAULT_OUTLIER,
-        slow_start: float = 0.0,
-        fail_back_after: float = 0.0,
-        health_check: HealthCheck | None = None,
-        discovery: Provider | Iterable[Provider] | None = None,
+        retry: RetryPolicy | Unset | None = UNSET,
+        outlier: OutlierDetection | Unset | None = UNSET,
+        slow_start: float | Unset = UNSET,
+        fail_back_after: float | Unset = UNSET,
+        health_check: HealthCheck | Unset | None = UNSET,
+        discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
         verify: Verify = True,
     ) -> None:
-        options = {
-            "retry": retry,
-            "outlier": outlier,
-            "slow_start": slow_start,
-            "fail_back_after": fail_back_after,
-            "health_check": health_check,
-            "discovery": discovery,
-        }
-        super().__init__(
-            upstreams, standbys, algorithm, services, hash_on, options, verify, inner is not None
+        options = given(
+            algorithm=algorithm,
+            retry=retry,
+            outlier=outlier,
+            slow_start=slow_start,
+            fail_back_after=fail_back_after,
+            health_check=health_check,
+            discovery=discovery,
         )
+        super().__init__(upstreams, standbys, services, hash_on, options, verify, inner is not None)
         self._fallback = fallback
         self._inners = Inners(
             inner, lambda: httpx.AsyncHTTPTransport(verify=self._ssl_context()), self.pools.values()
@@ -398,76 +327,25 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         if not is_replayable(stream):
             assert isinstance(stream, httpx.AsyncByteStream)
             stream = body = TrackedAsyncStream(stream)
-        exchange = _Exchange(request, plan, body)
-        try:
-            lease = plan.first()
-        except NoUpstream:
-            raise exchange.no_upstream() from None
-        try:
-            response = await self._attempt(exchange, lease, stream)
-        except Exception as error:
-            if not exchange.should_retry(None, error):
-                exchange.give_up(error)
-                raise
-            exchange.error = error
-        else:
-            if not exchange.should_retry(response, None):
-                return response
-            exchange.response = response
-        return await self._retry(exchange, stream)
 
-    async def _attempt(self, exchange: _Exchange, lease: Lease, stream: Any) -> httpx.Response:
-        if self._inners.retired:
-            for retired in self._inners.take_retired():
-                await retired.aclose()
-        try:
+        async def attempt(lease: Lease, timeout: float | None) -> httpx.Response:
+            if self._inners.retired:
+                for retired in self._inners.take_retired():
+                    await retired.aclose()
             response = await self._inners.get(lease.upstream).handle_async_request(
-                upstream_request(exchange.request, lease.upstream, stream)
+                _within(upstream_request(request, lease.upstream, stream), timeout)
             )
-        except BaseException as error:
-            outcome = outcome_of(error)
-            lease.finish(outcome)
-            exchange.plan.record(lease, outcome)
-            raise
-        self._accept(exchange, lease, response)
-        if response.is_closed:  # a body read in full already (mocks): nothing to hold
-            lease.finish(Outcome.SUCCESS)
-        else:
-            response.stream = LeasedAsyncStream(response.stream, lease)  # type: ignore[arg-type]
-        return response
+            return response
 
-    async def _retry(self, exchange: _Exchange, stream: Any) -> httpx.Response:
-        wait = exchange.plan.pool.retry.backoff
-        retrying = tenacity.AsyncRetrying(
-            retry=exchange.tenacity_retry,
-            wait=tenacity.wait_fixed(wait) if wait else tenacity.wait_none(),
-            stop=tenacity.stop_never,
-            sleep=anyio.sleep,
-            reraise=True,
-        )
+        rules = Rules(_status, _keep_async, lambda: body is None or not body.started, body is None)
         try:
-            return await retrying(self._next_attempt, exchange, stream)
-        except BaseException as error:
-            exchange.give_up(error)
-            raise
-
-    async def _next_attempt(self, exchange: _Exchange, stream: Any) -> httpx.Response:
-        try:
-            lease = exchange.plan.next()
+            response = await adrive(plan, attempt, rules, httpx.Response.aclose)
         except NoUpstream:
-            exchange.exhausted = True
-            if exchange.response is not None:
-                return exchange.response
-            raise exchange.error or exchange.no_upstream() from None
-        if exchange.response is not None:
-            await exchange.response.aclose()
-            exchange.response = None
-        try:
-            exchange.response = await self._attempt(exchange, lease, stream)
-        except Exception as error:
-            exchange.error = error
-            raise
-        return exchange.response
+            raise call_failed(None, plan.history) from None
+        except httpx.TransportError as error:
+            raise call_failed(error, plan.history) from error
+        response.extensions[ATTEMPTS_EXTENSION] = plan.history
+        return response
 
     async def aclose(self) -> None:
         for background in self._background:

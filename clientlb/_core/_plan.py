@@ -1,18 +1,26 @@
-"""``AttemptPlan``: the failover and retry decisions for one request.
+"""``AttemptPlan``: the failover, retry, deadline and hedging decisions for one
+request.
 
-The plan decides; the shells act. A driver asks the plan for an upstream, tries
-it, tells the plan what happened, and the plan says whether to try again and where:
+The plan decides; the shells act (through the drivers in ``clientlb._attempts``).
+A driver asks the plan for an upstream, tries it, tells the plan what happened,
+and the plan says whether to try again, where, how long to wait, and how long
+the next attempt may take:
 
     plan = AttemptPlan(pool, "GET")
     lease = plan.first()
-    ... on failure: if plan.retry_after(outcome, replayable): lease = plan.next()
+    ... on failure: if plan.retry_after(outcome, replayable=...): lease = plan.next()
 
 Safety follows what may have reached the upstream (as urllib3's ``Retry`` does): a
 connection that was never established cannot have been seen by the upstream, so
 any method may go elsewhere; after a reset, a timeout or a retryable status the
-upstream may have acted, so only idempotent methods are resent. Every retry draws
-on the pool's retry budget, and a retry never goes back to an upstream this
-request already tried while another is left.
+upstream may have acted, so only idempotent methods are resent. Every retry and
+every hedge draws on the pool's retry budget, and a retry never goes back to an
+upstream this request already tried while another is left.
+
+Deadlines come from the policy (``RetryPolicy.timeout``, ``per_try_timeout``):
+the plan says how long each attempt may take and how long to back off, stops
+retrying when the call's time is spent, and starts no retry at an upstream whose
+expected latency exceeds what is left (``OutOfTime``).
 """
 
 from __future__ import annotations
@@ -22,7 +30,12 @@ from dataclasses import dataclass
 from ._errors import NoUpstream
 from ._member import Member
 from ._outcome import Outcome
+from ._policies import RetryPolicy
 from ._pool import Lease, Pool
+
+
+class OutOfTime(LookupError):
+    """The call's time is spent, or too short for the next attempt to answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,18 +49,38 @@ class Attempt:
 
 
 class AttemptPlan:
-    """Decides the upstream of each attempt of one request and when to stop."""
+    """Decides the upstream of each attempt of one request and when to stop.
 
-    __slots__ = ("_resends", "_tried", "history", "key", "lease", "method", "pool")
+    ``policy`` replaces the pool's ``RetryPolicy`` for this request (a request's
+    own, from ``extensions={"clientlb.retry": ...}``)."""
 
-    def __init__(self, pool: Pool, method: str, key: str | None = None) -> None:
+    __slots__ = (
+        "_resends",
+        "_tried",
+        "deadline",
+        "history",
+        "key",
+        "lease",
+        "method",
+        "policy",
+        "pool",
+    )
+
+    def __init__(
+        self, pool: Pool, method: str, key: str | None = None, policy: RetryPolicy | None = None
+    ) -> None:
         self.pool = pool
         self.method = method
         self.key = key
+        self.policy = policy if policy is not None else pool.retry
+        timeout = self.policy.timeout
+        self.deadline = None if timeout is None else pool.clock() + timeout
         self.history: list[Attempt] = []
         self.lease: Lease | None = None
         self._tried: list[Member] = []
         self._resends = 0
+
+    # -- where -------------------------------------------------------------------
 
     def first(self) -> Lease:
         """The first attempt's lease; counts the request towards the retry budget."""
@@ -58,13 +91,32 @@ class AttemptPlan:
         """The next attempt's lease: an available upstream not tried yet, else an
         ejected one not tried yet (an upstream ejected a moment ago may well be
         back, and a retry with nowhere to go is a certain failure), or else at
-        least not the one just tried."""
+        least not the one just tried. Raises ``NoUpstream``, or ``OutOfTime``
+        when what is left of the call is less than that upstream's expected
+        latency."""
         try:
-            return self._pick(self._tried, last_resort=True)
+            lease = self._pick(self._tried, last_resort=True)
         except NoUpstream:
             if len(self._tried) < 2:
                 raise
-            return self._pick((self._tried[-1],))
+            lease = self._pick((self._tried[-1],))
+        self._mind_the_time(lease)
+        return lease
+
+    def hedge(self) -> Lease | None:
+        """A lease for a hedge (a second attempt while the first is still out) at
+        an upstream not tried yet, if the budget allows one; ``None`` if not."""
+        if not self.pool.take_retry():
+            return None
+        try:
+            lease = self._pick(self._tried)
+        except NoUpstream:
+            return None
+        try:
+            self._mind_the_time(lease)
+        except OutOfTime:
+            return None
+        return lease
 
     def _pick(
         self, exclude: tuple[Member, ...] | list[Member], *, last_resort: bool = False
@@ -75,6 +127,17 @@ class AttemptPlan:
         self.lease = lease
         self._tried.append(lease.member)
         return lease
+
+    def _mind_the_time(self, lease: Lease) -> None:
+        left = self.remaining()
+        if left is None:
+            return
+        member = lease.member
+        if left <= 0 or (member.sampled and member.ewma > left):
+            lease.finish(Outcome.CANCELLED)
+            raise OutOfTime(f"{left:.3f} s left of the call's time")
+
+    # -- what happened -------------------------------------------------------------
 
     def record(self, lease: Lease, outcome: Outcome | str, status: int | None = None) -> None:
         """Add one attempt to the history."""
@@ -89,9 +152,9 @@ class AttemptPlan:
         ``outcome`` is the failure (``None`` when a response with ``status`` came
         back); ``replayable`` says the request body can be sent again in full.
         """
-        if not replayable or outcome is Outcome.CANCELLED:
+        if not replayable or outcome is Outcome.CANCELLED or self.out_of_time():
             return False
-        policy = self.pool.retry
+        policy = self.policy
         if outcome is Outcome.CONNECT_FAILURE:
             # Never reached the upstream: try each upstream once, whatever the method.
             if len(set(self._tried)) >= len(self.pool):
@@ -106,3 +169,44 @@ class AttemptPlan:
         if outcome is not Outcome.CONNECT_FAILURE:
             self._resends += 1
         return True
+
+    # -- how long ------------------------------------------------------------------
+
+    def remaining(self) -> float | None:
+        """Seconds left of the call's time (``None``: no limit)."""
+        return None if self.deadline is None else self.deadline - self.pool.clock()
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and self.pool.clock() >= self.deadline
+
+    def attempt_timeout(self) -> float | None:
+        """How long the next attempt may take to answer."""
+        per_try, left = self.policy.per_try_timeout, self.remaining()
+        if left is None:
+            return per_try
+        left = max(left, 0.0)
+        return left if per_try is None else min(per_try, left)
+
+    def backoff(self) -> float:
+        """How long to wait before the next attempt."""
+        left = self.remaining()
+        wait = self.policy.backoff
+        return wait if left is None else max(min(wait, left), 0.0)
+
+    def hedge_delay(self) -> float | None:
+        """How long an attempt may go unanswered before a hedge goes out; ``None``
+        for no hedge (not asked for, not idempotent, no latency estimate yet, or
+        not before the call's time is spent)."""
+        policy = self.policy
+        if policy.hedge_after is None or not policy.may_resend(self.method):
+            return None
+        quantile = policy.hedge_quantile
+        delay = (
+            self.pool.latency_quantile(quantile)
+            if quantile is not None
+            else float(policy.hedge_after)
+        )
+        left = self.remaining()
+        if delay is None or (left is not None and delay >= left):
+            return None
+        return delay

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ._errors import ConfigError
 from ._upstream import control_character, path_problem
 
+_QUANTILE = re.compile(r"p([0-9]{1,2}(?:\.[0-9]+)?)")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 #: The longest duration any setting takes, in seconds (a year): longer ones are
 #: mistakes, and past about 292 years thread waits and socket timeouts overflow.
@@ -155,7 +157,22 @@ class RetryPolicy:
       ``retry_on_status``), only idempotent methods are retried, at most
       ``max_retries`` times, unless ``retry_non_idempotent`` is set.
     * A body that cannot be sent again (a stream already partly read) is never resent.
-    * Every retry draws on the ``budget``.
+    * Every retry, and every hedge, draws on the ``budget``.
+
+    Deadlines (seconds, ``None`` for none):
+
+    * ``timeout`` - the whole call: attempts, backoff, failover and hedges. No
+      attempt starts when what is left is less than the picked upstream's
+      expected latency; past it the call fails with a timeout.
+    * ``per_try_timeout`` - each attempt, until its response head (within what
+      is left of ``timeout``).
+    * ``hedge_after`` - for idempotent requests, when an attempt has not
+      answered after this long (seconds, or a quantile of the pool's recent
+      latencies such as ``"p95"``), a second attempt goes to another upstream
+      and the first answer wins; the other is cancelled.
+
+    A request can carry its own policy: ``extensions={"clientlb.retry":
+    RetryPolicy(timeout=0.5)}`` (httpx), replacing the pool's for that call.
     """
 
     max_retries: int = 2
@@ -163,6 +180,9 @@ class RetryPolicy:
     retry_non_idempotent: bool = False
     backoff: float = 0.0
     budget: RetryBudget | None = field(default_factory=RetryBudget)
+    timeout: float | None = None
+    per_try_timeout: float | None = None
+    hedge_after: float | str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
@@ -180,6 +200,26 @@ class RetryPolicy:
         seconds("backoff", self.backoff, zero_ok=True)
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise ConfigError("budget", f"expected RetryBudget or None, got {self.budget!r}")
+        for name in ("timeout", "per_try_timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                seconds(name, value)
+        hedge = self.hedge_after
+        if isinstance(hedge, str):
+            match = _QUANTILE.fullmatch(hedge)
+            if match is None or not 0 < float(match[1]) < 100:
+                raise ConfigError(
+                    "hedge_after", f"expected seconds or a quantile such as 'p95', got {hedge!r}"
+                )
+        elif hedge is not None:
+            seconds("hedge_after", hedge)
+
+    @property
+    def hedge_quantile(self) -> float | None:
+        """``hedge_after`` as a fraction (0.95 for ``"p95"``), if it is a quantile."""
+        if isinstance(self.hedge_after, str):
+            return float(self.hedge_after[1:]) / 100
+        return None
 
     def may_resend(self, method: str) -> bool:
         """Whether a request that may have reached an upstream may be sent again."""

@@ -18,34 +18,41 @@ upstream.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._attempts import Rules, adrive
 from .._core import (
     Algorithm,
+    Attempt,
     AttemptPlan,
     ConfigError,
     HealthCheck,
     Lease,
     NoUpstream,
     Outcome,
+    OutlierDetection,
     Pool,
+    RetryPolicy,
     Upstream,
 )
-from .._errors_map import outcome_of
+from .._errors_map import TOO_MANY_WEBSOCKETS, ErrorReply, outcome_of, refusal, reply_for
 from .._http1 import ProtocolError
 from .._httpx import httpx
+from .._options import UNSET, Unset, given
 from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log, log_failure
 from ._disconnect import run_until_disconnect
 from ._engines import DEFAULT_TIMEOUTS, AsyncEngine, AsyncResponse, default_async_engine
-from ._errors import TOO_MANY_WEBSOCKETS, ErrorReply, refusal, reply_for
 from ._headers import Inbound, request_target, response_headers
 from ._limits import DEFAULT_LIMITS, DEFAULT_WEBSOCKETS, Limits, WebSocketSettings
 from ._upgrade import check_request as check_upgrade_request
 from ._upgrade import check_response as check_upgrade_response
+
+if TYPE_CHECKING:
+    from ..discovery import Provider
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -99,9 +106,13 @@ class ProxyApp(ProxyBase):
 
     **Parameters:**
 
-    * **upstreams**, **standbys**, **algorithm** - as for ``clientlb.Pool``; or
+    * **upstreams**, **standbys** - as for ``clientlb.Pool``; or
     * **pool** - a shared ``clientlb.Pool`` (its state is shared with every
       transport and proxy that uses it).
+    * **algorithm**, **retry**, **outlier**, **slow_start**, **fail_back_after**,
+      **health_check**, **discovery** - the pool's options, as for the
+      transports (``Pool``'s defaults); beside a ``Pool`` they are a
+      ``ConfigError``. Checks and discovery run for the app's lifespan.
     * **trusted_proxies** - addresses or networks whose ``X-Forwarded-For`` is
       believed (and used as the client address for ``ip_hash``).
     * **preserve_host** - send the client's ``Host`` upstream (default: the
@@ -110,10 +121,6 @@ class ProxyApp(ProxyBase):
       memory so a retry can resend them; larger ones stream and are not resent.
     * **timeout** - seconds, an ``httpx.Timeout`` or ``None``.
     * **engine** - the inner HTTP engine (default: the fastest available).
-    * **health_check** - a ``clientlb.HealthCheck``: active checks of every
-      upstream, run for the app's lifespan.
-    * **discovery** - a discovery provider (or several) that keeps the pool's
-      membership current, run for the app's lifespan.
     * **verify** - how HTTPS and WSS upstreams are verified, for requests,
       WebSockets and health checks alike: ``True`` (httpx's default: the
       certifi bundle unless ``SSL_CERT_FILE``/``SSL_CERT_DIR`` say otherwise),
@@ -133,17 +140,20 @@ class ProxyApp(ProxyBase):
         self,
         upstreams: Iterable[str | Upstream] | Pool | None = None,
         standbys: Iterable[str | Upstream] = (),
-        algorithm: str | Algorithm = "round_robin",
+        algorithm: str | Algorithm | Unset = UNSET,
         *,
         pool: Pool | None = None,
+        retry: RetryPolicy | Unset | None = UNSET,
+        outlier: OutlierDetection | Unset | None = UNSET,
+        slow_start: float | Unset = UNSET,
+        fail_back_after: float | Unset = UNSET,
+        health_check: HealthCheck | Unset | None = UNSET,
+        discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
         trusted_proxies: Iterable[str] = (),
         preserve_host: bool = False,
         retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
         timeout: Any = DEFAULT_TIMEOUTS,
         engine: AsyncEngine | None = None,
-        health_check: HealthCheck | None = None,
-        discovery: Any = None,
-        pool_options: dict[str, Any] | None = None,
         verify: Verify = True,
         limits: Limits = DEFAULT_LIMITS,
         websockets: WebSocketSettings = DEFAULT_WEBSOCKETS,
@@ -151,13 +161,20 @@ class ProxyApp(ProxyBase):
         super().__init__(
             upstreams,
             standbys,
-            algorithm,
             pool=pool,
+            options=given(
+                algorithm=algorithm,
+                retry=retry,
+                outlier=outlier,
+                slow_start=slow_start,
+                fail_back_after=fail_back_after,
+                health_check=health_check,
+                discovery=discovery,
+            ),
             trusted_proxies=trusted_proxies,
             preserve_host=preserve_host,
             retry_body_limit=retry_body_limit,
             timeout=timeout,
-            pool_options=pool_options,
             verify=verify,
             limits=limits,
             websockets=websockets,
@@ -166,7 +183,7 @@ class ProxyApp(ProxyBase):
             raise ConfigError("engine", f"expected an engine with request(), got {engine!r}")
         self._engine = engine
         self._background: Any = None
-        work = self._background_work(health_check, discovery)
+        work = self._background_work()
         if work is not None:
             from .._background import AsyncBackground
 
@@ -299,7 +316,7 @@ class ProxyApp(ProxyBase):
     ) -> None:
         method: str = scope["method"]
         pool = self.pool
-        engine, timeouts, retry_on = self.engine, self.timeouts, pool.retry.retry_on_status
+        engine, timeouts = self.engine, self.timeouts
         headers, kept = inbound.headers, inbound.host is not None
         tunnel = scope.get("extensions", {}).get("clientlb.tunnel")
         upgrade = tunnel is not None and getattr(engine, "tunnels", False)
@@ -314,73 +331,51 @@ class ProxyApp(ProxyBase):
             if not self.websockets.deflate:
                 headers = [(n, v) for n, v in headers if n != b"sec-websocket-extensions"]
         plan = AttemptPlan(pool, method, inbound.client if pool.algorithm.hashes else None)
-        try:
-            lease = plan.first()
-        except NoUpstream as exc:
-            return await self._reply(send, scope, reply_for(exc), exc, None)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         query: bytes = scope.get("query_string", b"")
         method_b = method.encode("ascii")
-        while True:
+        upgrading = {"upgrade": True} if upgrade else {}
+
+        async def attempt(lease: Lease, timeout: float | None) -> _Answer:
             host, prefix = self.upstream_parts(lease.upstream)
-            try:
-                target = request_target(prefix, raw_path, query)
-            except ProtocolError as exc:
-                lease.finish(Outcome.CANCELLED)
-                return await self._reply(send, scope, refusal(exc), exc, lease)
-            try:
-                response = await engine.request(
-                    lease.upstream,
-                    method_b,
-                    target,
-                    headers if kept else [*headers, (b"host", host)],
-                    body,
-                    timeouts,
-                    **({"upgrade": True} if upgrade else {}),
-                )
-                if upgrade and response.status == 101:
-                    await _check_upgrade(scope["headers"], response)
-                    first: bytes | None = b""
-                else:
-                    first = await _first_bytes(response)
-            except httpx.TransportError as exc:
-                outcome = outcome_of(exc)
-                lease.finish(outcome)
-                plan.record(lease, outcome)
-                if plan.retry_after(outcome, replayable=_replayable(body)):
-                    try:
-                        lease = plan.next()
-                        continue
-                    except NoUpstream:
-                        pass
-                return await self._reply(send, scope, reply_for(exc), exc, lease)
-            except (ClientDisconnected, anyio.get_cancelled_exc_class()):
-                lease.finish(Outcome.CANCELLED)
-                raise
-            except Exception as exc:  # a fault in the proxy: a plain 502, never a traceback
-                lease.finish(Outcome.CANCELLED)
-                log.exception("unexpected error forwarding %s %s", method, scope["path"])
-                return await self._reply(send, scope, reply_for(exc), exc, lease)
-            except BaseException:
-                lease.finish(Outcome.CANCELLED)
-                raise
-            if response.status == 101:
-                return await self._tunnel(send, tunnel, response, lease)
-            status = response.status
-            lease.responded(status)
-            if status in retry_on and plan.retry_after(
-                None, status=status, replayable=_replayable(body)
-            ):
-                try:
-                    following = plan.next()
-                except NoUpstream:
-                    pass
-                else:
-                    plan.record(lease, "response", status)
-                    await _discard(response, lease)
-                    lease = following
-                    continue
-            return await self._relay(send, scope, response, lease, first)
+            response = await engine.request(
+                lease.upstream,
+                method_b,
+                request_target(prefix, raw_path, query),
+                headers if kept else [*headers, (b"host", host)],
+                body,
+                timeouts.within(timeout),
+                **upgrading,
+            )
+            if upgrade and response.status == 101:
+                await _check_upgrade(scope["headers"], response)
+                return _Answer(response, b"")
+            return _Answer(response, await _first_bytes(response))
+
+        rules = Rules(
+            _Answer.status_of,
+            _Answer.keep,
+            lambda: _replayable(body),
+            hedgeable=not upgrade and not isinstance(body, _Body),
+        )
+        try:
+            answer = await adrive(plan, attempt, rules, _Answer.discard)
+        except NoUpstream as exc:
+            return await self._reply(send, scope, reply_for(exc), exc, None)
+        except ProtocolError as exc:  # the path leaves this upstream's prefix
+            return await self._reply(send, scope, refusal(exc), exc, plan.lease)
+        except httpx.TransportError as exc:
+            reply = reply_for(exc)
+            return await self._reply(send, scope, reply, exc, plan.lease, plan.history)
+        except (ClientDisconnected, anyio.get_cancelled_exc_class()):
+            raise
+        except Exception as exc:  # a fault in the proxy: a plain 502, never a traceback
+            log.exception("unexpected error forwarding %s %s", method, scope["path"])
+            return await self._reply(send, scope, reply_for(exc), exc, plan.lease)
+        assert answer.lease is not None
+        if answer.response.status == 101:
+            return await self._tunnel(send, tunnel, answer.response, answer.lease)
+        return await self._relay(send, scope, answer.response, answer.lease, answer.first)
 
     async def _relay(
         self,
@@ -449,9 +444,15 @@ class ProxyApp(ProxyBase):
             lease.finish(outcome)
 
     async def _reply(
-        self, send: Send, scope: Scope, reply: ErrorReply, detail: object, lease: Lease | None
+        self,
+        send: Send,
+        scope: Scope,
+        reply: ErrorReply,
+        detail: object,
+        lease: Lease | None,
+        attempts: Sequence[Attempt] = (),
     ) -> None:
-        log_failure(scope["method"], scope["path"], reply, detail, lease)
+        log_failure(scope["method"], scope["path"], reply, detail, lease, attempts)
         await send(
             {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
         )
@@ -488,8 +489,27 @@ def _replayable(body: bytes | _Body | None) -> bool:
     return not isinstance(body, _Body) or not body.started
 
 
-async def _discard(response: AsyncResponse, lease: Lease) -> None:
-    try:
-        await response.aclose()
-    finally:
-        lease.finish(Outcome.SUCCESS)
+class _Answer:
+    """An upstream's response and the body's first bytes read ahead (``None``
+    for an event stream), holding its lease until relayed or discarded."""
+
+    __slots__ = ("first", "lease", "response")
+
+    def __init__(self, response: AsyncResponse, first: bytes | None) -> None:
+        self.response = response
+        self.first = first
+        self.lease: Lease | None = None
+
+    def status_of(self) -> int:
+        return self.response.status
+
+    def keep(self, lease: Lease) -> _Answer:
+        self.lease = lease
+        return self
+
+    async def discard(self) -> None:
+        try:
+            await self.response.aclose()
+        finally:
+            if self.lease is not None:
+                self.lease.finish(Outcome.SUCCESS)

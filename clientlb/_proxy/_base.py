@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .._core import Algorithm, ConfigError, Lease, Pool, Upstream
+from .._core import Attempt, ConfigError, Lease, Pool, Upstream
 from .._core._policies import flag
+from .._errors_map import ErrorReply
+from .._options import as_pool
 from .._tls import Verify, default_context, tls_context
 from ._engines import DEFAULT_TIMEOUTS, Timeouts
-from ._errors import ErrorReply
 from ._headers import HeaderPolicy, host_header
 from ._limits import DEFAULT_LIMITS, DEFAULT_WEBSOCKETS, Limits, WebSocketSettings
 
@@ -24,38 +25,29 @@ DEFAULT_RETRY_BODY_LIMIT = 64 * 1024
 MAX_RETRY_BODY_LIMIT = 64 * 1024 * 1024
 
 
-def _given(values: object, name: str) -> bool:
-    """Whether an iterable argument holds anything (``ConfigError`` if not one)."""
-    if not isinstance(values, Iterable):
-        raise ConfigError(name, f"expected a list of URLs, got {values!r}")
-    return bool(tuple(values))
-
-
 class ProxyBase:
     """Configuration common to ``ProxyApp`` and ``WSGIProxy`` (see their docs)."""
 
-    def _background_work(self, health_check: Any, discovery: Any) -> tuple[Any, Any] | None:
-        """The checks and discovery this proxy runs: those given, else the pool's
-        own; ``None`` when there are none. (Of several owners of a shared pool,
-        one at a time runs them: see ``clientlb._background``.)"""
-        health_check = health_check if health_check is not None else self.pool.health_check
-        discovery = discovery if discovery is not None else self.pool.discovery
-        if health_check is None and discovery is None:
+    def _background_work(self) -> tuple[Any, Any] | None:
+        """The pool's checks and discovery, which this proxy runs; ``None`` when
+        there are none. (Of several owners of a shared pool, one at a time runs
+        them: see ``clientlb._background``.)"""
+        pool = self.pool
+        if pool.health_check is None and pool.discovery is None:
             return None
-        return health_check, discovery
+        return pool.health_check, pool.discovery
 
     def __init__(
         self,
-        upstreams: Iterable[str | Upstream] | Pool | None = None,
-        standbys: Iterable[str | Upstream] = (),
-        algorithm: str | Algorithm = "round_robin",
+        upstreams: Iterable[str | Upstream] | Pool | None,
+        standbys: Iterable[str | Upstream],
         *,
-        pool: Pool | None = None,
+        pool: Pool | None,
+        options: dict[str, Any],
         trusted_proxies: Iterable[str] = (),
         preserve_host: bool = False,
         retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
         timeout: Any = DEFAULT_TIMEOUTS,
-        pool_options: dict[str, Any] | None = None,
         verify: Verify = True,
         limits: Limits = DEFAULT_LIMITS,
         websockets: WebSocketSettings = DEFAULT_WEBSOCKETS,
@@ -69,20 +61,15 @@ class ProxyBase:
         self.limits = limits
         self.websockets = websockets
         self.open_websockets = 0  # relayed now, by either path, against max_open
-        if isinstance(upstreams, Pool):
-            pool, upstreams = upstreams, None
         if pool is not None:
-            if upstreams is not None or _given(standbys, "standbys"):
-                raise ConfigError("pool", "give either pool= or upstreams=/standbys=, not both")
+            if upstreams is not None:
+                raise ConfigError("pool", "give either pool= or upstreams=, not both")
             if not isinstance(pool, Pool):
                 raise ConfigError("pool", f"expected a clientlb.Pool, got {pool!r}")
-            self.pool = pool
-        else:
-            if upstreams is None:
-                raise ConfigError("upstreams", "give upstreams= (a list of URLs) or pool=")
-            if pool_options is not None and not isinstance(pool_options, Mapping):
-                raise ConfigError("pool_options", f"expected a mapping, got {pool_options!r}")
-            self.pool = Pool(upstreams, standbys, algorithm, **(pool_options or {}))
+            upstreams = pool
+        if upstreams is None:
+            raise ConfigError("upstreams", "give upstreams= (a list of URLs) or pool=")
+        self.pool = as_pool(upstreams, standbys, options)
         flag("preserve_host", preserve_host)
         try:
             self.policy = HeaderPolicy(trusted_proxies, preserve_host)
@@ -131,12 +118,29 @@ class ProxyBase:
 
 
 def log_failure(
-    method: str, path: str, reply: ErrorReply, detail: object, lease: Lease | None
+    method: str,
+    path: str,
+    reply: ErrorReply,
+    detail: object,
+    lease: Lease | None,
+    attempts: Sequence[Attempt] = (),
 ) -> None:
     """The one line a request answered by the proxy itself leaves: a warning when
-    an upstream failed, information when the request was refused."""
+    an upstream failed, information when the request was refused; with the
+    attempts when there were several."""
     where = f" from {lease.upstream.url}" if lease is not None else ""
     detail = str(detail or "-")
     why = "" if detail == reply.reason else f": {detail}"
+    tries = ""
+    if len(attempts) > 1:
+        tries = (
+            " (attempts: "
+            + ", ".join(
+                f"{a.upstream} {a.status if a.status is not None else a.outcome}" for a in attempts
+            )
+            + ")"
+        )
     level = logging.WARNING if reply.status >= 500 else logging.INFO
-    log.log(level, "%s %s -> %d %s%s%s", method, path, reply.status, reply.reason, where, why)
+    log.log(
+        level, "%s %s -> %d %s%s%s%s", method, path, reply.status, reply.reason, where, why, tries
+    )

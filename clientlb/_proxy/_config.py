@@ -67,7 +67,9 @@ _SERVER_DEFAULTS: dict[str, Any] = {
     "gc_freeze": True,
 }
 DEFAULT_OUTLIER = OutlierDetection()
-_POOL_KEYS = frozenset({"slow_start", "fail_back_after", "failure_penalty", "slow_start_min_share"})
+_POOL_KEYS = frozenset(
+    {"slow_start", "fail_back_after", "failure_penalty", "slow_start_min_share", "panic_threshold"}
+)
 #: ``[server] log_level`` (as ``--log-level``).
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 #: ``[server] loop``: the event loop, each with the module it needs.

@@ -36,6 +36,8 @@ def build_app(settings: Settings) -> ProxyApp:
         settings.standbys,
         settings.algorithm,
         allow_empty=bool(settings.discovery.get("uris")),
+        health_check=settings.health,
+        discovery=discovery_providers(settings) or None,
         **settings.pool_options(),
     )
     return ProxyApp(
@@ -45,8 +47,6 @@ def build_app(settings: Settings) -> ProxyApp:
         retry_body_limit=settings.retry_body_limit,
         timeout=settings.timeouts,
         verify=settings.verify,
-        health_check=settings.health,
-        discovery=discovery_providers(settings) or None,
         limits=settings.limits,
         websockets=settings.websockets,
     )

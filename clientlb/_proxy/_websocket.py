@@ -60,17 +60,22 @@ from typing import Any
 import anyio
 import sniffio
 
+from .._attempts import Rules, adrive
 from .._core import AttemptPlan, Lease, NoUpstream, Outcome
-from .._http1 import ProtocolError
-from ._base import ProxyBase, log_failure
-from ._errors import (
+from .._errors_map import (
+    BAD_RESPONSE,
     NO_UPSTREAM,
     TOO_MANY_WEBSOCKETS,
     ErrorReply,
+    opening_error,
     refusal,
+    reply_for,
 )
+from .._http1 import ProtocolError
+from .._httpx import httpx
+from ._base import ProxyBase, log_failure
 from ._headers import Headers, request_target
-from ._websocket_open import HAVE_WEBSOCKETS, Leg, Opening, failure, leg_options, passed_on
+from ._websocket_open import HAVE_WEBSOCKETS, Leg, Opening, leg_options, passed_on
 
 with contextlib.suppress(ImportError):  # uvicorn can run WebSockets on wsproto alone
     from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -138,27 +143,18 @@ async def _forward(
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
     pool = proxy.pool
     plan = AttemptPlan(pool, "GET", inbound.client if pool.algorithm.hashes else None)
-    try:
-        lease = plan.first()
-    except NoUpstream as exc:
-        return await _deny(proxy, scope, receive, send, NO_UPSTREAM, exc, None)
-    while True:
+    query: bytes = scope.get("query_string", b"")
+
+    async def attempt(lease: Lease, timeout: float | None) -> _Opened:
         upstream = lease.upstream
         _, prefix = proxy.upstream_parts(upstream)
-        try:
-            target = request_target(prefix, raw_path, scope.get("query_string", b""))
-        except ProtocolError as exc:
-            lease.finish(Outcome.CANCELLED)
-            return await _deny(proxy, scope, receive, send, refusal(exc), exc, lease)
+        target = request_target(prefix, raw_path, query)
         secure = upstream.scheme == "https"
         authority = host if host is not None else upstream.netloc
         uri = f"{'wss' if secure else 'ws'}://{authority}{target.decode('latin-1')}"
-        opening = Opening(proxy.timeouts)
-        outcome: Outcome | None = None
-        status: int | None = None
-        headers: Headers | None = None
+        opening = Opening(proxy.timeouts.within(timeout))
         try:
-            ws = await opening.open(
+            leg = await opening.open(
                 uri,
                 host=upstream.host,
                 port=upstream.port,
@@ -166,32 +162,63 @@ async def _forward(
                 server_hostname=upstream.host if secure else None,
                 **options,
             )
-        except InvalidStatus as exc:
-            response = exc.response
-            status = response.status_code
-            lease.responded(status)
-            lease.finish(Outcome.SUCCESS)
-            plan.record(lease, "response", status)
-            reply = ErrorReply(status, bytes(response.body or b""), "refused by the upstream")
-            headers = passed_on(response.headers.raw_items(), status)
-            detail: object = reply.reason
+        except InvalidStatus as exc:  # an answer, not a failure: passed on, or retried
+            return _Opened(None, exc.response)
         except Exception as exc:
-            outcome, reply = failure(exc, opening.connected)
-            lease.finish(outcome)
-            plan.record(lease, outcome)
-            detail = f"{type(exc).__name__}: {exc}"
-        except BaseException:
-            lease.finish(Outcome.CANCELLED)
-            raise
-        else:
-            return await _Relay(proxy, ws, lease, receive, send).run()
-        if plan.retry_after(outcome, status=status, replayable=True):
-            try:
-                lease = plan.next()
-                continue
-            except NoUpstream:
-                pass
-        return await _deny(proxy, scope, receive, send, reply, detail, lease, headers)
+            error = opening_error(exc, opening.connected)
+            if error is None:
+                raise
+            raise error from exc
+        return _Opened(leg, None)
+
+    rules = Rules(_Opened.status_of, _Opened.keep, lambda: True)
+    try:
+        opened = await adrive(plan, attempt, rules, _Opened.discard)
+    except NoUpstream as exc:
+        return await _deny(proxy, scope, receive, send, NO_UPSTREAM, exc, None)
+    except ProtocolError as exc:  # the path leaves this upstream's prefix
+        return await _deny(proxy, scope, receive, send, refusal(exc), exc, plan.lease)
+    except httpx.TransportError as exc:
+        return await _deny(proxy, scope, receive, send, reply_for(exc), exc, plan.lease)
+    except Exception as exc:  # a fault on the proxy's side: 502, and one log line
+        detail = f"{type(exc).__name__}: {exc}"
+        return await _deny(proxy, scope, receive, send, BAD_RESPONSE, detail, plan.lease)
+    assert opened.lease is not None
+    if opened.leg is not None:
+        return await _Relay(proxy, opened.leg, opened.lease, receive, send).run()
+    assert opened.refused is not None
+    response = opened.refused
+    status = response.status_code
+    reply = ErrorReply(status, bytes(response.body or b""), "refused by the upstream")
+    headers = passed_on(response.headers.raw_items(), status)
+    return await _deny(proxy, scope, receive, send, reply, reply.reason, opened.lease, headers)
+
+
+class _Opened:
+    """A try at the upstream leg that got an answer: the leg (101), or the
+    upstream's refusal (any other status), holding the lease."""
+
+    __slots__ = ("lease", "leg", "refused")
+
+    def __init__(self, leg: Leg | None, refused: Any) -> None:
+        self.leg = leg
+        self.refused = refused
+        self.lease: Lease | None = None
+
+    def status_of(self) -> int:
+        return 101 if self.leg is not None else int(self.refused.status_code)
+
+    def keep(self, lease: Lease) -> _Opened:
+        self.lease = lease
+        if self.leg is None:  # a refusal holds nothing open
+            lease.finish(Outcome.SUCCESS)
+        return self
+
+    async def discard(self) -> None:
+        if self.leg is not None:
+            self.leg.cut()
+        if self.lease is not None:
+            self.lease.finish(Outcome.SUCCESS)
 
 
 async def _deny(

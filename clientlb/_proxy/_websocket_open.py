@@ -8,16 +8,12 @@ import asyncio
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, cast
 
-from .._core import Outcome
 from ._engines import Timeouts
-from ._errors import BAD_RESPONSE, TIMED_OUT, UNREACHABLE, ErrorReply
 from ._headers import Headers, response_headers
 from ._limits import WebSocketSettings
 
 try:
     from websockets.asyncio.client import ClientConnection, connect
-    from websockets.exceptions import InvalidHandshake
-    from websockets.exceptions import ProtocolError as FrameError
 except ImportError:  # pragma: no cover - uvicorn can run WebSockets on wsproto alone
     HAVE_WEBSOCKETS = False
 else:
@@ -108,17 +104,6 @@ class Opening:
         deadline, read = self._deadline, self.timeouts.read
         if deadline is not None and not deadline.expired():
             deadline.reschedule(None if read is None else asyncio.get_running_loop().time() + read)
-
-
-def failure(exc: Exception, connected: bool) -> tuple[Outcome, ErrorReply]:
-    """The outcome and the answer for a failed opening (the module doc's table)."""
-    if isinstance(exc, OSError) and not connected:  # TimeoutError is an OSError
-        return Outcome.CONNECT_FAILURE, UNREACHABLE
-    if isinstance(exc, TimeoutError):
-        return Outcome.TIMEOUT, TIMED_OUT
-    if isinstance(exc, OSError | EOFError | InvalidHandshake | FrameError):
-        return Outcome.RESET, BAD_RESPONSE
-    return Outcome.CANCELLED, BAD_RESPONSE
 
 
 def passed_on(items: Iterable[tuple[str, str]], status: int) -> Headers:

@@ -13,29 +13,36 @@ rather than end the body as if it were complete.
 from __future__ import annotations
 
 import http
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
+from .._attempts import Rules, drive
 from .._core import (
     Algorithm,
+    Attempt,
     AttemptPlan,
     ConfigError,
     HealthCheck,
     Lease,
     NoUpstream,
     Outcome,
+    OutlierDetection,
     Pool,
+    RetryPolicy,
     Upstream,
 )
-from .._errors_map import outcome_of
+from .._errors_map import ErrorReply, outcome_of, refusal, reply_for
 from .._http1 import ProtocolError
 from .._httpx import httpx
+from .._options import UNSET, Unset, given
 from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
 from ._engines import DEFAULT_TIMEOUTS, BlockingEngine, SyncEngine, SyncResponse
-from ._errors import ErrorReply, refusal, reply_for
 from ._headers import request_target, response_headers
 from ._limits import DEFAULT_LIMITS, Limits
+
+if TYPE_CHECKING:
+    from ..discovery import Provider
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -105,42 +112,54 @@ class _Body:
 class WSGIProxy(ProxyBase):
     """A WSGI app that forwards every request to an upstream the pool picks.
 
-    Takes ``ProxyApp``'s arguments (``upstreams``/``standbys``/``algorithm`` or
-    ``pool``, ``trusted_proxies``, ``preserve_host``, ``retry_body_limit``,
-    ``timeout``, ``health_check``, ``discovery``, ``verify``, ``limits``);
-    ``engine`` is a sync engine (default: ``BlockingEngine``). Health checks and discovery run in
-    daemon threads from construction until ``close()``. Safe to call from many
-    worker threads at once.
+    Takes ``ProxyApp``'s arguments (``upstreams``/``standbys`` or ``pool``, the
+    pool options ``algorithm``, ``retry``, ``outlier``, ``slow_start``,
+    ``fail_back_after``, ``health_check``, ``discovery``, and
+    ``trusted_proxies``, ``preserve_host``, ``retry_body_limit``, ``timeout``,
+    ``verify``, ``limits``); ``engine`` is a sync engine (default:
+    ``BlockingEngine``). Health checks and discovery run in daemon threads from
+    construction until ``close()``. Safe to call from many worker threads at
+    once.
     """
 
     def __init__(
         self,
         upstreams: Iterable[str | Upstream] | Pool | None = None,
         standbys: Iterable[str | Upstream] = (),
-        algorithm: str | Algorithm = "round_robin",
+        algorithm: str | Algorithm | Unset = UNSET,
         *,
         pool: Pool | None = None,
+        retry: RetryPolicy | Unset | None = UNSET,
+        outlier: OutlierDetection | Unset | None = UNSET,
+        slow_start: float | Unset = UNSET,
+        fail_back_after: float | Unset = UNSET,
+        health_check: HealthCheck | Unset | None = UNSET,
+        discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
         trusted_proxies: Iterable[str] = (),
         preserve_host: bool = False,
         retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
         timeout: Any = DEFAULT_TIMEOUTS,
         engine: SyncEngine | None = None,
-        health_check: HealthCheck | None = None,
-        discovery: Any = None,
-        pool_options: dict[str, Any] | None = None,
         verify: Verify = True,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__(
             upstreams,
             standbys,
-            algorithm,
             pool=pool,
+            options=given(
+                algorithm=algorithm,
+                retry=retry,
+                outlier=outlier,
+                slow_start=slow_start,
+                fail_back_after=fail_back_after,
+                health_check=health_check,
+                discovery=discovery,
+            ),
             trusted_proxies=trusted_proxies,
             preserve_host=preserve_host,
             retry_body_limit=retry_body_limit,
             timeout=timeout,
-            pool_options=pool_options,
             verify=verify,
             limits=limits,
         )
@@ -152,7 +171,7 @@ class WSGIProxy(ProxyBase):
             else BlockingEngine(self.ssl_context, self.limits.upstreams)
         )
         self._background: Any = None
-        work = self._background_work(health_check, discovery)
+        work = self._background_work()
         if work is not None:
             from .._background import Background
 
@@ -188,64 +207,40 @@ class WSGIProxy(ProxyBase):
         headers, kept = inbound.headers, inbound.host is not None
         pool = self.pool
         plan = AttemptPlan(pool, method, inbound.client if pool.algorithm.hashes else None)
+        method_b = method.encode("ascii")
+
+        def attempt(lease: Lease, timeout: float | None) -> _Held:
+            host, prefix = self.upstream_parts(lease.upstream)
+            response = self.engine.request(
+                lease.upstream,
+                method_b,
+                request_target(prefix, raw_path, query),
+                headers if kept else [*headers, (b"host", host)],
+                body,
+                self.timeouts.within(timeout),
+            )
+            return _Held(response)
+
+        rules = Rules(_Held.status_of, _Held.keep, lambda: _replayable(body))
         try:
-            lease = plan.first()
+            held = drive(plan, attempt, rules, _Held.discard)
         except NoUpstream as exc:
             return self._reply(start_response, method, path, reply_for(exc), exc, None)
-        retry_on = pool.retry.retry_on_status
-        while True:
-            host, prefix = self.upstream_parts(lease.upstream)
-            try:
-                target = request_target(prefix, raw_path, query)
-            except ProtocolError as exc:
-                lease.finish(Outcome.CANCELLED)
-                return self._reply(start_response, method, path, refusal(exc), exc, lease)
-            try:
-                response = self.engine.request(
-                    lease.upstream,
-                    method.encode("ascii"),
-                    target,
-                    headers if kept else [*headers, (b"host", host)],
-                    body,
-                    self.timeouts,
-                )
-            except httpx.TransportError as exc:
-                outcome = outcome_of(exc)
-                lease.finish(outcome)
-                plan.record(lease, outcome)
-                if plan.retry_after(outcome, replayable=_replayable(body)):
-                    try:
-                        lease = plan.next()
-                        continue
-                    except NoUpstream:
-                        pass
-                return self._reply(start_response, method, path, reply_for(exc), exc, lease)
-            except BaseException:
-                lease.finish(Outcome.CANCELLED)
-                raise
-            status = response.status
-            lease.responded(status)
-            if status in retry_on and plan.retry_after(
-                None, status=status, replayable=_replayable(body)
-            ):
-                try:
-                    following = plan.next()
-                except NoUpstream:
-                    pass
-                else:
-                    plan.record(lease, "response", status)
-                    response.close()
-                    lease.finish(Outcome.SUCCESS)
-                    lease = following
-                    continue
-            start_response(
-                _status_line(status),
-                [
-                    (n.decode("latin-1"), v.decode("latin-1"))
-                    for n, v in response_headers(response.headers, status)
-                ],
-            )
-            return _Relay(response, lease, method, path)
+        except ProtocolError as exc:  # the path leaves this upstream's prefix
+            return self._reply(start_response, method, path, refusal(exc), exc, plan.lease)
+        except httpx.TransportError as exc:
+            reply = reply_for(exc)
+            return self._reply(start_response, method, path, reply, exc, plan.lease, plan.history)
+        response = held.response
+        assert held.lease is not None
+        start_response(
+            _status_line(response.status),
+            [
+                (n.decode("latin-1"), v.decode("latin-1"))
+                for n, v in response_headers(response.headers, response.status)
+            ],
+        )
+        return _Relay(response, held.lease, method, path)
 
     def _read_body(self, environ: dict[str, Any]) -> bytes | _Body:
         stream = environ["wsgi.input"]
@@ -279,13 +274,38 @@ class WSGIProxy(ProxyBase):
         reply: ErrorReply,
         detail: object,
         lease: Lease | None,
+        attempts: Sequence[Attempt] = (),
     ) -> list[bytes]:
-        log_failure(method, path, reply, detail, lease)
+        log_failure(method, path, reply, detail, lease, attempts)
         start_response(  # WSGI leaves Connection to the server
             _status_line(reply.status),
             [(n.decode(), v.decode()) for n, v in reply.headers if n != b"connection"],
         )
         return [b""] if method == "HEAD" else [reply.body]
+
+
+class _Held:
+    """An upstream's response, holding its lease until relayed or discarded."""
+
+    __slots__ = ("lease", "response")
+
+    def __init__(self, response: SyncResponse) -> None:
+        self.response = response
+        self.lease: Lease | None = None
+
+    def status_of(self) -> int:
+        return self.response.status
+
+    def keep(self, lease: Lease) -> _Held:
+        self.lease = lease
+        return self
+
+    def discard(self) -> None:
+        try:
+            self.response.close()
+        finally:
+            if self.lease is not None:
+                self.lease.finish(Outcome.SUCCESS)
 
 
 def _replayable(body: bytes | _Body | None) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clientlb import ConfigError, Limits, ProxyApp, WSGIProxy
+from clientlb import ConfigError, Limits, Pool, ProxyApp, WSGIProxy
 
 URL = "http://127.0.0.1:1"
 
@@ -32,7 +32,8 @@ URL = "http://127.0.0.1:1"
         ({"verify": 3}, "verify"),
         ({"limits": {"head": 1}}, "limits"),
         ({"standbys": 5}, "standbys"),
-        ({"pool_options": ["slow_start"]}, "pool_options"),
+        ({"slow_start": "soon"}, "slow_start"),
+        ({"retry": 3}, "retry"),
         ({"trusted_proxies": ["10.0.0.0/33"]}, "trusted_proxies"),
         ({"engine": 5}, "engine"),
         ({"health_check": "/health"}, "health_check"),
@@ -63,3 +64,23 @@ def test_bad_limits_are_refused(values: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as info:
         Limits(**values)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize("proxy", [ProxyApp, WSGIProxy])
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"algorithm": "random"},
+        {"retry": None},
+        {"outlier": None},
+        {"slow_start": 1.0},
+        {"fail_back_after": 1.0},
+        {"health_check": None},
+        {"standbys": [URL + "9"]},
+    ],
+)
+def test_pool_options_beside_a_pool_are_refused(proxy: Any, option: dict[str, Any]) -> None:
+    """They would be dropped, or would override the pool's own, silently."""
+    with pytest.raises(ConfigError) as info:
+        proxy(pool=Pool([URL]), **option)
+    assert info.value.field == next(iter(option))

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from clientlb._core import NoUpstream
-from clientlb._proxy._errors import reply_for
+from clientlb._errors_map import reply_for
 from clientlb._proxy._headers import (
     HeaderPolicy,
     host_header,

@@ -66,10 +66,8 @@ def test_the_proxy_serves_while_a_large_file_is_parsed_and_pages_render(
         return parse(data, fmt)
 
     monkeypatch.setattr(_file, "parse_document", held_parse)
-    pool = Pool(allow_empty=True)
-    app = ProxyMiddleware(
-        admin_app(pool), prefix="/api", pool=pool, discovery=File(path, interval=0.01)
-    )
+    pool = Pool(allow_empty=True, discovery=File(path, interval=0.01))
+    app = ProxyMiddleware(admin_app(pool), prefix="/api", pool=pool)
     with serve(app, lifespan="on") as proxy, httpx.Client(base_url=proxy.url, timeout=5) as client:
         wait_for(lambda: len(pool) == 1, "the first answer")
         assert client.get("/api/x").text == "up http /base/x"

@@ -106,9 +106,9 @@ def test_health_checks_use_the_same_verification(
     https_upstream: tuple[Named, Served], certs: Certs, trusted: bool
 ) -> None:
     hello, up = https_upstream
-    pool = Pool([up.url])
     check = HealthCheck(path="/health", interval=0.03, timeout=1.0, rise=1, fall=1)
-    proxy = WSGIProxy(pool=pool, health_check=check, verify=certs.ca_file if trusted else True)
+    pool = Pool([up.url], health_check=check)
+    proxy = WSGIProxy(pool=pool, verify=certs.ca_file if trusted else True)
     try:
         if trusted:
             assert wait_until(lambda: hello.paths.count("/health") >= 3)

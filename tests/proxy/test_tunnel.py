@@ -252,7 +252,7 @@ def upstream_state(app: ProxyApp, url: str) -> dict[str, Any]:
 @pytest.mark.parametrize("mode", sorted(FAILURES))
 def test_a_failing_upstream_beside_a_good_one_is_retried_then_ejected(mode: str) -> None:
     with WsUpstream(mode) as bad, Served(EchoUpstream("good")) as up:
-        app = ProxyApp([bad.url, up.url], timeout=QUICK, pool_options={"outlier": EJECT_AFTER_TWO})
+        app = ProxyApp([bad.url, up.url], timeout=QUICK, outlier=EJECT_AFTER_TWO)
         with FrontServed(app) as front:
 
             async def greetings() -> list[str]:

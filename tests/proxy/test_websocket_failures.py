@@ -92,7 +92,7 @@ def test_a_failing_upstream_beside_a_good_one_is_retried_then_ejected(
 ) -> None:
     good = EchoUpstream("good")
     with WsUpstream(mode) as bad, Served(good) as up:
-        app, served = proxy([bad.url, up.url], timeout=TIMEOUT, pool_options=EJECT_AFTER_TWO)
+        app, served = proxy([bad.url, up.url], timeout=TIMEOUT, **EJECT_AFTER_TWO)
 
         async def greetings() -> list[str]:
             heard = []
@@ -134,7 +134,7 @@ def test_an_unreachable_upstream_is_a_connect_failure(
     good = EchoUpstream("good")
     with WsUpstream("close") as gone, Served(good) as up:
         gone.close()  # nothing listens there now
-        app, served = proxy([gone.url, up.url], timeout=TIMEOUT, pool_options=EJECT_AFTER_TWO)
+        app, served = proxy([gone.url, up.url], timeout=TIMEOUT, **EJECT_AFTER_TWO)
 
         async def talk() -> None:
             for _ in range(4):

@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 
 from ..._core import Upstream
+from ..._errors_map import bad_response, connect_error
 from ..._http1 import BodyEncoder, ProtocolError, ResponseReader, request_head
 from ..._httpx import httpx
 from ..._tls import default_context
@@ -29,8 +30,6 @@ from ._base import (
     BodyStream,
     Timeouts,
     UpstreamLimits,
-    bad_response,
-    connect_error,
     frame,
 )
 from ._connections import ConnectionTable, UpstreamConnections

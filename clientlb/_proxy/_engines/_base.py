@@ -25,7 +25,6 @@ from typing import Protocol
 
 from ..._core import Upstream
 from ..._core._policies import seconds
-from ..._http1 import ProtocolError
 from ..._httpx import httpx
 from .._headers import Headers
 
@@ -46,6 +45,16 @@ class Timeouts:
             value = getattr(self, name)
             if value is not None:
                 seconds(name, value)
+
+    def within(self, seconds: float | None) -> Timeouts:
+        """These timeouts, none longer than ``seconds`` (an attempt's time)."""
+        if seconds is None:
+            return self
+
+        def bound(value: float | None) -> float:
+            return seconds if value is None else min(value, seconds)
+
+        return Timeouts(bound(self.connect), bound(self.read), bound(self.write), bound(self.pool))
 
     @classmethod
     def of(cls, value: object) -> Timeouts:
@@ -161,16 +170,3 @@ def frame(headers: Headers, body: bytes | BodyStream | SyncBodyStream | None) ->
     if length is None:
         return [*headers, (b"transfer-encoding", b"chunked")]
     return [*headers, (b"content-length", b"%d" % length)]
-
-
-def bad_response(exc: ProtocolError) -> httpx.RemoteProtocolError:
-    """A response that breaks HTTP/1.1, as the transport error it is."""
-    return httpx.RemoteProtocolError(f"invalid upstream response: {exc}")
-
-
-def connect_error(netloc: str, exc: BaseException) -> httpx.TransportError:
-    """A failed connection attempt, as httpx's class for it."""
-    if isinstance(exc, TimeoutError):
-        return httpx.ConnectTimeout(f"connecting to {netloc} timed out")
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return httpx.ConnectError(f"cannot connect to {netloc}: {reason}")

@@ -17,6 +17,7 @@ import threading
 import time
 
 from ..._core import Upstream
+from ..._errors_map import bad_response, connect_error
 from ..._http1 import BodyEncoder, ProtocolError, ResponseReader, request_head
 from ..._httpx import httpx
 from ..._tls import default_context
@@ -27,8 +28,6 @@ from ._base import (
     SyncResponse,
     Timeouts,
     UpstreamLimits,
-    bad_response,
-    connect_error,
     frame,
 )
 from ._connections import ConnectionTable, UpstreamConnections

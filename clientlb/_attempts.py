@@ -1,0 +1,358 @@
+"""Driving one request's attempts: the plan decides, these loops carry it out.
+
+Every shell that sends a request upstream (the httpx transports, the ASGI and
+WSGI proxies, the WebSocket relay) hands a driver one function that makes one
+attempt at one lease, and gets back the result to deliver or the error that
+ends the call:
+
+    result = await adrive(plan, attempt, rules)     # drive() for the sync twins
+
+* The first attempt runs directly (the hot path); when the plan lets a failed
+  one go again, tenacity is the loop: its ``retry`` is the plan's verdict
+  (``AttemptPlan.retry_after``), its ``wait`` the plan's backoff, its ``stop``
+  the call's deadline.
+* Every attempt is recorded in ``plan.history`` the same way (a response with
+  its status, a failure with its outcome, a hedge that lost as cancelled), and
+  settles its lease: on failure here, on success when the shell's result is
+  closed (or ``rules.discard``-ed, for a response that is retried).
+* Each attempt is bounded by ``plan.attempt_timeout()`` (async: a cancel scope;
+  sync: the shell passes it to its I/O). An idempotent request unanswered after
+  ``plan.hedge_delay()`` gets a hedge at another upstream (async only): the first
+  answer wins, the other attempt is cancelled.
+* When the call's time runs out the call ends with ``httpx.ReadTimeout``; when
+  nothing was left to try, with the last attempt's error (or the plan's
+  ``NoUpstream`` if nothing was tried at all). The shells turn that into what
+  they raise or answer (``clientlb._errors_map``).
+* Cancellation at any await point settles every lease and closes every result
+  that will not be delivered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import anyio
+import tenacity
+
+from ._core import AttemptPlan, Lease, NoUpstream, Outcome
+from ._core._plan import OutOfTime
+from ._errors_map import outcome_of
+from ._httpx import httpx
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Rules(Generic[R]):
+    """What a driver needs of a shell: a result's status; how a result takes
+    charge of its lease (``keep``: the lease is settled when the result is
+    closed); whether the request's body can still be sent again; and whether it
+    may be sent twice at once (``hedgeable``: held whole in memory)."""
+
+    status: Callable[[R], int]
+    keep: Callable[[R, Lease], R]
+    replayable: Callable[[], bool]
+    hedgeable: bool = False
+
+
+class _Call(Generic[R]):
+    """One call's state between attempts: what tenacity's hooks read."""
+
+    __slots__ = ("error", "exhausted", "plan", "result", "rules")
+
+    def __init__(self, plan: AttemptPlan, rules: Rules[R]) -> None:
+        self.plan = plan
+        self.rules = rules
+        self.result: R | None = None  # a response that may still be the answer
+        self.error: BaseException | None = None
+        self.exhausted = False  # nowhere else to go: the last result stands
+
+    def again(self, result: R | None, error: BaseException | None) -> bool:
+        """The plan's verdict on the attempt that just ended."""
+        if self.exhausted:
+            return False
+        plan, replayable = self.plan, self.rules.replayable()
+        if error is not None:
+            if not isinstance(error, httpx.TransportError):
+                return False
+            return plan.retry_after(outcome_of(error), replayable=replayable)
+        assert result is not None
+        status = self.rules.status(result)
+        if status not in plan.policy.retry_on_status:
+            return False
+        return plan.retry_after(None, status=status, replayable=replayable)
+
+    def retry(self, state: tenacity.RetryCallState) -> bool:
+        outcome = state.outcome
+        assert outcome is not None
+        if outcome.failed:
+            return self.again(None, outcome.exception())
+        return self.again(outcome.result(), None)
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        return self.plan.backoff()
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        return self.plan.out_of_time()
+
+    def next_lease(self) -> Lease | None:
+        """The next attempt's lease; ``None`` when there is nowhere else to go,
+        the last result standing (or the last error raised)."""
+        try:
+            return self.plan.next()
+        except NoUpstream:
+            self.exhausted = True
+            if self.result is not None:
+                return None
+            if self.error is not None:
+                raise self.error from None
+            raise
+        except OutOfTime:
+            self.exhausted = True
+            if self.result is not None:
+                return None
+            raise _out_of_time() from None
+
+
+def _out_of_time() -> httpx.ReadTimeout:
+    return httpx.ReadTimeout("the call's time ran out")
+
+
+def _attempt_failed(plan: AttemptPlan, lease: Lease, error: BaseException) -> None:
+    """Settle a lease whose attempt ended without a result."""
+    outcome = outcome_of(error) if isinstance(error, Exception) else Outcome.CANCELLED
+    lease.finish(outcome)
+    plan.record(lease, outcome)
+
+
+def _attempt_answered(call: _Call[R], lease: Lease, result: R) -> R:
+    """Record an answer and hand its lease to it."""
+    status = call.rules.status(result)
+    lease.responded(status)
+    call.plan.record(lease, "response", status)
+    return call.rules.keep(result, lease)
+
+
+# -- async ------------------------------------------------------------------------
+
+
+async def adrive(
+    plan: AttemptPlan,
+    attempt: Callable[[Lease, float | None], Awaitable[R]],
+    rules: Rules[R],
+    discard: Callable[[R], Awaitable[None]],
+) -> R:
+    """Run ``attempt`` until one result is the answer (see the module doc).
+    ``discard`` closes a result that will not be delivered (and so settles its
+    lease)."""
+    call = _Call(plan, rules)
+    lease = plan.first()
+    try:
+        result = await _attempt(call, attempt, discard, lease)
+    except Exception as error:
+        if not call.again(None, error):
+            raise
+        call.error = error
+    else:
+        if not call.again(result, None):
+            return result
+        call.result = result
+    retrying = tenacity.AsyncRetrying(
+        retry=call.retry,
+        wait=call.wait,
+        stop=call.stop,
+        sleep=anyio.sleep,
+        reraise=True,
+    )
+    try:
+        await anyio.sleep(plan.backoff())  # tenacity waits only between its own tries
+        return await retrying(_next_attempt, call, attempt, discard)
+    except tenacity.RetryError as stopped:  # out of time with a response in hand
+        answer: R = stopped.last_attempt.result()
+        return answer
+    except BaseException:
+        if call.result is not None:  # cancelled in a backoff: let it go
+            with anyio.CancelScope(shield=True):
+                await discard(call.result)
+            call.result = None
+        raise
+
+
+async def _next_attempt(
+    call: _Call[R],
+    attempt: Callable[[Lease, float | None], Awaitable[R]],
+    discard: Callable[[R], Awaitable[None]],
+) -> R:
+    if call.plan.out_of_time():
+        call.exhausted = True
+        if call.result is not None:
+            return call.result
+        raise _out_of_time()
+    lease = call.next_lease()
+    if lease is None:
+        assert call.result is not None
+        return call.result
+    if call.result is not None:
+        previous, call.result = call.result, None
+        await discard(previous)
+    try:
+        call.result = await _attempt(call, attempt, discard, lease)
+    except Exception as error:
+        call.error = error
+        raise
+    return call.result
+
+
+async def _attempt(
+    call: _Call[R],
+    attempt: Callable[[Lease, float | None], Awaitable[R]],
+    discard: Callable[[R], Awaitable[None]],
+    lease: Lease,
+) -> R:
+    delay = call.plan.hedge_delay() if call.rules.hedgeable else None
+    if delay is not None:
+        return await _hedged(call, attempt, discard, lease, delay)
+    return await _one(call, attempt, lease)
+
+
+async def _one(
+    call: _Call[R], attempt: Callable[[Lease, float | None], Awaitable[R]], lease: Lease
+) -> R:
+    """One attempt, bounded by the plan's attempt timeout, recorded and, unless
+    it answered, settled."""
+    plan = call.plan
+    timeout = plan.attempt_timeout()
+    try:
+        with anyio.fail_after(timeout):
+            result = await attempt(lease, timeout)
+    except TimeoutError:
+        error = httpx.ReadTimeout("the attempt's time ran out")
+        _attempt_failed(plan, lease, error)
+        raise error from None
+    except BaseException as error:
+        _attempt_failed(plan, lease, error)
+        raise
+    return _attempt_answered(call, lease, result)
+
+
+async def _hedged(
+    call: _Call[R],
+    attempt: Callable[[Lease, float | None], Awaitable[R]],
+    discard: Callable[[R], Awaitable[None]],
+    lease: Lease,
+    delay: float,
+) -> R:
+    """The attempt at ``lease``, and, if it has not answered after ``delay``, a
+    hedge at another upstream: the first answer wins, the other is cancelled;
+    if both fail, the last error stands."""
+    answers: list[R] = []
+    errors: list[Exception] = []
+    settled = anyio.Event()
+    out = 0
+
+    async with anyio.create_task_group() as group:
+
+        async def run(lease: Lease) -> None:
+            nonlocal out
+            out += 1
+            try:
+                result = await _one(call, attempt, lease)
+            except Exception as error:
+                errors.append(error)
+            else:
+                if answers:  # it lost the race after all
+                    with anyio.CancelScope(shield=True):
+                        await discard(result)
+                else:
+                    answers.append(result)
+                    group.cancel_scope.cancel()
+            finally:
+                out -= 1
+                if not out:
+                    settled.set()
+
+        group.start_soon(run, lease)
+        with anyio.move_on_after(delay):
+            await settled.wait()
+        if not settled.is_set():
+            hedge = call.plan.hedge()
+            if hedge is not None:
+                group.start_soon(run, hedge)
+    if answers:
+        return answers[0]
+    raise errors[-1]
+
+
+# -- sync ---------------------------------------------------------------------------
+
+
+def drive(
+    plan: AttemptPlan,
+    attempt: Callable[[Lease, float | None], R],
+    rules: Rules[R],
+    discard: Callable[[R], None],
+) -> R:
+    """The sync twin of ``adrive()`` (no hedges: they need a second thread of
+    control; ``attempt`` applies the attempt timeout it is given to its I/O)."""
+    call = _Call(plan, rules)
+    lease = plan.first()
+    try:
+        result = _sync_one(call, attempt, lease)
+    except Exception as error:
+        if not call.again(None, error):
+            raise
+        call.error = error
+    else:
+        if not call.again(result, None):
+            return result
+        call.result = result
+    retrying = tenacity.Retrying(retry=call.retry, wait=call.wait, stop=call.stop, reraise=True)
+    try:
+        if wait := plan.backoff():  # tenacity waits only between its own tries
+            time.sleep(wait)
+        answered: R = retrying(_sync_next_attempt, call, attempt, discard)
+        return answered
+    except tenacity.RetryError as stopped:  # out of time with a response in hand
+        answer: R = stopped.last_attempt.result()
+        return answer
+    except BaseException:
+        if call.result is not None:
+            discard(call.result)
+            call.result = None
+        raise
+
+
+def _sync_next_attempt(
+    call: _Call[R], attempt: Callable[[Lease, float | None], R], discard: Callable[[R], None]
+) -> R:
+    if call.plan.out_of_time():
+        call.exhausted = True
+        if call.result is not None:
+            return call.result
+        raise _out_of_time()
+    lease = call.next_lease()
+    if lease is None:
+        assert call.result is not None
+        return call.result
+    if call.result is not None:
+        previous, call.result = call.result, None
+        discard(previous)
+    try:
+        call.result = _sync_one(call, attempt, lease)
+    except Exception as error:
+        call.error = error
+        raise
+    return call.result
+
+
+def _sync_one(call: _Call[R], attempt: Callable[[Lease, float | None], R], lease: Lease) -> R:
+    plan = call.plan
+    try:
+        result = attempt(lease, plan.attempt_timeout())
+    except BaseException as error:
+        _attempt_failed(plan, lease, error)
+        raise
+    return _attempt_answered(call, lease, result)
