@@ -44,6 +44,11 @@ from ._httpx import httpx
 
 R = TypeVar("R")
 
+#: Where every shell leaves a call's attempt history: the response's
+#: ``extensions`` (transports), the ASGI scope's ``extensions`` and the WSGI
+#: environ (proxies), for the caller or an outer middleware to read.
+ATTEMPTS_EXTENSION = "clientlb.attempts"
+
 
 @dataclass(frozen=True, slots=True)
 class Rules(Generic[R]):

@@ -16,7 +16,7 @@ import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
-from ._attempts import Rules, adrive, drive
+from ._attempts import ATTEMPTS_EXTENSION, Rules, adrive, drive
 from ._background import AsyncBackground, Background
 from ._core import (
     Algorithm,
@@ -47,7 +47,6 @@ from ._streams import (
 from ._tls import Verify, default_context, tls_context
 from .discovery import Provider
 
-ATTEMPTS_EXTENSION = "clientlb.attempts"
 RETRY_EXTENSION = "clientlb.retry"  # a request's own RetryPolicy
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._attempts import Rules, adrive
+from .._attempts import ATTEMPTS_EXTENSION, Rules, adrive
 from .._core import (
     Algorithm,
     Attempt,
@@ -331,6 +331,7 @@ class ProxyApp(ProxyBase):
             if not self.websockets.deflate:
                 headers = [(n, v) for n, v in headers if n != b"sec-websocket-extensions"]
         plan = AttemptPlan(pool, method, inbound.client if pool.algorithm.hashes else None)
+        scope.setdefault("extensions", {})[ATTEMPTS_EXTENSION] = plan.history
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         query: bytes = scope.get("query_string", b"")
         method_b = method.encode("ascii")

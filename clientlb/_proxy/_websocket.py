@@ -60,7 +60,7 @@ from typing import Any
 import anyio
 import sniffio
 
-from .._attempts import Rules, adrive
+from .._attempts import ATTEMPTS_EXTENSION, Rules, adrive
 from .._core import AttemptPlan, Lease, NoUpstream, Outcome
 from .._errors_map import (
     BAD_RESPONSE,
@@ -143,6 +143,7 @@ async def _forward(
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
     pool = proxy.pool
     plan = AttemptPlan(pool, "GET", inbound.client if pool.algorithm.hashes else None)
+    scope.setdefault("extensions", {})[ATTEMPTS_EXTENSION] = plan.history
     query: bytes = scope.get("query_string", b"")
 
     async def attempt(lease: Lease, timeout: float | None) -> _Opened:

@@ -16,7 +16,7 @@ import http
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._attempts import Rules, drive
+from .._attempts import ATTEMPTS_EXTENSION, Rules, drive
 from .._core import (
     Algorithm,
     Attempt,
@@ -207,6 +207,7 @@ class WSGIProxy(ProxyBase):
         headers, kept = inbound.headers, inbound.host is not None
         pool = self.pool
         plan = AttemptPlan(pool, method, inbound.client if pool.algorithm.hashes else None)
+        environ[ATTEMPTS_EXTENSION] = plan.history
         method_b = method.encode("ascii")
 
         def attempt(lease: Lease, timeout: float | None) -> _Held:

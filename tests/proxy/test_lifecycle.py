@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import httpx
 import pytest
 
-from clientlb import ProxyApp, RetryPolicy, WSGIProxy
+from clientlb import Health, HealthCheck, ProxyApp, RetryPolicy, WSGIProxy
 from clientlb._proxy._config import build
 
-from ..replicas import Replica
-from .conftest import in_flight, wait_until
+from ..replicas import Replica, closed_port
+from ..waiting import wait_for
+from .conftest import in_flight
 from .fronts import FrontServed
 from .hostile import Hostile
 from .test_wsgi import WSGIServed
@@ -22,6 +25,62 @@ from .test_wsgi import WSGIServed
 pytestmark = pytest.mark.integration
 
 DEADLINE = RetryPolicy(timeout=0.5, budget=None)
+CHECK = HealthCheck(path="/health", interval=0.05, timeout=1.0, rise=1, fall=1)
+
+
+class Shell:
+    """``ProxyApp`` behind the front end or ``WSGIProxy`` behind wsgiref, with
+    an outer middleware that reads what the proxy left in the ASGI scope's
+    ``extensions`` or in the WSGI environ."""
+
+    def __init__(
+        self, kind: str, upstreams: list[str], standbys: Iterable[str] = (), **options: Any
+    ):
+        self.kind = kind
+        self.seen: list[Any] = []
+        self.app: ProxyApp | WSGIProxy
+        self.served: FrontServed | WSGIServed
+        if kind == "asgi":
+            self.app = ProxyApp(upstreams, standbys, **options)
+            self.served = FrontServed(_Outer(self.app, self.seen)).start()
+        else:
+            app = self.app = WSGIProxy(upstreams, standbys, **options)
+            seen = self.seen
+
+            def outer(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+                result = app(environ, start_response)
+                seen.append(environ.get("clientlb.attempts"))
+                return result
+
+            self.served = WSGIServed(outer)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.served.port}"
+
+    def close(self) -> None:
+        if isinstance(self.served, FrontServed):
+            self.served.stop()
+        else:
+            self.served.close()
+            assert isinstance(self.app, WSGIProxy)
+            self.app.close()
+
+
+class _Outer:
+    def __init__(self, app: ProxyApp, seen: list[Any]) -> None:
+        self.app = app
+        self.seen = seen
+
+    async def startup(self) -> None:
+        await self.app.startup()
+
+    async def shutdown(self) -> None:
+        await self.app.shutdown()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+        self.seen.append(scope.get("extensions", {}).get("clientlb.attempts"))
 
 
 @pytest.mark.parametrize("shell", ["asgi", "wsgi"])
@@ -44,7 +103,7 @@ def test_the_call_timeout_bounds_a_proxied_request(
                 r = httpx.get(f"http://127.0.0.1:{served.port}/x", timeout=10)
                 elapsed = time.monotonic() - started
             assert r.status_code == 504 and elapsed < 0.7
-            assert wait_until(lambda: in_flight(app.pool) == 0)
+            wait_for(lambda: in_flight(app.pool) == 0)
         finally:
             if isinstance(served, FrontServed):
                 served.stop()
@@ -65,9 +124,49 @@ def test_a_slow_upstream_is_hedged_through_the_proxy() -> None:
             assert json.loads(r.content)["replica"] == "fast"
             assert elapsed < 0.6
             assert slow.count() == 1 and fast.count() == 1
-            assert wait_until(lambda: in_flight(app.pool) == 0)
+            wait_for(lambda: in_flight(app.pool) == 0)
 
 
 def test_the_config_file_carries_deadlines_and_hedges() -> None:
     settings = build({"retry": {"timeout": 0.5, "per_try_timeout": 0.2, "hedge_after": "p95"}})
     assert settings.retry == RetryPolicy(timeout=0.5, per_try_timeout=0.2, hedge_after="p95")
+
+
+@pytest.mark.parametrize("shell", ["asgi", "wsgi"])
+def test_checked_down_everywhere_is_503_without_dialing(shell: str) -> None:
+    """Active checks have the primary and the standby down: 503 at once, no
+    request reaches either; the first replica checked healthy serves again."""
+    with Replica("primary") as primary, Replica("standby") as standby:
+        primary.health_status = standby.health_status = 503
+        proxy = Shell(shell, [primary.url], [standby.url], health_check=CHECK)
+        try:
+            members = proxy.app.pool
+            wait_for(lambda: all(m.health is Health.DOWN for m in members.members), "all down")
+            started = time.monotonic()
+            r = httpx.get(proxy.url + "/x", timeout=10)
+            assert r.status_code == 503 and time.monotonic() - started < 0.1
+            assert primary.count(path="/x") == standby.count(path="/x") == 0
+            primary.health_status = 200
+            wait_for(lambda: members.members[0].health is Health.HEALTHY, "the primary back")
+            r = httpx.get(proxy.url + "/x", timeout=10)
+            assert json.loads(r.content)["replica"] == "primary"
+        finally:
+            proxy.close()
+
+
+@pytest.mark.parametrize("shell", ["asgi", "wsgi"])
+def test_the_attempt_history_reaches_an_outer_middleware(shell: str) -> None:
+    with Replica("good") as good:
+        dead = closed_port()
+        proxy = Shell(shell, [dead, good.url], algorithm="weighted_round_robin", outlier=None)
+        try:
+            r = httpx.get(proxy.url + "/x", timeout=10)
+            assert r.status_code == 200
+            wait_for(lambda: proxy.seen, "the outer middleware's turn")
+        finally:
+            proxy.close()
+    (attempts,) = proxy.seen
+    assert [(a.upstream, a.outcome, a.status) for a in attempts] == [
+        (dead, "connect_failure", None),
+        (good.url, "response", 200),
+    ]
