@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -28,3 +29,29 @@ def standby() -> Iterator[Replica]:
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A test CA and a server certificate for 127.0.0.1 (files, made once)."""
     return Certs(tmp_path_factory.mktemp("certs"))
+
+
+#: Fixtures that run a real server (replicas, dnsmasq, etcd): a test using one is
+#: an integration test whether or not its module says so.
+SERVER_FIXTURES = frozenset({"replicas", "standby", "dnsmasq", "etcd"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def servers_only_in_integration_tests(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test that opens a listening socket must be marked ``integration``, so
+    ``-m "not integration"`` is the server-free part of the suite."""
+    if request.node.get_closest_marker("integration") is not None:
+        return
+
+    def refuse(sock: socket.socket, *args: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} runs a server: mark it integration")
+
+    monkeypatch.setattr(socket.socket, "listen", refuse)

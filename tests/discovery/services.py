@@ -18,30 +18,19 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from ..waiting import wait_for
+
 DNSMASQ = shutil.which("dnsmasq") or (
     "/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None
 )
 ETCD = shutil.which("etcd")
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll ``condition`` until it is true; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
-        time.sleep(0.01)
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -124,7 +113,7 @@ class Dnsmasq:
         log = open(self.dir / "dnsmasq.log", "ab")  # noqa: SIM115 - closed with the process
         with log:
             self.process = subprocess.Popen(command, stdout=log, stderr=log)
-        wait_for(self._answers, 10, "dnsmasq to answer")
+        wait_for(self._answers, "dnsmasq to answer", timeout=10)
         return self
 
     def _answers(self) -> bool:
@@ -183,7 +172,7 @@ class EtcdServer:
         log = open(self.dir / "etcd.log", "ab")  # noqa: SIM115 - closed with the process
         with log:
             self.process = subprocess.Popen(command, stdout=log, stderr=log)
-        wait_for(self._healthy, 15, "etcd to be healthy")
+        wait_for(self._healthy, "etcd to be healthy", timeout=15)
         return self
 
     def _healthy(self) -> bool:

@@ -10,9 +10,12 @@ import pytest
 from clientlb import ConfigError, Pool
 from clientlb.discovery import DNS
 
+from ..waiting import wait_for
 from .conftest import Runner
-from .services import Dnsmasq, wait_for
+from .services import Dnsmasq
 from .test_file import tiers
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_records_follow_the_zone(dnsmasq: Dnsmasq, run_background: Runner) -> None:
@@ -22,10 +25,10 @@ def test_a_records_follow_the_zone(dnsmasq: Dnsmasq, run_background: Runner) -> 
     provider = DNS("svc.test", 8080, nameserver=dnsmasq.nameserver, min_ttl=0.02)
     with run_background(pool, discovery=provider):
         first = {"http://127.0.0.11:8080": 1, "http://127.0.0.12:8080": 1}
-        wait_for(lambda: tiers(pool) == (first, {}), 5, "the first answer")
+        wait_for(lambda: tiers(pool) == (first, {}), "the first answer", timeout=5)
         dnsmasq.set_hosts({"svc.test": ["127.0.0.12", "127.0.0.13", "::1"]})
         later = {"http://127.0.0.12:8080": 1, "http://127.0.0.13:8080": 1, "http://[::1]:8080": 1}
-        wait_for(lambda: tiers(pool) == (later, {}), 5, "the new records")
+        wait_for(lambda: tiers(pool) == (later, {}), "the new records", timeout=5)
 
 
 def test_srv_records_give_ports_weights_and_tiers(dnsmasq: Dnsmasq, run_background: Runner) -> None:
@@ -41,9 +44,9 @@ def test_srv_records_give_ports_weights_and_tiers(dnsmasq: Dnsmasq, run_backgrou
     provider = DNS(name, nameserver=dnsmasq.nameserver, srv=True, min_ttl=0.02, min_backoff=0.02)
     with run_background(pool, discovery=provider):
         primaries = {"http://127.0.0.21:8001": 5, "http://127.0.0.22:8002": 1}
-        wait_for(lambda: tiers(pool) == (primaries, {"http://127.0.0.23:8003": 1}), 5)
+        wait_for(lambda: tiers(pool) == (primaries, {"http://127.0.0.23:8003": 1}), timeout=5)
         dnsmasq.set_srv([(name, "b.test", 9002, 0, 2)])  # a restart: a short outage too
-        wait_for(lambda: tiers(pool) == ({"http://127.0.0.22:9002": 2}, {}), 5)
+        wait_for(lambda: tiers(pool) == ({"http://127.0.0.22:9002": 2}, {}), timeout=5)
 
 
 def test_unreachable_nameserver_keeps_the_last_set(
@@ -64,13 +67,13 @@ def test_unreachable_nameserver_keeps_the_last_set(
     )
     with run_background(pool, discovery=provider):
         good = ({"http://127.0.0.31:80": 1}, {})
-        wait_for(lambda: tiers(pool) == good, 5)
+        wait_for(lambda: tiers(pool) == good, timeout=5)
         dnsmasq.stop()
-        wait_for(lambda: provider.feed and provider.feed.failures >= 3, 5, "failed lookups")
+        wait_for(lambda: provider.feed and provider.feed.failures >= 3, "failed lookups", timeout=5)
         assert tiers(pool) == good
         dnsmasq.set_hosts({"svc.test": ["127.0.0.32"]})
         dnsmasq.start()
-        wait_for(lambda: tiers(pool) == ({"http://127.0.0.32:80": 1}, {}), 5)
+        wait_for(lambda: tiers(pool) == ({"http://127.0.0.32:80": 1}, {}), timeout=5)
     messages = [r.getMessage() for r in caplog.records]
     assert sum("unreachable" in m for m in messages) == 1
     assert sum("registry is back" in m for m in messages) == 1

@@ -16,9 +16,12 @@ from clientlb._background import Background
 from clientlb.discovery import Etcd
 
 from ..replicas import Replica
+from ..waiting import wait_for
 from .conftest import Runner, _threads
-from .services import EtcdServer, wait_for
+from .services import EtcdServer
 from .test_file import tiers
+
+pytestmark = pytest.mark.integration
 
 PREFIX = "/services/users/"
 
@@ -47,7 +50,7 @@ class Traffic:
     def advance(self, n: int = 30) -> None:
         """Wait until ``n`` more requests were sent."""
         target = self.sent + n
-        wait_for(lambda: self.sent >= target, 10, f"{n} more requests")
+        wait_for(lambda: self.sent >= target, f"{n} more requests", timeout=10)
 
     @contextmanager
     def running(self) -> Iterator[Traffic]:
@@ -73,15 +76,17 @@ def test_replicas_join_and_leave_under_traffic(
     pool = Pool(allow_empty=True)
     provider = Etcd(etcd.url, PREFIX, min_backoff=0.05, max_backoff=0.2)
     with run_background(pool, discovery=provider):
-        wait_for(lambda: urls(pool) == {r0.url, r1.url}, 5, "the first range")
+        wait_for(lambda: urls(pool) == {r0.url, r1.url}, "the first range", timeout=5)
         with Traffic(pool).running() as traffic:
             traffic.advance()
             etcd.put(PREFIX + "r2", {"url": r2.url})  # joins
-            wait_for(lambda: r2.url in urls(pool), 5, "r2 to join")
-            wait_for(lambda: r2.count(path="/work") > 0, 5, "r2 to take traffic")
+            wait_for(lambda: r2.url in urls(pool), "r2 to join", timeout=5)
+            wait_for(lambda: r2.count(path="/work") > 0, "r2 to take traffic", timeout=5)
 
             etcd.delete(PREFIX + "r0")  # leaves
-            wait_for(lambda: r0.url not in {m.upstream.url for m in pool.members}, 5, "r0 to go")
+            wait_for(
+                lambda: r0.url not in {m.upstream.url for m in pool.members}, "r0 to go", timeout=5
+            )
             seen = r0.count()
             traffic.advance(60)
             assert r0.count() == seen
@@ -89,12 +94,14 @@ def test_replicas_join_and_leave_under_traffic(
 
             with Replica("leased") as leased:  # a lease that is not kept alive expires
                 etcd.put(PREFIX + "leased", {"url": leased.url}, lease=etcd.grant(1))
-                wait_for(lambda: leased.url in urls(pool), 5, "the leased replica to join")
-                wait_for(lambda: leased.count() > 0, 5, "the leased replica to take traffic")
-                wait_for(lambda: leased.url not in urls(pool), 10, "the lease to expire")
+                wait_for(lambda: leased.url in urls(pool), "the leased replica to join", timeout=5)
+                wait_for(
+                    lambda: leased.count() > 0, "the leased replica to take traffic", timeout=5
+                )
+                wait_for(lambda: leased.url not in urls(pool), "the lease to expire", timeout=10)
                 # Drained: a request picked just before the change may still land.
                 gone = lambda: leased.url not in {m.upstream.url for m in pool.members}  # noqa: E731
-                wait_for(gone, 5, "the leased replica's last request to end")
+                wait_for(gone, "the leased replica's last request to end", timeout=5)
                 seen = leased.count()
                 traffic.advance()
                 assert leased.count() == seen
@@ -116,19 +123,27 @@ def test_etcd_outage_keeps_the_last_set_and_the_watch_resumes(
     pool = Pool(allow_empty=True)
     provider = Etcd(etcd.url, PREFIX, min_backoff=0.02, max_backoff=0.1, timeout=1)
     with run_background(pool, discovery=provider):
-        wait_for(lambda: urls(pool) == {r0.url, r1.url}, 5, "the first range")
+        wait_for(lambda: urls(pool) == {r0.url, r1.url}, "the first range", timeout=5)
         with Traffic(pool).running() as traffic:
             etcd.stop()
-            wait_for(lambda: provider.feed and provider.feed.failures >= 3, 10, "failed retries")
+            wait_for(
+                lambda: provider.feed and provider.feed.failures >= 3, "failed retries", timeout=10
+            )
             traffic.advance(60)
             assert urls(pool) == {r0.url, r1.url}
 
             etcd.start()
-            wait_for(lambda: provider.feed and provider.feed.state == "ok", 10, "the registry back")
+            wait_for(
+                lambda: provider.feed and provider.feed.state == "ok",
+                "the registry back",
+                timeout=10,
+            )
             etcd.put(PREFIX + "r2", {"url": r2.url, "tier": "standby"})
             etcd.delete(PREFIX + "r0")
             wait_for(
-                lambda: tiers(pool) == ({r1.url: 1}, {r2.url: 1}), 5, "changes after the outage"
+                lambda: tiers(pool) == ({r1.url: 1}, {r2.url: 1}),
+                "changes after the outage",
+                timeout=5,
             )
             traffic.advance()
     assert not traffic.errors
@@ -149,12 +164,14 @@ def test_bad_values_keep_the_last_good_endpoint(
     pool = Pool(allow_empty=True)
     provider = Etcd(etcd.url, PREFIX, min_backoff=0.02)
     with _threads(pool, discovery=provider):
-        wait_for(lambda: urls(pool) == {"http://127.0.0.1:1"}, 5)
+        wait_for(lambda: urls(pool) == {"http://127.0.0.1:1"}, timeout=5)
         etcd.put(PREFIX + "a", {"url": "ftp://nope"})  # garbage: a's last value stays
         etcd.put(PREFIX + "b", {"url": "http://127.0.0.1:2", "tier": "standby"})
-        wait_for(lambda: urls(pool) == {"http://127.0.0.1:1", "http://127.0.0.1:2"}, 5)
+        wait_for(lambda: urls(pool) == {"http://127.0.0.1:1", "http://127.0.0.1:2"}, timeout=5)
         etcd.put(PREFIX + "a", {"url": "http://127.0.0.1:3", "weight": 2})
-        wait_for(lambda: tiers(pool) == ({"http://127.0.0.1:3": 2}, {"http://127.0.0.1:2": 1}), 5)
+        wait_for(
+            lambda: tiers(pool) == ({"http://127.0.0.1:3": 2}, {"http://127.0.0.1:2": 1}), timeout=5
+        )
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and "junk" in warnings[0] and "/a" in warnings[1]
 
@@ -164,9 +181,9 @@ def test_close_interrupts_a_quiet_watch(etcd: EtcdServer) -> None:
     pool = Pool(allow_empty=True)
     background = Background(pool, discovery=Etcd(etcd.url, PREFIX, watch_timeout=60))
     background.start()
-    wait_for(lambda: len(pool) == 1, 5)
+    wait_for(lambda: len(pool) == 1, timeout=5)
     etcd.put(PREFIX + "b", {"url": "http://127.0.0.1:2"})
-    wait_for(lambda: len(pool) == 2, 5, "the watch")  # the watch is open and quiet now
+    wait_for(lambda: len(pool) == 2, "the watch", timeout=5)  # the watch is open and quiet now
     started = time.monotonic()
     background.close()
     assert time.monotonic() - started < 5.0  # not the 60 s watch timeout

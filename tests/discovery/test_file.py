@@ -12,8 +12,8 @@ import pytest
 from clientlb import ConfigError, Pool
 from clientlb.discovery import File
 
+from ..waiting import wait_for
 from .conftest import Runner
-from .services import wait_for
 
 
 def tiers(pool: Pool) -> tuple[dict[str, float], dict[str, float]]:
@@ -37,12 +37,12 @@ def test_file_changes_reach_the_pool(tmp_path: Path, run_background: Runner) -> 
     write(path, 'upstreams = ["http://a:1", {url = "http://b:1", weight = 2}]\n')
     pool = Pool(allow_empty=True)
     with run_background(pool, discovery=File(path, interval=0.02)):
-        wait_for(lambda: tiers(pool) == ({"http://a:1": 1, "http://b:1": 2}, {}), 5)
+        wait_for(lambda: tiers(pool) == ({"http://a:1": 1, "http://b:1": 2}, {}), timeout=5)
         write(path, 'upstreams = ["http://b:1"]\nstandbys = ["http://s:1"]\n')
-        wait_for(lambda: tiers(pool) == ({"http://b:1": 1}, {"http://s:1": 1}), 5)
+        wait_for(lambda: tiers(pool) == ({"http://b:1": 1}, {"http://s:1": 1}), timeout=5)
         for n in range(3):  # rewrites within one timestamp tick are still seen
             write(path, f'upstreams = ["http://b:1", "http://n{n}:1"]\n')
-        wait_for(lambda: tiers(pool) == ({"http://b:1": 1, "http://n2:1": 1}, {}), 5)
+        wait_for(lambda: tiers(pool) == ({"http://b:1": 1, "http://n2:1": 1}, {}), timeout=5)
 
 
 def test_json_file(tmp_path: Path, run_background: Runner) -> None:
@@ -50,7 +50,7 @@ def test_json_file(tmp_path: Path, run_background: Runner) -> None:
     path.write_text(json.dumps({"upstreams": [{"url": "http://a:1", "weight": 3}]}))
     pool = Pool(allow_empty=True)
     with run_background(pool, discovery=File(path, interval=0.02)):
-        wait_for(lambda: tiers(pool) == ({"http://a:1": 3}, {}), 5)
+        wait_for(lambda: tiers(pool) == ({"http://a:1": 3}, {}), timeout=5)
 
 
 def test_bad_or_missing_file_keeps_the_last_good_set(
@@ -63,18 +63,20 @@ def test_bad_or_missing_file_keeps_the_last_good_set(
     provider = File(path, interval=0.01)
     good = ({"http://a:1": 1, "http://b:1": 1}, {})
     with run_background(pool, discovery=provider):
-        wait_for(lambda: tiers(pool) == good, 5)
+        wait_for(lambda: tiers(pool) == good, timeout=5)
         for garbage in ("upstreams = [", 'upstreams = ["ftp://x"]', "upstreams = []", "x = 1"):
             write(path, garbage)
-            wait_for(lambda: provider.feed and provider.feed.state in ("invalid", "empty"), 5)
+            wait_for(
+                lambda: provider.feed and provider.feed.state in ("invalid", "empty"), timeout=5
+            )
             seen = provider.feed.answers if provider.feed else 0
-            wait_for(lambda n=seen: provider.feed and provider.feed.answers >= n + 3, 5)
+            wait_for(lambda n=seen: provider.feed and provider.feed.answers >= n + 3, timeout=5)
             assert tiers(pool) == good
         os.unlink(path)
-        wait_for(lambda: provider.feed and provider.feed.state == "unreachable", 5)
+        wait_for(lambda: provider.feed and provider.feed.state == "unreachable", timeout=5)
         assert tiers(pool) == good
         write(path, 'upstreams = ["http://c:1"]\n')
-        wait_for(lambda: tiers(pool) == ({"http://c:1": 1}, {}), 5)
+        wait_for(lambda: tiers(pool) == ({"http://c:1": 1}, {}), timeout=5)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     # once per distinct bad answer, never per retry
     assert [w.split("registry ", 1)[1].split(":")[0] for w in warnings] == [

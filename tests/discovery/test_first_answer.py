@@ -14,6 +14,8 @@ from clientlb.discovery import File
 
 from ..replicas import Replica
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:

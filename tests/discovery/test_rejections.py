@@ -14,8 +14,9 @@ from clientlb.discovery._base import LOG_INTERVAL
 from clientlb.discovery._dns import Reply
 from clientlb.discovery._etcd import EtcdView
 
+from ..waiting import wait_for
 from .conftest import Runner
-from .services import Dnsmasq, EtcdServer, wait_for
+from .services import Dnsmasq, EtcdServer
 from .test_decisions import drive, kv
 from .test_file import tiers, write
 
@@ -208,7 +209,7 @@ def test_dns_srv_records_listing_one_url_twice(
     provider = DNS(name, nameserver=dnsmasq.nameserver, srv=True, min_ttl=0.02)
     with run_background(pool, discovery=provider):
         wait_for(lambda: tiers(pool) == ({"http://127.0.0.51:8001": 1}, {}))
-        wait_for(lambda: provider.feed and provider.feed.answers >= 3, 5, "more answers")
+        wait_for(lambda: provider.feed and provider.feed.answers >= 3, "more answers", timeout=5)
     said = warnings(logged)
     assert len(said) == 1, said  # answered again and again, said once
     assert said[0].endswith(
@@ -225,7 +226,7 @@ def test_etcd_keys_listing_one_url_twice(
     with run_background(pool, discovery=Etcd(etcd.url, "/svc/")):
         wait_for(lambda: tiers(pool) == ({"http://127.0.0.1:1": 1}, {}))
         etcd.put("/svc/three", {"url": "http://127.0.0.1:3"})
-        wait_for(lambda: len(pool) == 2, 5, "the watch")
+        wait_for(lambda: len(pool) == 2, "the watch", timeout=5)
     said = warnings(logged)
     assert len(said) == 1, said
     assert said[0].endswith(

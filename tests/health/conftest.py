@@ -1,10 +1,8 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import anyio
 import pytest
 
 from clientlb import Pool
@@ -15,24 +13,6 @@ from ..replicas import Replica
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
-    """Poll ``condition`` until it is true; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
-        time.sleep(0.005)
-
-
-async def await_for(condition: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
-    """``wait_for`` for async tests."""
-    deadline = anyio.current_time() + timeout
-    while not condition():
-        if anyio.current_time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
-        await anyio.sleep(0.005)
 
 
 class Events:

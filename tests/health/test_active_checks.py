@@ -12,9 +12,10 @@ from clientlb._background import AsyncBackground, Background
 from clientlb._core import HealthCheck
 
 from ..replicas import Replica
-from .conftest import Events, await_for, wait_for
+from ..waiting import await_for, wait_for
+from .conftest import Events
 
-pytestmark = pytest.mark.usefixtures("no_leaked_threads")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaked_threads")]
 
 FAST = {"interval": 0.03, "timeout": 0.5}
 
@@ -63,7 +64,7 @@ def test_a_passing_check_readmits_an_ejected_upstream_at_once(replicas: list[Rep
     ):
         while events.first("ejected", r1.url) is None:
             work(client, 1)  # the 502 is retried on another replica
-        wait_for(lambda: events.first("healthy", r1.url) is not None, 2, "the next check")
+        wait_for(lambda: events.first("healthy", r1.url) is not None, "the next check", timeout=2)
         checks = (events.first("healthy", r1.url) or 0) - (events.first("ejected", r1.url) or 0)
         assert checks <= 1  # the first check after the ejection put it back
 

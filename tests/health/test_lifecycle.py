@@ -16,9 +16,10 @@ from clientlb._background import AsyncBackground, Background
 from clientlb._core import HealthCheck
 from clientlb.discovery import File
 
-from .conftest import await_for, background_threads, wait_for
+from ..waiting import await_for, wait_for
+from .conftest import background_threads
 
-pytestmark = pytest.mark.usefixtures("no_leaked_threads")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaked_threads")]
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ from clientlb._proxy import WSGIProxy
 from clientlb.discovery import File
 
 from ..replicas import Replica
-from .conftest import await_for, background_threads, wait_for
+from ..waiting import await_for, wait_for
+from .conftest import background_threads
 
-pytestmark = pytest.mark.usefixtures("no_leaked_threads")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaked_threads")]
 
 FAST = HealthCheck(interval=0.03, timeout=1.0, rise=1, fall=1)
 

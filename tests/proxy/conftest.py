@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,13 +37,3 @@ def proxy() -> Iterator[Callable[..., tuple[ProxyApp, Served]]]:
 
 def in_flight(pool: Pool) -> int:
     return sum(up["in_flight"] for up in pool.snapshot()["upstreams"])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``condition`` until it holds (for state another thread settles)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True

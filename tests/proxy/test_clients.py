@@ -37,7 +37,8 @@ from clientlb._proxy import ProxyApp
 from clientlb._proxy._limits import Limits
 
 from ..replicas import Replica
-from .conftest import in_flight, wait_until
+from ..waiting import never, wait_for
+from .conftest import in_flight
 from .fronts import FRONTS, FrontServed, serve_with
 from .servers import Dying, Served, Special, split_response
 from .test_websocket import EchoUpstream
@@ -255,7 +256,7 @@ def proxied(
             _SHARED[key] = (app, server)
     try:
         yield app, server.port
-        assert wait_until(lambda: in_flight(app.pool) == 0), "a request is left in flight"
+        wait_for(lambda: in_flight(app.pool) == 0), "a request is left in flight"
     finally:
         if limits is not None:
             server.stop()
@@ -825,10 +826,10 @@ def test_a_burst_of_clients_is_held_to_the_cap() -> None:
                 for n, client in enumerate(clients):
                     client.send(request(f"/burst-{n}", HOST, "Connection: close"))
                 gate.set()
-                assert wait_until(lambda: slow.count() >= 3)
-                assert not wait_until(lambda: slow.count() > 3, timeout=0.3)  # 3 wait their turn
+                wait_for(lambda: slow.count() >= 3)
+                assert never(lambda: slow.count() > 3, within=0.3)  # 3 wait their turn
                 assert [client.response().status for client in clients] == [200] * 6
-            assert wait_until(lambda: in_flight(app.pool) == 0)
+            wait_for(lambda: in_flight(app.pool) == 0)
         finally:
             gate.set()
             server.stop()
@@ -931,7 +932,7 @@ def test_a_client_gone_mid_download_frees_its_slot(front: str) -> None:
             assert len(client.raw(256 * 1024)) >= 256 * 1024
             assert in_flight(app.pool) == 1
         # closed with 60-odd MiB unread: the kernel resets the connection
-        assert wait_until(lambda: in_flight(app.pool) == 0)
+        wait_for(lambda: in_flight(app.pool) == 0)
         response, _ = exchange(port, request("/download?mib=1", HOST, "Connection: close"))
     assert response.status == 200
     assert response.body == b"x" * (1 << 20)
@@ -1070,7 +1071,7 @@ def test_a_client_gone_while_its_body_waits_for_the_upstream_is_let_go() -> None
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             client.close()
             started = time.monotonic()
-            assert wait_until(lambda: in_flight(app.pool) == 0, timeout=3.0)
+            wait_for(lambda: in_flight(app.pool) == 0, timeout=3.0)
             assert time.monotonic() - started < 3.0
     finally:
         stalled.close()

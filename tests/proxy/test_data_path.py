@@ -20,7 +20,8 @@ from clientlb._proxy import ProxyApp, WSGIProxy
 from clientlb._proxy._engines import AnyioEngine
 
 from ..replicas import Replica
-from .conftest import in_flight, wait_until
+from ..waiting import wait_for
+from .conftest import in_flight
 from .fronts import FrontServed
 from .hostile import Hostile
 from .servers import raw_request, split_response
@@ -73,7 +74,7 @@ def test_bytes_on_an_idle_connection_never_reach_the_next_client(engine: str) ->
         assert split_response(first)[0] == 204
         assert up.poisoned.wait(5)
         answers = [get(port, f"/{name}", auth=name) for name in ("bob", "carol")]
-        assert wait_until(lambda: in_flight(pool) == 0)
+        wait_for(lambda: in_flight(pool) == 0)
     for name, raw in zip(("bob", "carol"), answers, strict=True):
         status, _, body = split_response(raw)
         assert (status, body) == (200, f"clean GET /{name} Bearer {name}".encode())
@@ -88,7 +89,7 @@ def test_bytes_past_a_responses_framing_close_its_connection(engine: str, mode: 
     with Hostile(mode) as up, proxy(engine, [up.url]) as (pool, port):
         first = get(port, "/first", method=method, auth="alice")
         second = get(port, "/second", auth="bob")
-        assert wait_until(lambda: in_flight(pool) == 0)
+        wait_for(lambda: in_flight(pool) == 0)
     status, headers, body = split_response(first)
     assert b"POISON" not in first
     names = [name for name, _ in headers]
@@ -117,7 +118,7 @@ def test_a_post_that_reached_the_upstream_is_never_resent(engine: str, mode: str
             started = time.monotonic()
             r = client.post("/pay", content=b"amount=100")
             elapsed = time.monotonic() - started
-        assert wait_until(lambda: in_flight(pool) == 0)
+        wait_for(lambda: in_flight(pool) == 0)
         assert up.count(b"POST") == 1
     if mode == "hang":
         assert r.status_code == 504
@@ -137,7 +138,7 @@ def test_only_the_core_resends_a_get_and_elsewhere(engine: str) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             for n in range(6):
                 assert client.get(f"/{n}").status_code == 200
-        assert wait_until(lambda: in_flight(pool) == 0)
+        wait_for(lambda: in_flight(pool) == 0)
     at_hostile = [r["path"].decode() for r in up.requests]
     at_good = [r["path"] for r in good.requests]
     # No upstream got a request twice; a GET reset by the hostile one (its second
@@ -154,7 +155,7 @@ def test_a_close_delimited_response_is_relayed_whole(engine: str) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             r = client.get("/stream")
         raw10 = raw_request(port, b"GET /old HTTP/1.0\r\n\r\n")
-        assert wait_until(lambda: in_flight(pool) == 0)
+        wait_for(lambda: in_flight(pool) == 0)
     assert (r.status_code, r.content) == (200, b"first second last")
     assert split_response(raw10)[2] == b"first second last"
 
@@ -164,7 +165,7 @@ def test_a_close_delimited_response_is_relayed_whole(engine: str) -> None:
 def test_an_unreadable_response_is_502_with_a_body(engine: str, mode: str) -> None:
     with Hostile(mode, bad=10) as up, proxy(engine, [up.url]) as (pool, port):
         raw = get(port, "/x")
-        assert wait_until(lambda: in_flight(pool) == 0)
+        wait_for(lambda: in_flight(pool) == 0)
     status, _, body = split_response(raw)
     assert status == 502
     assert body.startswith(b"502 Bad Gateway")

@@ -5,8 +5,7 @@ the admin app, as in ``clientlb proxy``) never waits for either."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,12 @@ from clientlb._proxy import ProxyMiddleware
 from clientlb._proxy._admin import admin_app
 from clientlb.discovery import Endpoints, File, _file
 
+from ..waiting import wait_for
 from .servers import Named, serve
 
 pytestmark = pytest.mark.integration
 
 MEMBERS = 2000
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def write(path: Path, urls: list[str]) -> None:

@@ -22,7 +22,8 @@ from clientlb._proxy._config import build
 from clientlb._proxy._engines import AnyioEngine, AsyncioEngine, Timeouts
 
 from ..certs import Certs
-from .conftest import in_flight, wait_until
+from ..waiting import wait_for
+from .conftest import in_flight
 from .servers import Named, Served
 from .test_websocket import EchoUpstream, ws_url
 
@@ -49,7 +50,7 @@ def test_asgi_proxy_reaches_an_https_upstream(
         for _ in range(3):  # the second and third reuse the kept-alive TLS connection
             r = client.get(served.url + "/x")
             assert (r.status_code, r.text) == (200, "a https /v1/x")
-    assert wait_until(lambda: in_flight(app.pool) == 0)
+    wait_for(lambda: in_flight(app.pool) == 0)
 
 
 def test_an_untrusted_upstream_certificate_is_a_502(
@@ -63,7 +64,7 @@ def test_an_untrusted_upstream_certificate_is_a_502(
     assert b"unreachable" in r.content
     assert hello.paths == []
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
-    assert wait_until(lambda: in_flight(app.pool) == 0)
+    wait_for(lambda: in_flight(app.pool) == 0)
 
 
 def test_httpcore_engine_takes_the_context(
@@ -111,10 +112,10 @@ def test_health_checks_use_the_same_verification(
     proxy = WSGIProxy(pool=pool, verify=certs.ca_file if trusted else True)
     try:
         if trusted:
-            assert wait_until(lambda: hello.paths.count("/health") >= 3)
+            wait_for(lambda: hello.paths.count("/health") >= 3)
             assert pool.members[0].health is Health.HEALTHY
         else:
-            assert wait_until(lambda: pool.members[0].health is Health.DOWN)
+            wait_for(lambda: pool.members[0].health is Health.DOWN)
             assert hello.paths == []
     finally:
         proxy.close()
@@ -135,7 +136,7 @@ def test_websockets_to_a_wss_upstream(proxy: Start, certs: Certs) -> None:
         assert upstream.closed.wait(5)
         # Stop the upstream only once the relay has closed its side: uvicorn
         # cannot shut down a TLS WebSocket still in its closing handshake.
-        assert wait_until(lambda: in_flight(app.pool) == 0)
+        wait_for(lambda: in_flight(app.pool) == 0)
 
 
 def test_bad_verify_settings_are_config_errors(tmp_path: Path) -> None:

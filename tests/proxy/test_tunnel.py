@@ -21,7 +21,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from clientlb import OutlierDetection, ProxyApp, WebSocketSettings
 
-from .conftest import in_flight, wait_until
+from ..waiting import wait_for
+from .conftest import in_flight
 from .fronts import FrontServed
 from .servers import Served
 from .test_websocket import EchoUpstream
@@ -38,7 +39,7 @@ def tunnelled(upstream: str, settings: WebSocketSettings) -> Iterator[tuple[Prox
     app = ProxyApp([upstream], websockets=settings)
     with FrontServed(app) as front:
         yield app, f"ws://127.0.0.1:{front.port}/chat"
-        assert wait_until(lambda: in_flight(app.pool) == 0 and app.open_websockets == 0)
+        wait_for(lambda: in_flight(app.pool) == 0 and app.open_websockets == 0)
 
 
 class FrozenUpstream:
@@ -225,7 +226,7 @@ def test_a_client_gone_while_the_upstream_stalls_is_let_go_at_once() -> None:
 
             asyncio.run(push_then_leave())
             started = time.monotonic()
-            assert wait_until(lambda: app.open_websockets == 0, timeout=2.0)
+            wait_for(lambda: app.open_websockets == 0, timeout=2.0)
             assert time.monotonic() - started < 2.0
     finally:
         frozen.close()
@@ -268,7 +269,7 @@ def test_a_failing_upstream_beside_a_good_one_is_retried_then_ejected(mode: str)
             assert heard and all(h == "hello from good /chat" for h in heard)
             assert upstream_state(app, bad.url)["state"] == "ejected"
             assert upstream_state(app, bad.url)["failures"] >= 2
-            assert wait_until(lambda: in_flight(app.pool) == 0 and app.open_websockets == 0)
+            wait_for(lambda: in_flight(app.pool) == 0 and app.open_websockets == 0)
 
 
 @pytest.mark.parametrize(("mode", "status"), sorted(FAILURES.items()))
@@ -284,4 +285,4 @@ def test_a_failing_upstream_alone_answers_a_gateway_status(mode: str, status: in
                 return info.value.response.status_code
 
             assert asyncio.run(refused()) == status
-            assert wait_until(lambda: in_flight(app.pool) == 0)
+            wait_for(lambda: in_flight(app.pool) == 0)

@@ -16,7 +16,8 @@ from websockets.typing import Subprotocol
 from clientlb import Pool
 from clientlb._proxy import ProxyApp
 
-from .conftest import in_flight, wait_until
+from ..waiting import wait_for
+from .conftest import in_flight
 from .servers import Served
 
 pytestmark = pytest.mark.integration
@@ -110,7 +111,7 @@ def test_close_codes_are_propagated(proxy: Start) -> None:
         asyncio.run(client_closes())
         assert upstream.closed.wait(5)
         assert upstream.closed_with[-1] == 4002
-    assert wait_until(lambda: in_flight(app.pool) == 0)
+    wait_for(lambda: in_flight(app.pool) == 0)
 
 
 def test_websockets_are_balanced(proxy: Start) -> None:

@@ -22,7 +22,8 @@ from clientlb import OutlierDetection, WebSocketSettings
 from clientlb._proxy import ProxyApp
 from clientlb._proxy._websocket import _RELAYS, close_websockets
 
-from .conftest import in_flight, wait_until
+from ..waiting import wait_for
+from .conftest import in_flight
 from .servers import Served
 from .test_websocket import EchoUpstream
 from .ws_upstreams import RawClient, WsUpstream
@@ -52,7 +53,9 @@ def url(served: Served, path: str = "/chat") -> str:
 
 def settled(app: ProxyApp, timeout: float = 5.0) -> bool:
     """Every lease finished and no relay counted."""
-    return wait_until(lambda: in_flight(app.pool) == 0 and app.open_websockets == 0, timeout)
+    return wait_for(
+        lambda: in_flight(app.pool) == 0 and app.open_websockets == 0, "settled", timeout=timeout
+    )
 
 
 def state(app: ProxyApp, upstream: str) -> dict[str, Any]:
@@ -189,7 +192,7 @@ def test_a_deflate_bomb_from_the_upstream_closes_the_client_with_1009(proxy: Sta
             tracemalloc.stop()
         assert closed.rcvd is not None and closed.rcvd.code == 1009
         assert peak < 8 * 1024 * 1024, f"the proxy held {peak} bytes"
-        assert wait_until(lambda: bomb.ended == ["closed 1009"])
+        wait_for(lambda: bomb.ended == ["closed 1009"])
 
 
 def test_a_client_message_over_max_message_closes_both_legs_with_1009(proxy: Start) -> None:
@@ -288,7 +291,7 @@ def test_max_open_refuses_the_next_handshake_with_503(proxy: Start) -> None:
                 async with connect(url(served)) as two:
                     await two.recv()
                     assert await refused(url(served)) == 503
-                assert wait_until(lambda: app.open_websockets == 1)
+                wait_for(lambda: app.open_websockets == 1)
                 async with connect(url(served)) as three:
                     assert await three.recv() == "hello from a /chat"
                     assert app.open_websockets == 2

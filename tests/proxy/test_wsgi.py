@@ -18,7 +18,8 @@ from clientlb._proxy import WSGIProxy, WSGIProxyMiddleware
 from clientlb._proxy._wsgi import UpstreamAborted
 
 from ..replicas import Replica, closed_port
-from .conftest import in_flight, wait_until
+from ..waiting import wait_for
+from .conftest import in_flight
 from .servers import Dying, Served, Special
 
 pytestmark = pytest.mark.integration
@@ -139,7 +140,7 @@ def test_served_proxy_streams_and_keeps_repeated_headers(wsgi: Any) -> None:
             # The server thread closes the response iterable (which releases the
             # lease) only after the last byte is written, so the client may
             # finish reading first.
-            assert wait_until(lambda: in_flight(proxy.pool) == 0)
+            wait_for(lambda: in_flight(proxy.pool) == 0)
         finally:
             proxy.close()
 

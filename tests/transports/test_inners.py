@@ -9,6 +9,8 @@ import clientlb
 
 from ..replicas import Replica
 
+pytestmark = pytest.mark.integration
+
 
 def test_one_inner_transport_per_upstream_closed_when_it_leaves(
     replicas: list[Replica],

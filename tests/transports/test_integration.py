@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +23,7 @@ import clientlb
 from clientlb import OutlierDetection, Pool, RetryPolicy, Upstream
 
 from ..replicas import Replica, closed_port
+from ..waiting import await_for, wait_for
 from ._support import Flavour, in_flight
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -69,22 +69,6 @@ def served(response: httpx.Response) -> str:
 
 def counts(replicas: list[Replica], **match: Any) -> list[int]:
     return [r.count(**match) for r in replicas]
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
-async def await_until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await anyio.sleep(0.005)
 
 
 def idle(transport: Any) -> bool:
@@ -287,11 +271,11 @@ async def test_failover_to_standby_and_back_async(
                 tg.start_soon(load, stop)
             for r in replicas:
                 await anyio.to_thread.run_sync(r.stop)
-            await await_until(lambda: standby.count() >= 20, "the standby to serve")
+            await await_for(lambda: standby.count() >= 20, "the standby to serve")
             before = counts(replicas)
             for r in replicas:
                 await anyio.to_thread.run_sync(r.start)
-            await await_until(
+            await await_for(
                 lambda: all(n > b for n, b in zip(counts(replicas), before, strict=True)),
                 "traffic to return to every primary",
             )
@@ -331,15 +315,15 @@ def test_failover_to_standby_and_back_threads(replicas: list[Replica], standby: 
         with ThreadPoolExecutor(THREADS) as pool:
             futures = [pool.submit(load, i) for i in range(THREADS)]
             try:
-                wait_until(lambda: sum(counts(replicas)) >= 30, "traffic on the primaries")
+                wait_for(lambda: sum(counts(replicas)) >= 30, "traffic on the primaries")
                 assert standby.count() == 0
                 for r in replicas:
                     r.stop()
-                wait_until(lambda: standby.count() >= 30, "the standby to serve")
+                wait_for(lambda: standby.count() >= 30, "the standby to serve")
                 before = counts(replicas)
                 for r in replicas:
                     r.start()
-                wait_until(
+                wait_for(
                     lambda: all(n > b for n, b in zip(counts(replicas), before, strict=True)),
                     "traffic to return to every primary",
                 )
@@ -498,7 +482,7 @@ async def test_cancellation_releases_the_lease(fresh: list[Replica]) -> None:
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client.get, "/")
-                await await_until(lambda: slow.count() == 1, "the request to arrive")
+                await await_for(lambda: slow.count() == 1, "the request to arrive")
                 assert in_flight(transport) == {slow.url: 1}
                 scope.cancel()
         assert scope.cancelled_caught

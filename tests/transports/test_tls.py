@@ -14,8 +14,8 @@ from clientlb._core import Health
 from clientlb._tls import default_context
 
 from ..certs import Certs
-from ..proxy.conftest import wait_until
 from ..proxy.servers import Named, Served
+from ..waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ def test_health_checks_verify_alike(secure: list[tuple[Named, Served]], certs: C
     pool = Pool([up.url], health_check=HealthCheck(interval=0.03, timeout=1.0, rise=1, fall=1))
     transport = clientlb.BalancingTransport(pool, verify=certs.ca_file)
     try:
-        assert wait_until(lambda: app.paths.count("/health") >= 3)
+        wait_for(lambda: app.paths.count("/health") >= 3)
         assert pool.members[0].health is Health.HEALTHY
     finally:
         transport.close()
