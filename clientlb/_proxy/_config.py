@@ -19,7 +19,8 @@ The file can say everything the flags can, plus weights and tuning:
     [timeouts]      # seconds: connect, read, write, pool
     [retry]         # RetryPolicy's fields; budget = { ratio, min_per_second, window } or false
     [outlier]       # OutlierDetection's fields
-    [pool]          # slow_start, slow_start_min_share, fail_back_after, failure_penalty
+    [pool]          # slow_start, slow_start_min_share, fail_back_after, failure_penalty,
+                    # panic_threshold
     [limits]        # Limits' fields: sizes, client timeouts, connection caps
     [websockets]    # WebSocketSettings' fields: max_message, deflate, max_open, pings
     [server]        # graceful_shutdown, log_level, access_log, loop, backlog, gc_freeze
