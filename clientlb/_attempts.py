@@ -121,6 +121,22 @@ class _Call(Generic[R]):
                 return None
             raise _out_of_time() from None
 
+    def advance(self) -> tuple[Lease | None, R | None]:
+        """Where the next attempt goes, with the result it replaces (the caller
+        discards it); or ``(None, result)`` when the result in hand is the
+        answer, as nowhere is left to go or no time to go there."""
+        if self.plan.out_of_time():
+            self.exhausted = True
+            if self.result is None:
+                raise _out_of_time()
+            return None, self.result
+        lease = self.next_lease()
+        held, self.result = self.result, None
+        if lease is None:
+            assert held is not None
+            return None, held
+        return lease, held
+
 
 def _out_of_time() -> httpx.ReadTimeout:
     return httpx.ReadTimeout("the call's time ran out")
@@ -191,18 +207,12 @@ async def _next_attempt(
     attempt: Callable[[Lease, float | None], Awaitable[R]],
     discard: Callable[[R], Awaitable[None]],
 ) -> R:
-    if call.plan.out_of_time():
-        call.exhausted = True
-        if call.result is not None:
-            return call.result
-        raise _out_of_time()
-    lease = call.next_lease()
+    lease, held = call.advance()
     if lease is None:
-        assert call.result is not None
-        return call.result
-    if call.result is not None:
-        previous, call.result = call.result, None
-        await discard(previous)
+        assert held is not None
+        return held
+    if held is not None:
+        await discard(held)
     try:
         call.result = await _attempt(call, attempt, discard, lease)
     except Exception as error:
@@ -333,18 +343,12 @@ def drive(
 def _sync_next_attempt(
     call: _Call[R], attempt: Callable[[Lease, float | None], R], discard: Callable[[R], None]
 ) -> R:
-    if call.plan.out_of_time():
-        call.exhausted = True
-        if call.result is not None:
-            return call.result
-        raise _out_of_time()
-    lease = call.next_lease()
+    lease, held = call.advance()
     if lease is None:
-        assert call.result is not None
-        return call.result
-    if call.result is not None:
-        previous, call.result = call.result, None
-        discard(previous)
+        assert held is not None
+        return held
+    if held is not None:
+        discard(held)
     try:
         call.result = _sync_one(call, attempt, lease)
     except Exception as error:
