@@ -38,12 +38,16 @@ class BudgetLedger:
     def request(self, now: float) -> None:
         self.requests[self._advance(now)] += 1
 
-    def try_retry(self, now: float) -> bool:
-        """Take one retry from the budget, if any is left."""
-        slot = self._advance(now)
+    def has_retry(self, now: float) -> bool:
+        """Whether one retry is left, without taking it."""
+        self._advance(now)
         budget = self.budget
         allowed = budget.min_per_second * budget.window + budget.ratio * sum(self.requests)
-        if sum(self.retries) + 1 > allowed:
+        return sum(self.retries) + 1 <= allowed
+
+    def try_retry(self, now: float) -> bool:
+        """Take one retry from the budget, if any is left."""
+        if not self.has_retry(now):
             return False
-        self.retries[slot] += 1
+        self.retries[self._advance(now)] += 1
         return True

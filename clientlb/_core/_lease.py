@@ -92,6 +92,13 @@ class Lease:
                 self.elapsed = elapsed = now - self.started
                 rules.succeeded(member, elapsed, now)
                 pool._latencies.add(elapsed)
+            elif outcome is Outcome.CANCELLED and self.elapsed is None:
+                # No answer after this long (a hedge that lost, a caller that
+                # gave up): a lower bound on the upstream's latency, which only
+                # tells something when it is above the estimate.
+                self.elapsed = elapsed = now - self.started
+                if member.sampled and elapsed > member.ewma:
+                    member.observe(elapsed, now)
             if member.health is _DRAINING and member.in_flight == 0:
                 pool._roster.drop(member)
             pool._settled(member, now)

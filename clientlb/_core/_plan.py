@@ -105,17 +105,24 @@ class AttemptPlan:
 
     def hedge(self) -> Lease | None:
         """A lease for a hedge (a second attempt while the first is still out) at
-        an upstream not tried yet, if the budget allows one; ``None`` if not."""
-        if not self.pool.take_retry():
+        an upstream not tried yet, if the budget allows one; ``None`` if not.
+        The budget is drawn on only for a hedge that goes out."""
+        pool = self.pool
+        if not pool.has_retry():
             return None
         try:
-            lease = self._pick(self._tried)
+            lease = pool.pick(self.key, frozenset(self._tried))
         except NoUpstream:
             return None
         try:
             self._mind_the_time(lease)
         except OutOfTime:
             return None
+        if not pool.take_retry():  # another call took the last one meanwhile
+            lease.finish(Outcome.CANCELLED)
+            return None
+        self.lease = lease
+        self._tried.append(lease.member)
         return lease
 
     def _pick(

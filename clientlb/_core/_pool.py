@@ -418,6 +418,13 @@ class Pool:
         with self._lock:
             return self._budget.try_retry(self.clock())
 
+    def has_retry(self) -> bool:
+        """Whether the budget has a retry left (taking none)."""
+        if self._budget is None:
+            return True
+        with self._lock:
+            return self._budget.has_retry(self.clock())
+
     def latency_quantile(self, q: float) -> float | None:
         """The ``q`` quantile (0.95 for the p95) of the pool's recent response
         latencies, in seconds: the time to response headers of the last 1,024

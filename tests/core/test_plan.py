@@ -256,3 +256,57 @@ def test_a_retry_with_every_available_upstream_tried_goes_to_an_ejected_one() ->
     assert not pool.panicking  # the third is still in: no panic to fall back on
     retry = plan.next()
     assert retry.upstream.url in urls(3)[:2]
+
+
+# -- hedges -------------------------------------------------------------------------
+
+
+def test_a_hedge_with_nowhere_to_go_spends_no_budget() -> None:
+    """One upstream, already tried: no hedge, and the budget's one retry is
+    still there for a real failure."""
+    budget = RetryBudget(ratio=0.0, min_per_second=0.1, window=10.0)  # one retry
+    pool = plan_pool(1, RetryPolicy(budget=budget, hedge_after=0.01))
+    for _ in range(5):
+        plan = AttemptPlan(pool, "GET")
+        lease = plan.first()
+        assert plan.hedge() is None
+        assert plan.lease is lease  # the plan still points at its only attempt
+        lease.finish(Outcome.SUCCESS)
+    assert pool.take_retry()
+    assert not pool.take_retry()
+
+
+def test_a_hedge_goes_elsewhere_and_draws_on_the_budget() -> None:
+    budget = RetryBudget(ratio=0.0, min_per_second=0.1, window=10.0)  # one retry
+    pool = plan_pool(3, RetryPolicy(budget=budget, hedge_after=0.01))
+    plan = AttemptPlan(pool, "GET")
+    first = plan.first()
+    hedge = plan.hedge()
+    assert hedge is not None and hedge.upstream != first.upstream
+    assert plan.lease is hedge
+    assert plan.hedge() is None  # the budget is spent
+    for lease in (first, hedge):
+        lease.finish(Outcome.CANCELLED)
+    assert [m.in_flight for m in pool.members] == [0, 0, 0]
+
+
+def test_an_answer_still_missing_when_cancelled_raises_the_estimate() -> None:
+    """A hedge that lost (or a call given up) after longer than the upstream's
+    estimate is a lower bound on its latency; a quick cancellation says nothing."""
+    clock = FakeClock()
+    pool = plan_pool(1, clock=clock)
+    lease = pool.pick()
+    clock.advance(0.01)
+    lease.responded(200)
+    lease.finish()
+    assert pool.members[0].ewma == pytest.approx(0.01)
+    quick = pool.pick()
+    clock.advance(0.001)
+    quick.finish(Outcome.CANCELLED)
+    assert pool.members[0].ewma == pytest.approx(0.01)
+    slow = pool.pick()
+    clock.advance(0.3)
+    slow.finish(Outcome.CANCELLED)
+    assert slow.elapsed == pytest.approx(0.3)
+    assert pool.members[0].ewma > 0.05
+    assert pool.latency_quantile(0.5) is None  # not an answer: not in the pool's window
