@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/chaos.py --peers
 	$(BIN)/python benchmarks/large_pool.py
 	$(BIN)/python benchmarks/discovery_latency.py
+	$(BIN)/python benchmarks/hedging.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
