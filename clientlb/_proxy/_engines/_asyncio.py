@@ -32,6 +32,7 @@ from ..._errors_map import bad_response, connect_error
 from ..._http1 import BodyEncoder, ProtocolError, ResponseReader, request_head
 from ..._httpx import httpx
 from ..._tls import default_context
+from .._flow import WriteFlow
 from .._headers import Headers
 from ._base import (
     DEFAULT_UPSTREAM_LIMITS,
@@ -53,7 +54,7 @@ CLOSE_TIMEOUT = 1.0  # seconds a connection has to close cleanly at engine shutd
 _Waiters = collections.deque[asyncio.Future[None]]
 
 
-class _Conn(asyncio.Protocol):
+class _Conn(WriteFlow):
     """One upstream connection: the protocol, the reader, and the response the
     proxy reads from it."""
 
@@ -158,17 +159,6 @@ class _Conn(asyncio.Protocol):
         self._wake()
         self._wake_drain()
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        if self.tunnel is not None:
-            self.tunnel.full(self)
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.tunnel is not None:
-            self.tunnel.drained(self)
-        self._wake_drain()
-
     def attach(self, tunnel: Tunnel) -> None:
         """After a 101: relay this connection's bytes through ``tunnel``."""
         self.tunnel = tunnel
@@ -187,11 +177,6 @@ class _Conn(asyncio.Protocol):
 
     def _wake(self) -> None:
         waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _wake_drain(self) -> None:
-        waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 

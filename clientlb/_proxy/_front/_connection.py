@@ -34,6 +34,7 @@ from urllib.parse import unquote_to_bytes
 
 from ..._http1 import LAST_CHUNK, ProtocolError, RequestHead, RequestReader, response_head
 from .._engines._readable import peer_gone
+from .._flow import WriteFlow
 from .._limits import WebSocketSettings
 from .._upgrade import wants_websocket
 from ._tunnel import End, Tunnel
@@ -269,7 +270,7 @@ class _Cycle:
         self.head = response_head(_STATUS_LINES[status], out)
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(WriteFlow):
     """One client connection (see the module doc)."""
 
     def __init__(self, front: FrontEnd) -> None:
@@ -365,17 +366,6 @@ class ClientConnection(asyncio.Protocol):
         self._wake_runner()
         self._wake_drain()
         self.front.closed(self)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        if self.tunnel is not None:
-            self.tunnel.full(self)
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.tunnel is not None:
-            self.tunnel.drained(self)
-        self._wake_drain()
 
     # -- requests -----------------------------------------------------------------
 
@@ -586,11 +576,6 @@ class ClientConnection(asyncio.Protocol):
             self.read_paused = False
             self.last_read = self.loop.time()
             self.transport.resume_reading()
-
-    def _wake_drain(self) -> None:
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     async def drain(self) -> None:
         """Wait while the client reads slower than the app writes; a client that
