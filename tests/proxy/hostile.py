@@ -33,6 +33,8 @@ import threading
 import time
 from typing import Any
 
+from .raw import RawServer
+
 POISON = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Poison: yes\r\n\r\nPOISON"
 MODES = (
     "late",
@@ -79,7 +81,7 @@ def read_request(conn: socket.socket, buf: bytes) -> tuple[bytes, bytes, bytes] 
     return head, buf[:length], buf[length:]
 
 
-class Hostile:
+class Hostile(RawServer):
     """A misbehaving upstream on an ephemeral loopback port (see the module doc)."""
 
     def __init__(
@@ -91,42 +93,15 @@ class Hostile:
         self.clean_first = clean_first
         self.delay = delay
         self.requests: list[dict[str, Any]] = []
-        self.accepted = 0
         self.poisoned = threading.Event()
-        self.release = threading.Event()  # ends a hang
-        self._lock = threading.Lock()
-        self._conns: list[socket.socket] = []
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port: int = self.sock.getsockname()[1]
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__()
 
     def count(self, method: bytes | None = None) -> int:
-        with self._lock:
+        with self.lock:
             return sum(1 for r in self.requests if method is None or r["method"] == method)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.accepted += 1
-                index = self.accepted
-                self._conns.append(conn)
-            serve = threading.Thread(target=self._serve, args=(conn, index <= self.bad))
-            serve.daemon = True
-            serve.start()
-
-    def _serve(self, conn: socket.socket, bad_connection: bool) -> None:
+    def serve(self, conn: socket.socket, index: int) -> None:
+        bad_connection = index <= self.bad
         buf = b""
         served = 0
         with contextlib.suppress(OSError):
@@ -144,7 +119,7 @@ class Hostile:
                     name, _, value = line.partition(b":")
                     if name.strip().lower() == b"authorization":
                         auth = value.strip()
-                with self._lock:
+                with self.lock:
                     self.requests.append(
                         {"method": method, "path": path, "body": body, "bad": bad, "head": head}
                     )
@@ -208,18 +183,3 @@ class Hostile:
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok")
             return True
         raise AssertionError(mode)
-
-    def close(self) -> None:
-        self.release.set()
-        self.sock.close()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.close()
-
-    def __enter__(self) -> Hostile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

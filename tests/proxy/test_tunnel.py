@@ -26,7 +26,7 @@ from .conftest import in_flight
 from .fronts import FrontServed
 from .servers import Served
 from .test_websocket import EchoUpstream
-from .ws_upstreams import WsUpstream
+from .ws_upstreams import FAILURES, WsUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -232,16 +232,6 @@ def test_a_client_gone_while_the_upstream_stalls_is_let_go_at_once() -> None:
         frozen.close()
 
 
-# What the client hears when the one upstream fails its handshake this way.
-FAILURES = {
-    "close": 502,
-    "malformed": 502,
-    "wrong-accept": 502,
-    "extension": 502,
-    "subprotocol": 502,
-    "silent": 504,
-    "status": 503,
-}
 QUICK = httpx.Timeout(connect=2.0, read=0.3, write=2.0, pool=2.0)
 EJECT_AFTER_TWO = OutlierDetection(consecutive_local_failures=2, consecutive_gateway_errors=2)
 

@@ -26,7 +26,7 @@ from ..waiting import wait_for
 from .conftest import in_flight
 from .servers import Served
 from .test_websocket import EchoUpstream
-from .ws_upstreams import RawClient, WsUpstream
+from .ws_upstreams import FAILURES, RawClient, WsUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +34,6 @@ Start = Callable[..., tuple[ProxyApp, Served]]
 TIMEOUT = httpx.Timeout(connect=2.0, read=0.3, write=2.0, pool=2.0)
 EJECT_AFTER_TWO = {
     "outlier": OutlierDetection(consecutive_local_failures=2, consecutive_gateway_errors=2)
-}
-# What the client hears when the one upstream fails its handshake this way.
-FAILURES = {
-    "close": 502,
-    "malformed": 502,
-    "wrong-accept": 502,
-    "extension": 502,
-    "subprotocol": 502,
-    "silent": 504,
-    "status": 503,
 }
 
 

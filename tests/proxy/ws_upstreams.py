@@ -29,14 +29,26 @@ import hashlib
 import os
 import socket
 import struct
-import threading
 import zlib
+
+from .raw import RawServer
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MODES = frozenset(
     {"close", "malformed", "wrong-accept", "extension", "subprotocol", "silent", "status"}
     | {"stall", "bomb"}
 )
+
+#: What a proxy's client hears when its one upstream fails the handshake this way.
+FAILURES = {
+    "close": 502,
+    "malformed": 502,
+    "wrong-accept": 502,
+    "extension": 502,
+    "subprotocol": 502,
+    "silent": 504,
+    "status": 503,
+}
 
 
 def accept_key(key: bytes) -> bytes:
@@ -132,7 +144,7 @@ def deflated(size: int) -> bytes:
     return data[:-4]
 
 
-class WsUpstream:
+class WsUpstream(RawServer):
     """A WebSocket upstream that answers handshakes as ``mode`` says (see the
     module doc), on an ephemeral loopback port."""
 
@@ -150,38 +162,14 @@ class WsUpstream:
         self.bomb = deflated(size) if mode == "bomb" else b""  # made now, not while measured
         self.heads: list[tuple[bytes, dict[bytes, bytes]]] = []
         self.ended: list[str] = []
-        self.lock = threading.Lock()
-        self._release = threading.Event()
-        self._conns: list[socket.socket] = []
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if rcvbuf is not None:  # inherited by accepted sockets; set before listen
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port: int = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(rcvbuf=rcvbuf)
 
     @property
     def handshakes(self) -> int:
         with self.lock:
             return len(self.heads)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket, index: int) -> None:
         with contextlib.suppress(OSError), conn:
             got = read_head(conn)
             if got is None:
@@ -201,7 +189,7 @@ class WsUpstream:
         if mode == "close":
             return
         if mode == "silent":
-            self._release.wait(30)
+            self.release.wait(30)
             return
         if mode == "status":
             body = b"upstream says %d\n" % self.status
@@ -223,7 +211,7 @@ class WsUpstream:
             conn.sendall(good + b"Sec-WebSocket-Protocol: never.offered\r\n\r\n")
         elif mode == "stall":
             conn.sendall(good + b"\r\n")
-            self._release.wait(30)
+            self.release.wait(30)
             self._end("released")
             return
         elif mode == "bomb":
@@ -232,7 +220,7 @@ class WsUpstream:
             conn.sendall(frame(0x2, self.bomb, rsv1=True))
             self._until_close(conn)
             return
-        self._release.wait(5)  # a bad 101: the proxy hangs up
+        self.release.wait(5)  # a bad 101: the proxy hangs up
 
     def _until_close(self, conn: socket.socket) -> None:
         buf = bytearray()
@@ -251,21 +239,6 @@ class WsUpstream:
     def _end(self, how: str) -> None:
         with self.lock:
             self.ended.append(how)
-
-    def close(self) -> None:
-        self._release.set()
-        self.sock.close()
-        with self.lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.close()
-
-    def __enter__(self) -> WsUpstream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class RawClient:
