@@ -10,6 +10,8 @@ lead to a change:
 * passive outlier detection: consecutive failures after each request, latency
   outliers at most every ``latency_interval`` (``_outlier.py`` says who);
 * active check results, counted HAProxy's way (``rise``/``fall``);
+* connect probes of upstreams ejected while refusing connections: when each
+  is due and what its result does (the shells dial; ``probes_due``/``probed``);
 * the timers: the end of an ejection, of the fail-back hold, of slow start and
   of a drain, one heap for all of them, O(log n) each;
 * a fail-back hold is pointless once nothing else serves: it ends.
@@ -53,6 +55,7 @@ class HealthRules:
         "latency_due",
         "next_timer",
         "outlier",
+        "probing",
         "roster",
         "slow_start",
         "timers",
@@ -75,6 +78,8 @@ class HealthRules:
         self.fail_back_after = fail_back_after
         self.failure_penalty = failure_penalty
         self.timers: list[tuple[float, int, Member, Health]] = []  # a heap
+        #: Ejected members with connect probes scheduled (``Member.probe_at``).
+        self.probing: set[Member] = set()
         self._ids = itertools.count()
         #: When the earliest timer is due: the pool runs ``run_timers`` from then.
         self.next_timer = math.inf
@@ -108,6 +113,9 @@ class HealthRules:
         member.health = new
         if new is Health.EJECTED:
             member.ejections += 1
+        elif old is Health.EJECTED and member in self.probing:
+            self.probing.discard(member)
+            member.probe_at = math.inf
         self._enter(member, now, until)
         self.roster.recount(member, old, new)
         self._emit(new.value, member)
@@ -183,6 +191,7 @@ class HealthRules:
         """Response headers with a 5xx ``status`` after ``elapsed`` seconds (a
         502/503/504 is also a gateway error)."""
         member.failures += 1
+        member.refused = False
         member.consecutive_5xx += 1
         if status in GATEWAY_ERRORS:
             member.consecutive_gateway += 1
@@ -194,13 +203,17 @@ class HealthRules:
     def succeeded(self, member: Member, elapsed: float, now: float) -> None:
         """A response below 500 after ``elapsed`` seconds: every run of failures ends."""
         member.consecutive_local = member.consecutive_gateway = member.consecutive_5xx = 0
+        member.refused = False
         member.observe(elapsed, now)
 
-    def failed(self, member: Member, elapsed: float | None, now: float) -> None:
+    def failed(
+        self, member: Member, elapsed: float | None, now: float, refused: bool = False
+    ) -> None:
         """An attempt failed with no response (``elapsed``: after that long, if its
-        latency is not counted yet)."""
+        latency is not counted yet); ``refused``: it could not even connect."""
         member.failures += 1
         member.consecutive_local += 1
+        member.refused = refused
         if elapsed is not None:
             member.observe(self._penalty(member, elapsed), now)
         self.eject_if_outlier(member, now)
@@ -239,7 +252,45 @@ class HealthRules:
             member.streak = 0
         member.streak += 1
         member.consecutive_local = member.consecutive_gateway = member.consecutive_5xx = 0
+        if member.refused and rules.probe_after is not None:
+            member.probe_gap = rules.probe_after
+            member.probe_at = now + rules.probe_after
+            self.probing.add(member)
         self.change(member, Event.EJECT, now, now + rules.ejection_time(member.streak))
+
+    # -- connect probes -------------------------------------------------------------
+
+    def probes_due(self, now: float) -> tuple[list[Member], float]:
+        """The members whose connect probe is due, each handed out once (its next
+        probe is scheduled when ``probed()`` tells the result), and when the
+        next one after them is due (``inf``: none scheduled)."""
+        due: list[Member] = []
+        following = math.inf
+        roster = self.roster
+        for member in list(self.probing):
+            if member.health is not Health.EJECTED or roster.get(member.upstream.key) is not member:
+                self.probing.discard(member)
+            elif member.probe_at <= now:
+                member.probe_at = math.inf  # out being probed
+                due.append(member)
+            elif member.probe_at < following:
+                following = member.probe_at
+        return due, following
+
+    def probed(self, member: Member, connected: bool, now: float) -> None:
+        """A connect probe's result: connected re-admits the member (Rule 2 applies:
+        fail-back hold, slow start); refused schedules the next probe after twice
+        the last wait, at most ``max_probe_interval``."""
+        if member not in self.probing or member.health is not Health.EJECTED:
+            return
+        if connected:
+            member.refused = False
+            self.change(member, Event.PROBE_PASS, now)
+            return
+        rules = self.outlier
+        cap = rules.max_probe_interval if rules is not None else member.probe_gap
+        member.probe_gap = min(member.probe_gap * 2, cap)
+        member.probe_at = now + member.probe_gap
 
     # -- active health and draining -------------------------------------------------
 

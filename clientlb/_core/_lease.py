@@ -87,7 +87,8 @@ class Lease:
                 unmeasured = self.elapsed is None
                 if unmeasured:
                     self.elapsed = now - self.started
-                rules.failed(member, self.elapsed if unmeasured else None, now)
+                refused = outcome is Outcome.CONNECT_FAILURE
+                rules.failed(member, self.elapsed if unmeasured else None, now, refused)
             elif outcome is Outcome.SUCCESS and self.elapsed is None:
                 self.elapsed = elapsed = now - self.started
                 rules.succeeded(member, elapsed, now)

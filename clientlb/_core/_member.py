@@ -33,7 +33,9 @@ class Member:
     Each timed state has its own deadline, read only in that state: the end of
     an ejection (``ejected_until``), of the fail-back hold (``held_until``), of
     slow start (``ramp_until``, from ``ramp_start``) and of a drain
-    (``drain_deadline``, ``math.inf`` for none).
+    (``drain_deadline``, ``math.inf`` for none). A member ejected because no one
+    answered its connections is also probed (``probe_at``, ``math.inf`` for
+    never; see ``HealthRules.probes_due``).
     """
 
     __slots__ = (
@@ -54,8 +56,11 @@ class Member:
         "last_ejection_end",
         "peak",
         "peak_stamp",
+        "probe_at",
+        "probe_gap",
         "ramp_start",
         "ramp_until",
+        "refused",
         "requests",
         "sampled",
         "streak",
@@ -90,6 +95,9 @@ class Member:
         self.finished_mark = 0  # requests finished when last admitted (latency outliers)
         self.check_passes = 0
         self.check_fails = 0
+        self.refused = False  # its last attempt found no one listening
+        self.probe_at = math.inf  # when ejected for that: the next connect probe
+        self.probe_gap = 0.0  # and the wait before it, which doubles up to a cap
 
     def __repr__(self) -> str:
         return f"<Member {self.upstream.key} {self.health.value} in_flight={self.in_flight}>"

@@ -94,6 +94,17 @@ class OutlierDetection:
     same cap and times. Only upstreams with ``latency_min_samples`` requests finished
     since they were (re-)admitted are judged, and the rule is re-evaluated at most
     every ``latency_interval`` seconds, not per request.
+
+    Fail-back without waiting out the ejection: an upstream ejected while its
+    connections were refused (its last attempt could not connect) is probed with
+    a bare TCP connect, ``probe_after`` seconds after the ejection and then on a
+    backoff that doubles up to ``max_probe_interval``; the first connect that
+    succeeds re-admits it (through slow start when that is on), so a restarted
+    replica gets traffic back within about ``max_probe_interval`` of listening
+    again. Probes cost no user request, and an upstream that still answers
+    connections but fails requests (5xx, resets, timeouts) is not probed: it
+    waits out its ejection. ``probe_after=None`` turns probing off (Finagle's
+    and Linkerd's failure accrual probing is the model).
     """
 
     consecutive_local_failures: int | None = 5
@@ -105,6 +116,8 @@ class OutlierDetection:
     latency_factor: float | None = None
     latency_min_samples: int = 20
     latency_interval: float = 1.0
+    probe_after: float | None = 0.25
+    max_probe_interval: float = 0.5
 
     def __post_init__(self) -> None:
         _threshold("consecutive_local_failures", self.consecutive_local_failures)
@@ -121,6 +134,9 @@ class OutlierDetection:
                 raise ConfigError("latency_factor", f"must be > 1, got {self.latency_factor}")
         _count("latency_min_samples", self.latency_min_samples)
         seconds("latency_interval", self.latency_interval)
+        if self.probe_after is not None:
+            seconds("probe_after", self.probe_after)
+        seconds("max_probe_interval", self.max_probe_interval)
 
     def ejection_time(self, count: int) -> float:
         return min(self.base_ejection_time * count, self.max_ejection_time)

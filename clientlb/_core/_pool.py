@@ -247,6 +247,43 @@ class Pool:
             if member is not None:
                 self._rules.check(member, passed, rise, fall, self.clock())
 
+    @property
+    def probing(self) -> bool:
+        """Whether upstreams ejected while refusing connections are probed (see
+        ``OutlierDetection.probe_after``)."""
+        return self.outlier is not None and self.outlier.probe_after is not None
+
+    @property
+    def has_background_work(self) -> bool:
+        """Whether the pool's owner has work to run beside the requests: active
+        checks, discovery, or connect probes of ejected upstreams."""
+        return self.probing or self.health_check is not None or self.discovery is not None
+
+    def probes_due(self) -> tuple[list[Upstream], float]:
+        """Connect probes to make now, and in how many seconds the next one is due
+        (``inf``: none is scheduled).
+
+        Each upstream is handed out once: report what the probe found with
+        ``report_probe()``, which schedules the next one if it failed. Only
+        upstreams ejected while refusing connections are probed (see
+        ``OutlierDetection.probe_after``); the pool's owner makes the probes, as
+        it runs the active checks."""
+        with self._lock:
+            now = self._current()
+            due, following = self._rules.probes_due(now)
+            return [m.upstream for m in due], following - now
+
+    def report_probe(self, upstream: str | Upstream, connected: bool) -> None:
+        """Record a connect probe: ``connected`` re-admits the ejected upstream."""
+        with self._lock:
+            member = self._roster.get(as_upstream(upstream).key)
+            if member is not None:
+                self._rules.probed(member, connected, self.clock())
+
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock, in case a thread of the parent held it."""
+        self._lock = threading.RLock()
+
     def claim_runner(self, owner: object) -> bool:
         """Let one owner at a time run this pool's checks and discovery: a pool
         shared by several transports and proxies is checked once, not once each.

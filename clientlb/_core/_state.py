@@ -16,7 +16,7 @@ event (``TIMED``). A drain's deadline ends in removal, a change of membership.
     HEALTHY --ramp--> SLOW_START --ramp_end--> HEALTHY
     HEALTHY --hold--> RECOVERING --hold_end--> HEALTHY        (fail-back hold)
     HEALTHY / SLOW_START / RECOVERING --eject--> EJECTED
-    EJECTED --expire / check_pass / check_up--> HEALTHY
+    EJECTED --expire / check_pass / check_up / probe_pass--> HEALTHY
     any but DRAINING --check_down--> DOWN --check_up--> HEALTHY
     any of them --drain--> DRAINING          (never back: removal follows)
 
@@ -48,6 +48,7 @@ class Event(enum.Enum):
     CHECK_PASS = "check_pass"  # one active check passed
     CHECK_DOWN = "check_down"  # active checks failed `fall` times in a row
     CHECK_UP = "check_up"  # active checks passed `rise` times in a row
+    PROBE_PASS = "probe_pass"  # a connect probe of an ejected upstream succeeded
     DRAIN = "drain"
     HOLD = "hold"  # back while only the standbys serve: wait `fail_back_after`
     HOLD_END = "hold_end"  # the fail-back hold is over (or pointless)
@@ -69,6 +70,7 @@ _TABLE: dict[tuple[Health, Event], Health] = {
     (H.EJECTED, E.EXPIRE): H.HEALTHY,
     (H.EJECTED, E.CHECK_PASS): H.HEALTHY,
     (H.EJECTED, E.CHECK_UP): H.HEALTHY,
+    (H.EJECTED, E.PROBE_PASS): H.HEALTHY,
     (H.DOWN, E.CHECK_UP): H.HEALTHY,
     **{(state, E.CHECK_DOWN): H.DOWN for state in _LIVE if state is not H.DOWN},
     **{(state, E.DRAIN): H.DRAINING for state in _LIVE},

@@ -38,6 +38,7 @@ def test_the_table_in_full() -> None:
         (H.EJECTED, E.EXPIRE): H.HEALTHY,
         (H.EJECTED, E.CHECK_PASS): H.HEALTHY,
         (H.EJECTED, E.CHECK_UP): H.HEALTHY,
+        (H.EJECTED, E.PROBE_PASS): H.HEALTHY,
         (H.DOWN, E.CHECK_UP): H.HEALTHY,
     }
     moves |= {(s, E.CHECK_DOWN): H.DOWN for s in H if s not in (H.DOWN, H.DRAINING)}
