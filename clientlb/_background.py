@@ -30,24 +30,49 @@ groups); ``AsyncBackground`` also works as ``async with``, and ``run()`` serves
 callers with a task group of their own. With neither a health check nor a
 provider, both classes start nothing; ``close()``/``aclose()`` are idempotent and
 safe without ``start()``. After ``close()`` no thread or task of theirs is left.
+
+The work: active health checks, discovery, and the connect probes that bring
+back an upstream ejected while it refused connections (``clientlb._probes``;
+on by default, so nearly every pool has background work).
+
+Wherever the pool is used, its work runs:
+
+* an async owner nobody entered (a module-level ``httpx.AsyncClient`` used
+  without ``async with``, a ``ProxyApp`` mounted where no lifespan reaches it)
+  starts it from its first request with ``start_detached()``: a task outside
+  any task group (asyncio's ``create_task``, trio's system task), cancelled by
+  ``aclose()`` or by the end of its event loop, started again by the next
+  request of a later loop;
+* after ``os.fork()`` (a pre-forking server such as ``gunicorn --preload``)
+  no thread or task of the parent exists in the child: every runner that was
+  started is marked, and starts again in the child with its first request
+  (``ensure_running()`` for threads, ``start_detached()`` for tasks). The
+  child also gets fresh locks for the pool, in case a thread of the parent
+  held one at the fork;
+* where it cannot (an async library other than asyncio and trio, a thread
+  that cannot start), one warning says so.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 import anyio.abc
+import sniffio
 
 from ._core import ConfigError, HealthCheck, Pool
 from ._health import HealthChecker
 from ._httpx import httpx
+from ._probes import Prober
 from .discovery import Provider
 
 log = logging.getLogger("clientlb")
@@ -94,13 +119,30 @@ class _Base:
         self.first_answer_timeout = first_answer_timeout
         self.checker = HealthChecker(pool, health_check) if health_check is not None else None
         self.providers = _providers(discovery)
+        self.prober = Prober(pool) if pool.probing else None
         self.started = False
         self.closed = False
         self.running = False  # this runner's checks and discovery are running
+        self.restart = False  # started before a fork: start again in the child
+        self.warned = False
+        _runners.add(self)
 
     @property
     def _has_work(self) -> bool:
-        return bool(self.providers) or self.checker is not None
+        return bool(self.providers) or self.checker is not None or self.prober is not None
+
+    def _warn_once(self, why: str) -> None:
+        if not self.warned:
+            self.warned = True
+            log.warning("background work (health checks, discovery, probes) cannot run: %s", why)
+
+    def _forked(self) -> None:
+        """In a child process: what the parent started does not exist here."""
+        self.pool._after_fork()
+        self.restart = self.started and not self.closed
+        self.started = self.running = False
+        if self.prober is not None:
+            self.prober = Prober(self.pool)
 
     def _claim(self) -> bool:
         """Whether this runner may run the pool's work (always, without an owner)."""
@@ -157,6 +199,21 @@ class Background(_Base):
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
+    def _forked(self) -> None:
+        super()._forked()
+        self._stop = threading.Event()
+        self._threads = []
+        self._lock = threading.Lock()
+
+    def ensure_running(self) -> None:
+        """Start again in a forked child (cheap otherwise: call it per request)."""
+        if self.restart:
+            with self._lock:
+                if not self.restart:
+                    return
+                self.restart = False
+            self.start()
+
     def start(self) -> Self:
         """Start the threads (none if there is nothing to run); if another owner
         runs the pool, a thread that stands by to take over."""
@@ -189,6 +246,8 @@ class Background(_Base):
                 self._spawn(
                     "clientlb-health", self.checker.run, self._stop, self.transport, self.verify
                 )
+            if self.prober is not None:
+                self._spawn("clientlb-probes", self.prober.run, self._stop)
         return answered
 
     def _stand_by(self) -> None:
@@ -206,7 +265,11 @@ class Background(_Base):
                 log.exception("%s stopped by an unexpected error", name)
 
         thread = threading.Thread(target=body, name=name, daemon=True)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no threads here (or none left)
+            self._warn_once(f"{name}: {exc}")
+            return
         self._threads.append(thread)
 
     def close(self) -> None:
@@ -219,6 +282,8 @@ class Background(_Base):
         if running:  # a standing-by owner must not cut the runner's shared providers
             for provider in self.providers:
                 provider.interrupt()
+        if self.prober is not None:
+            self.prober.interrupt()
         for thread in list(self._threads):
             thread.join(JOIN_TIMEOUT)
             if thread.is_alive():  # pragma: no cover - every blocking call is bounded
@@ -265,6 +330,50 @@ class AsyncBackground(_Base):
         self.transport = transport
         self.verify = verify
         self._group: anyio.abc.TaskGroup | None = None
+        self._detached: _Detached | None = None
+
+    def _forked(self) -> None:
+        super()._forked()
+        self._group = self._detached = None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing started it (or its event loop ended): ``start_detached()`` is due.
+        Cheap: the shells read it per request."""
+        return not self.started and not self.closed
+
+    async def start_detached(self) -> None:
+        """Start from a request, in a task of its own that outlives it (asyncio's
+        ``create_task`` or trio's system task); ``aclose()`` or the end of the
+        event loop stops it. Waits for discovery's first answer as ``start()``."""
+        if not self.idle:
+            return
+        self._begin()
+        self.restart = False
+        if not self._has_work:
+            return
+        try:
+            library = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            library = None
+        answered = anyio.Event()
+        detached = _Detached(self, answered)
+        if library == "asyncio":
+            import asyncio
+
+            detached.task = asyncio.get_running_loop().create_task(detached.run())
+        elif library == "trio":
+            import trio
+
+            trio.lowlevel.spawn_system_task(detached.run)
+        else:
+            self.started = False
+            self._warn_once(f"started outside asyncio and trio ({library or 'no event loop'})")
+            return
+        self._detached = detached
+        if self._awaits_registry:
+            with anyio.move_on_after(self.first_answer_timeout):
+                await answered.wait()
 
     def _launch_or_stand_by(self, tg: anyio.abc.TaskGroup) -> list[anyio.Event]:
         if self._claim():
@@ -290,6 +399,8 @@ class AsyncBackground(_Base):
             tg.start_soon(provider.arun, self.pool, event.set, name=name)
         if self.checker is not None:
             tg.start_soon(self.checker.arun, self.transport, self.verify, name="clientlb-health")
+        if self.prober is not None:
+            tg.start_soon(self.prober.arun, name="clientlb-probes")
         return answered
 
     async def start(self) -> Self:
@@ -309,6 +420,9 @@ class AsyncBackground(_Base):
     async def aclose(self) -> None:
         """Cancel the tasks and wait for them to end. Idempotent."""
         self.closed = True
+        detached, self._detached = self._detached, None
+        if detached is not None:
+            await detached.stop()
         group, self._group = self._group, None
         if group is not None:
             group.cancel_scope.cancel()
@@ -342,3 +456,70 @@ class AsyncBackground(_Base):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class _Detached:
+    """One ``AsyncBackground`` run in a task of its own (``start_detached``)."""
+
+    def __init__(self, runner: AsyncBackground, answered: anyio.Event) -> None:
+        self.runner = runner
+        self.answered = answered
+        self.scope: anyio.CancelScope | None = None
+        self.done = anyio.Event()
+        self.task: Any = None  # the asyncio task, when it is one
+        self.cancelled = False
+
+    async def run(self) -> None:
+        runner = self.runner
+        try:
+            with anyio.CancelScope() as self.scope:
+                if self.cancelled:  # stopped before it began
+                    self.scope.cancel()
+                async with anyio.create_task_group() as tg:
+                    events = runner._launch_or_stand_by(tg)
+                    for event in events:
+                        await event.wait()
+                    self.answered.set()
+                    await anyio.sleep_forever()
+        except Exception:  # pragma: no cover - the loops catch their own errors
+            log.exception("the pool's background work stopped by an unexpected error")
+        finally:
+            self.answered.set()
+            self.done.set()
+            if runner.running:
+                runner.running = False
+                runner._release()
+            if not runner.closed and runner._detached is self:
+                runner._detached = None
+                runner.started = False  # its loop ended: the next request starts it again
+
+    async def stop(self) -> None:
+        """Cancel the task and wait for it, from the event loop it runs in."""
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
+        task = self.task
+        if task is not None:
+            import asyncio
+
+            try:
+                same_loop = task.get_loop() is asyncio.get_running_loop()
+            except RuntimeError:
+                same_loop = False
+            if not same_loop:
+                return  # its loop is gone or elsewhere: nothing to wait for here
+        elif sniffio.current_async_library() != "trio":  # pragma: no cover
+            return
+        await self.done.wait()
+
+
+#: Every runner alive, so that a forked child can mark the started ones.
+_runners: weakref.WeakSet[_Base] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for runner in list(_runners):
+        runner._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

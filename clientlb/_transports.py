@@ -92,7 +92,7 @@ class _Balancer:
         return {name: pool.snapshot() for name, pool in self._services.items()}
 
     def _background_work(self) -> list[tuple[Pool, dict[str, Any]]]:
-        """The pools with active checks or discovery to run, each with the
+        """The pools with active checks, discovery or probes to run, each with the
         arguments of its runner (which stands by while another owner of a shared
         pool runs them)."""
         return [
@@ -106,7 +106,7 @@ class _Balancer:
                 },
             )
             for pool in self.pools.values()
-            if pool.health_check is not None or pool.discovery is not None
+            if pool.has_background_work
         ]
 
     def _route(self, request: httpx.Request) -> Pool | None:
@@ -177,8 +177,9 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
     * **retry**, **outlier**, **slow_start**, **fail_back_after**, **health_check**,
       **discovery** - passed to the pools this transport builds (see ``Pool``, whose
       defaults they have); beside a ``Pool`` of yours they are a ``ConfigError``.
-      The transport runs its pools' active health checks and discovery in
-      threads until ``close()``.
+      The transport runs its pools' active health checks, discovery and connect
+      probes in threads until ``close()`` (started again by the first request
+      in a forked child).
 
     Safe to share between threads.
     """
@@ -221,6 +222,8 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
         ]
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for background in self._background:
+            background.ensure_running()
         pool = self._route(request)
         if pool is None:
             if self._fallback is not None:
@@ -265,8 +268,10 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
     """The async twin of ``BalancingTransport`` (same parameters; by default each
     upstream gets an ``httpx.AsyncHTTPTransport()``). Works under asyncio and trio.
 
-    Active health checks and discovery run as tasks from ``__aenter__`` (entered by
-    ``async with httpx.AsyncClient(transport=...)``) until ``aclose()``.
+    Active health checks, discovery and connect probes run as tasks from
+    ``__aenter__`` (entered by ``async with httpx.AsyncClient(transport=...)``)
+    until ``aclose()``; a transport nobody entered (a module-level client) starts
+    them with its first request, in a task of their own.
     """
 
     def __init__(
@@ -310,11 +315,14 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         """Start the pools' health checks and discovery (``async with`` the client or
         the transport); they stop in ``aclose()``."""
         for background in self._background:
-            if not background.started:
+            if background.idle:
                 await background.start()
         return self
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for background in self._background:
+            if background.idle:  # nobody entered the transport: start with a request
+                await background.start_detached()
         pool = self._route(request)
         if pool is None:
             if self._fallback is not None:
@@ -347,7 +355,7 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         return response
 
     async def aclose(self) -> None:
-        for background in self._background:
+        for background in reversed(self._background):  # task groups close in reverse
             await background.aclose()
         for inner in self._inners.take_all():
             await inner.aclose()

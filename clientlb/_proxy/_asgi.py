@@ -46,7 +46,7 @@ from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log, log_failure
 from ._disconnect import run_until_disconnect
 from ._engines import DEFAULT_TIMEOUTS, AsyncEngine, AsyncResponse, default_async_engine
-from ._headers import Inbound, request_target, response_headers
+from ._headers import Inbound, request_target, response_headers, scope_path
 from ._limits import DEFAULT_LIMITS, DEFAULT_WEBSOCKETS, Limits, WebSocketSettings
 from ._upgrade import check_request as check_upgrade_request
 from ._upgrade import check_response as check_upgrade_response
@@ -203,6 +203,9 @@ class ProxyApp(ProxyBase):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        background = self._background
+        if background is not None and background.idle and kind != "lifespan":
+            await background.start_detached()  # no lifespan reached it (a Mount)
         if kind == "http":
             await self.handle_http(scope, receive, send)
         elif kind == "websocket":
@@ -217,7 +220,7 @@ class ProxyApp(ProxyBase):
     async def startup(self) -> None:
         """Start the health checks and discovery (call ``shutdown()`` from the
         same task)."""
-        if self._background is not None:
+        if self._background is not None and self._background.idle:
             await self._background.start()
 
     async def shutdown(self) -> None:
@@ -332,7 +335,7 @@ class ProxyApp(ProxyBase):
                 headers = [(n, v) for n, v in headers if n != b"sec-websocket-extensions"]
         plan = AttemptPlan(pool, method, inbound.client if pool.algorithm.hashes else None)
         scope.setdefault("extensions", {})[ATTEMPTS_EXTENSION] = plan.history
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        raw_path = scope_path(scope)
         query: bytes = scope.get("query_string", b"")
         method_b = method.encode("ascii")
         upgrading = {"upgrade": True} if upgrade else {}

@@ -29,11 +29,11 @@ class ProxyBase:
     """Configuration common to ``ProxyApp`` and ``WSGIProxy`` (see their docs)."""
 
     def _background_work(self) -> tuple[Any, Any] | None:
-        """The pool's checks and discovery, which this proxy runs; ``None`` when
-        there are none. (Of several owners of a shared pool, one at a time runs
-        them: see ``clientlb._background``.)"""
+        """The pool's checks, discovery and probes, which this proxy runs;
+        ``None`` when there are none. (Of several owners of a shared pool, one at
+        a time runs them: see ``clientlb._background``.)"""
         pool = self.pool
-        if pool.health_check is None and pool.discovery is None:
+        if not pool.has_background_work:
             return None
         return pool.health_check, pool.discovery
 

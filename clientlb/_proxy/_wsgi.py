@@ -38,7 +38,7 @@ from .._options import UNSET, Unset, given
 from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
 from ._engines import DEFAULT_TIMEOUTS, BlockingEngine, SyncEngine, SyncResponse
-from ._headers import request_target, response_headers
+from ._headers import below_mount, request_target, response_headers
 from ._limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
@@ -70,15 +70,16 @@ def environ_headers(environ: dict[str, Any]) -> list[tuple[bytes, bytes]]:
 
 
 def raw_target(environ: dict[str, Any]) -> tuple[bytes, bytes]:
-    """The client's raw path and query: the server's undecoded ``RAW_URI`` or
-    ``REQUEST_URI`` when it gives one, else rebuilt from ``PATH_INFO``."""
+    """The client's raw path and query below the app's mount point
+    (``SCRIPT_NAME``): the server's undecoded ``RAW_URI`` or ``REQUEST_URI``
+    when it gives one, else rebuilt from ``PATH_INFO``."""
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if raw:
         path, _, query = str(raw).encode("latin-1").partition(b"?")
-        return path, query
+        return below_mount(path, environ.get("SCRIPT_NAME", "").encode("latin-1")), query
     from urllib.parse import quote
 
-    path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")
+    path = environ.get("PATH_INFO", "").encode("latin-1")
     return quote(path, safe="/%;,=:@!$&'()*+~").encode("ascii"), environ.get(
         "QUERY_STRING", ""
     ).encode("latin-1")
@@ -190,6 +191,8 @@ class WSGIProxy(ProxyBase):
         self.engine.close()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self._background is not None:
+            self._background.ensure_running()  # again in a forked worker
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO", "/")
         raw_path, query = raw_target(environ)

@@ -13,7 +13,7 @@ import pytest
 
 from clientlb import ConfigError, Pool
 from clientlb._background import AsyncBackground, Background
-from clientlb._core import HealthCheck
+from clientlb._core import HealthCheck, OutlierDetection
 from clientlb.discovery import File
 
 from ..waiting import await_for, wait_for
@@ -54,7 +54,11 @@ def test_close_stops_and_joins_every_thread(silent_upstream: str, tmp_path: Path
     check = HealthCheck(interval=0.05, timeout=0.3, fall=1)
     background = Background(pool, health_check=check, discovery=File(path, interval=0.02))
     background.start()
-    assert len(background.threads) == 2
+    assert sorted(t.name.split()[0] for t in background.threads) == [
+        "clientlb-discovery",
+        "clientlb-health",
+        "clientlb-probes",
+    ]
     wait_for(lambda: pool.snapshot()["upstreams"] != [], what="discovery")
     wait_for(lambda: pool.snapshot()["upstreams"][0]["state"] == "down", what="a failed check")
     started = time.monotonic()
@@ -67,9 +71,18 @@ def test_close_stops_and_joins_every_thread(silent_upstream: str, tmp_path: Path
 
 
 def test_nothing_to_run_starts_nothing() -> None:
-    with Background(Pool(["http://a:1"])) as background:
+    with Background(Pool(["http://a:1"], outlier=None)) as background:
+        assert background.threads == []
+    quiet = OutlierDetection(probe_after=None)
+    with Background(Pool(["http://a:1"], outlier=quiet)) as background:
         assert background.threads == []
     Background(Pool(["http://a:1"])).close()  # closing an unstarted runner is fine
+
+
+def test_probes_run_by_default() -> None:
+    with Background(Pool(["http://a:1"])) as background:
+        assert [t.name for t in background.threads] == ["clientlb-probes"]
+    assert background_threads() == []
 
 
 @pytest.mark.anyio
