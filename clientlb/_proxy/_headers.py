@@ -37,8 +37,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from .._http1 import NO_BODY, Framing, ProtocolError, request_framing
 
@@ -252,6 +254,29 @@ def response_headers(headers: Sequence[tuple[bytes, bytes]], status: int = 200) 
         drop = (named or set()) | ({b"content-length"} if framed else set())
         out = [(n, v) for n, v in out if n not in drop]
     return out
+
+
+def below_mount(raw_path: bytes, mount: bytes) -> bytes:
+    """``raw_path`` without the mount point the app is served under: ASGI's
+    ``root_path`` (Starlette's ``Mount`` sets it and keeps the full path),
+    WSGI's ``SCRIPT_NAME``; both decoded, the path raw. Removed only when the
+    path's leading segments decode to it, so a server that already gave the
+    path below its root (``uvicorn --root-path``) keeps it whole."""
+    mount = mount.rstrip(b"/")
+    if not mount:
+        return raw_path
+    depth = mount.count(b"/")
+    parts = raw_path.split(b"/", depth + 1)
+    if len(parts) <= depth or unquote_to_bytes(b"/".join(parts[: depth + 1])) != mount:
+        return raw_path
+    return b"/" + parts[depth + 1] if len(parts) > depth + 1 else b"/"
+
+
+def scope_path(scope: Mapping[str, Any]) -> bytes:
+    """The raw path of an ASGI request, below the app's mount point."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    root: str | None = scope.get("root_path")
+    return below_mount(raw, root.encode("utf-8")) if root else raw
 
 
 def request_target(prefix: bytes, raw_path: bytes, query: bytes) -> bytes:

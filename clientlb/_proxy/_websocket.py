@@ -74,7 +74,7 @@ from .._errors_map import (
 from .._http1 import ProtocolError
 from .._httpx import httpx
 from ._base import ProxyBase, log_failure
-from ._headers import Headers, request_target
+from ._headers import Headers, request_target, scope_path
 from ._websocket_open import HAVE_WEBSOCKETS, Leg, Opening, leg_options, passed_on
 
 with contextlib.suppress(ImportError):  # uvicorn can run WebSockets on wsproto alone
@@ -140,7 +140,7 @@ async def _forward(
     # there, as host and port, while the socket still goes to the upstream.
     host = inbound.host.decode("ascii") if inbound.host is not None else None
     options = leg_options(proxy.websockets, inbound.headers, scope)
-    raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    raw_path = scope_path(scope)
     pool = proxy.pool
     plan = AttemptPlan(pool, "GET", inbound.client if pool.algorithm.hashes else None)
     scope.setdefault("extensions", {})[ATTEMPTS_EXTENSION] = plan.history
