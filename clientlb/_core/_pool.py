@@ -91,9 +91,10 @@ class Pool:
     * **max_pending** - requests that may wait for a slot when every upstream
       that could serve is full (each waits up to its own time budget); beyond
       it they fail at once (``NoUpstreamAvailable``, a proxy's 503). The
-      default, 0, fails fast: a limit is usually set because the upstream
-      cannot take more, and a queue in front of it only adds latency, while
-      the caller's own retries and back-off already act as one.
+      default, 0, fails fast: Envoy queues 1,024 (``max_pending_requests``)
+      but beside a ``max_connections`` of 1,024 it rarely fills; a limit set
+      here is deliberate and usually small, and a queue in front of it turns
+      overload into latency while the caller's retries already act as one.
     * **health_check** - a ``HealthCheck`` policy: the transport or proxy that owns
       the pool runs the checks (the core only counts their results).
     * **discovery** - a ``clientlb.discovery`` provider (or a list) that keeps the
