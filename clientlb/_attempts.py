@@ -7,7 +7,8 @@ ends the call:
 
     result = await adrive(plan, attempt, rules)     # drive() for the sync twins
 
-* The first attempt runs directly (the hot path); when the plan lets a failed
+* The first attempt runs directly (the hot path), after waiting for a slot
+  if every upstream is at its connection limit (``clientlb._slots``); when the plan lets a failed
   one go again, tenacity is the loop: its ``retry`` is the plan's verdict
   (``AttemptPlan.retry_after``), its ``wait`` the plan's backoff, its ``stop``
   the call's deadline.
@@ -41,6 +42,7 @@ from ._core import AttemptPlan, Lease, NoUpstream, Outcome
 from ._core._plan import OutOfTime
 from ._errors_map import outcome_of
 from ._httpx import httpx
+from ._slots import afirst_lease, first_lease
 
 R = TypeVar("R")
 
@@ -55,12 +57,16 @@ class Rules(Generic[R]):
     """What a driver needs of a shell: a result's status; how a result takes
     charge of its lease (``keep``: the lease is settled when the result is
     closed); whether the request's body can still be sent again; and whether it
-    may be sent twice at once (``hedgeable``: held whole in memory)."""
+    may be sent twice at once (``hedgeable``: held whole in memory); and how
+    long a call may wait for a slot when every upstream is at its connection
+    limit (``queue_timeout``: the shell's pool timeout; ``None`` for no bound
+    but the call's own deadline; see ``clientlb._slots``)."""
 
     status: Callable[[R], int]
     keep: Callable[[R, Lease], R]
     replayable: Callable[[], bool]
     hedgeable: bool = False
+    queue_timeout: float | None = None
 
 
 class _Call(Generic[R]):
@@ -170,7 +176,7 @@ async def adrive(
     ``discard`` closes a result that will not be delivered (and so settles its
     lease)."""
     call = _Call(plan, rules)
-    lease = plan.first()
+    lease = await afirst_lease(plan, rules.queue_timeout)
     try:
         result = await _attempt(call, attempt, discard, lease)
     except Exception as error:
@@ -313,7 +319,7 @@ def drive(
     """The sync twin of ``adrive()`` (no hedges: they need a second thread of
     control; ``attempt`` applies the attempt timeout it is given to its I/O)."""
     call = _Call(plan, rules)
-    lease = plan.first()
+    lease = first_lease(plan, rules.queue_timeout)
     try:
         result = _sync_one(call, attempt, lease)
     except Exception as error:

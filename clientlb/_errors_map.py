@@ -3,6 +3,8 @@ what it says of the upstream (the core's outcome), what a proxy answers, and
 what a transport raises when the call ends on it.
 
     error                                  outcome          proxy answers
+    Saturated (every upstream at its
+      max_connections, no room to wait)    -                503 upstreams at connection limit
     NoUpstream (nothing may serve)         -                503 no healthy upstream
     httpx.PoolTimeout (every conn. busy)   CONNECT_FAILURE  503 upstream busy
     httpx.ConnectError, ConnectTimeout     CONNECT_FAILURE  502 upstream unreachable
@@ -31,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ._core import Attempt, NoUpstream, Outcome
+from ._core import Attempt, NoUpstream, Outcome, Saturated
 from ._exceptions import NoUpstreamAvailable
 from ._http1 import ProtocolError
 from ._httpx import httpx
@@ -84,6 +86,11 @@ class ErrorReply:
 NO_UPSTREAM = ErrorReply(
     503, b"503 Service Unavailable: no healthy upstream\n", "no healthy upstream"
 )
+AT_LIMIT = ErrorReply(
+    503,
+    b"503 Service Unavailable: upstreams at their connection limit\n",
+    "upstreams at their connection limit",
+)
 UNREACHABLE = ErrorReply(502, b"502 Bad Gateway: upstream unreachable\n", "upstream unreachable")
 TIMED_OUT = ErrorReply(504, b"504 Gateway Timeout: upstream timed out\n", "upstream timed out")
 BAD_RESPONSE = ErrorReply(502, b"502 Bad Gateway: bad upstream response\n", "bad upstream response")
@@ -93,6 +100,7 @@ TOO_MANY_WEBSOCKETS = ErrorReply(
 )
 
 _ANSWERS: tuple[tuple[type[BaseException], ErrorReply], ...] = (
+    (Saturated, AT_LIMIT),
     (NoUpstream, NO_UPSTREAM),
     (httpx.PoolTimeout, BUSY),
     (httpx.ConnectError, UNREACHABLE),
@@ -105,7 +113,7 @@ _ANSWERS: tuple[tuple[type[BaseException], ErrorReply], ...] = (
 def reply_for(exc: BaseException) -> ErrorReply:
     """What a proxy answers a request that failed with ``exc``."""
     if isinstance(exc, NoUpstreamAvailable) and not exc.attempts:
-        return NO_UPSTREAM
+        return AT_LIMIT if isinstance(exc.__cause__, Saturated) else NO_UPSTREAM
     for cls, reply in _ANSWERS:
         if isinstance(exc, cls):
             return reply
@@ -137,8 +145,13 @@ def _both(cls: type[httpx.TransportError]) -> type[NoUpstreamAvailable]:
 
 def call_failed(error: BaseException | None, attempts: Sequence[Attempt]) -> NoUpstreamAvailable:
     """The error a call ends with when no attempt gave a response: plain
-    ``NoUpstreamAvailable`` when nothing was tried, else one that is also the
-    last attempt's httpx class."""
+    ``NoUpstreamAvailable`` when nothing was tried (``error`` the core's
+    ``NoUpstream``, if any, whose message it keeps and which is its cause),
+    else one that is also the last attempt's httpx class."""
+    if isinstance(error, NoUpstream):
+        failed = NoUpstreamAvailable(str(error), attempts=tuple(attempts))
+        failed.__cause__ = error
+        return failed
     if error is None or not isinstance(error, httpx.TransportError):
         message = "no upstream available" if not attempts else "every attempt failed"
         return NoUpstreamAvailable(message, attempts=tuple(attempts))

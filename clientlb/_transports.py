@@ -48,6 +48,7 @@ from ._tls import Verify, default_context, tls_context
 from .discovery import Provider
 
 RETRY_EXTENSION = "clientlb.retry"  # a request's own RetryPolicy
+DEFAULT_POOL_TIMEOUT = httpx.Timeout(5.0).pool  # httpx's own default
 
 
 class _Balancer:
@@ -155,6 +156,16 @@ def _within(request: httpx.Request, timeout: float | None) -> httpx.Request:
     return request
 
 
+def _pool_timeout(request: httpx.Request) -> float | None:
+    """httpx's ``pool`` timeout of ``request`` (how long to wait for a
+    connection; here, for a slot), httpx's default when the request has none."""
+    timeouts = request.extensions.get("timeout")
+    if timeouts is None:
+        return DEFAULT_POOL_TIMEOUT
+    pool: float | None = timeouts.get("pool", DEFAULT_POOL_TIMEOUT)
+    return pool
+
+
 class BalancingTransport(_Balancer, httpx.BaseTransport):
     """A sync httpx transport that balances requests over upstream replicas.
 
@@ -175,8 +186,11 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
       every upstream. With ``inner=``, configure that transport instead.
     * **hash_on** - the key of hashing algorithms: ``"header:NAME"`` or a callable.
     * **retry**, **outlier**, **slow_start**, **fail_back_after**, **health_check**,
-      **discovery** - passed to the pools this transport builds (see ``Pool``, whose
-      defaults they have); beside a ``Pool`` of yours they are a ``ConfigError``.
+      **discovery**, **max_connections**, **max_pending** - passed to the pools this
+      transport builds (see ``Pool``, whose defaults they have); beside a ``Pool``
+      of yours they are a ``ConfigError``. A request that waits for a slot (every
+      upstream at its ``max_connections``, within ``max_pending``) waits at most
+      its httpx ``pool`` timeout, and no longer than its ``RetryPolicy.timeout``.
       The transport runs its pools' active health checks, discovery and connect
       probes in threads until ``close()`` (started again by the first request
       in a forked child).
@@ -200,6 +214,8 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
         fail_back_after: float | Unset = UNSET,
         health_check: HealthCheck | Unset | None = UNSET,
         discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
+        max_connections: int | Unset | None = UNSET,
+        max_pending: int | Unset = UNSET,
         verify: Verify = True,
     ) -> None:
         options = given(
@@ -210,6 +226,8 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
             fail_back_after=fail_back_after,
             health_check=health_check,
             discovery=discovery,
+            max_connections=max_connections,
+            max_pending=max_pending,
         )
         super().__init__(upstreams, standbys, services, hash_on, options, verify, inner is not None)
         self._fallback = fallback
@@ -245,11 +263,17 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
             )
             return response
 
-        rules = Rules(_status, _keep_sync, lambda: body is None or not body.started, body is None)
+        rules = Rules(
+            _status,
+            _keep_sync,
+            lambda: body is None or not body.started,
+            body is None,
+            _pool_timeout(request),
+        )
         try:
             response = drive(plan, attempt, rules, httpx.Response.close)
-        except NoUpstream:
-            raise call_failed(None, plan.history) from None
+        except NoUpstream as exc:
+            raise call_failed(exc, plan.history) from exc
         except httpx.TransportError as error:
             raise call_failed(error, plan.history) from error
         response.extensions[ATTEMPTS_EXTENSION] = plan.history
@@ -290,6 +314,8 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         fail_back_after: float | Unset = UNSET,
         health_check: HealthCheck | Unset | None = UNSET,
         discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
+        max_connections: int | Unset | None = UNSET,
+        max_pending: int | Unset = UNSET,
         verify: Verify = True,
     ) -> None:
         options = given(
@@ -300,6 +326,8 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
             fail_back_after=fail_back_after,
             health_check=health_check,
             discovery=discovery,
+            max_connections=max_connections,
+            max_pending=max_pending,
         )
         super().__init__(upstreams, standbys, services, hash_on, options, verify, inner is not None)
         self._fallback = fallback
@@ -344,11 +372,17 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
             )
             return response
 
-        rules = Rules(_status, _keep_async, lambda: body is None or not body.started, body is None)
+        rules = Rules(
+            _status,
+            _keep_async,
+            lambda: body is None or not body.started,
+            body is None,
+            _pool_timeout(request),
+        )
         try:
             response = await adrive(plan, attempt, rules, httpx.Response.aclose)
-        except NoUpstream:
-            raise call_failed(None, plan.history) from None
+        except NoUpstream as exc:
+            raise call_failed(exc, plan.history) from exc
         except httpx.TransportError as error:
             raise call_failed(error, plan.history) from error
         response.extensions[ATTEMPTS_EXTENSION] = plan.history

@@ -30,6 +30,7 @@ from ._outcome import Outcome
 from ._plan import Attempt, AttemptPlan
 from ._policies import HealthCheck, OutlierDetection, RetryBudget, RetryPolicy
 from ._pool import Lease, Pool
+from ._slots import Saturated, SlotWait
 from ._state import Health
 from ._upstream import Upstream
 
@@ -58,6 +59,8 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "RoundRobin",
+    "Saturated",
+    "SlotWait",
     "Upstream",
     "WeightedRoundRobin",
     "make_algorithm",

@@ -82,6 +82,8 @@ class Lease:
             now = pool.clock()
             member = self.member
             member.in_flight -= 1
+            if pool._full:
+                pool._slots.freed(member)
             rules = pool._rules
             if outcome in FAILURES:
                 unmeasured = self.elapsed is None

@@ -54,6 +54,7 @@ class Member:
         "held_until",
         "in_flight",
         "last_ejection_end",
+        "limit",
         "peak",
         "peak_stamp",
         "probe_at",
@@ -74,6 +75,7 @@ class Member:
         self.weight = upstream.weight
         self.tier = tier
         self.in_flight = 0
+        self.limit = upstream.max_connections  # the pool's default is set on admission
         self.requests = 0
         self.failures = 0
         self.sampled = False
@@ -167,6 +169,7 @@ class MemberState:
     requests: int
     failures: int
     ejections: int
+    max_connections: int | None = None
 
     @property
     def url(self) -> str:
@@ -194,6 +197,7 @@ snapshot_values = attrgetter(
     "requests",
     "failures",
     "ejections",
+    "limit",
 )
 
 
@@ -204,7 +208,7 @@ def _decayed(peak: float, stamp: float, now: float) -> float:
 def snapshot_row(values: tuple[Any, ...], now: float) -> dict[str, Any]:
     """One upstream of ``Pool.snapshot()``, from ``snapshot_values(member)``."""
     (upstream, weight, tier, health, in_flight, sampled, ewma, peak, stamp,
-     requests, failures, ejections) = values  # fmt: skip
+     requests, failures, ejections, limit) = values  # fmt: skip
     return {
         "url": upstream.url,
         "weight": weight,
@@ -216,13 +220,14 @@ def snapshot_row(values: tuple[Any, ...], now: float) -> dict[str, Any]:
         "requests": requests,
         "failures": failures,
         "ejections": ejections,
+        "max_connections": limit,
     }
 
 
 def member_state(values: tuple[Any, ...], now: float) -> MemberState:
     """A ``MemberState`` from ``snapshot_values(member)``."""
     (upstream, weight, tier, health, in_flight, sampled, ewma, peak, stamp,
-     requests, failures, ejections) = values  # fmt: skip
+     requests, failures, ejections, limit) = values  # fmt: skip
     return MemberState(
         upstream,
         TIER_NAMES[tier],
@@ -234,4 +239,5 @@ def member_state(values: tuple[Any, ...], now: float) -> MemberState:
         requests,
         failures,
         ejections,
+        limit,
     )

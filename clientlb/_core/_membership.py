@@ -28,6 +28,7 @@ from typing import cast
 from ._algorithms import Algorithm
 from ._errors import ConfigError
 from ._member import PRIMARY, STANDBY, TIER_NAMES, Member, MemberState
+from ._slots import Slots
 from ._state import PANIC_ELIGIBLE, SERVING, Health
 from ._upstream import Upstream, as_upstream
 
@@ -72,11 +73,13 @@ class Roster:
         "algorithm",
         "by_key",
         "clock",
+        "default_limit",
         "dirty",
         "order",
         "panic",
         "panic_threshold",
         "rng",
+        "slots",
         "tiers",
     )
 
@@ -87,12 +90,18 @@ class Roster:
         clock: Callable[[], float],
         panic_threshold: float,
         emit: Callable[[str, Member], None],
+        slots: Slots,
+        default_limit: int | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.rng = rng
         self.clock = clock
         self.panic_threshold = panic_threshold
         self._emit = emit
+        #: Connection limits: who is full now (``_slots.py``), and the limit of
+        #: an upstream that gives none of its own.
+        self.slots = slots
+        self.default_limit = default_limit
         self.by_key: dict[str, Member] = {}
         self.tiers = (
             Tier(TIER_NAMES[PRIMARY], algorithm.bind(rng, clock)),
@@ -123,12 +132,19 @@ class Roster:
             raise ConfigError(field, f"duplicate upstream {upstream.url}")
         return Member(upstream, tier)
 
+    def limit_of(self, upstream: Upstream) -> int | None:
+        limit = upstream.max_connections
+        return self.default_limit if limit is None else limit
+
     def admit(self, member: Member) -> None:
+        member.limit = self.limit_of(member.upstream)
         tier = self.tiers[member.tier]
         tier.members[member] = None
         tier.counts[member.health] += 1
         self.by_key[member.upstream.key] = member
         self.dirty = True
+        if self.slots.waiters:  # someone new to serve them
+            self.slots.wake()
 
     def drop(self, member: Member) -> None:
         """Remove ``member`` (if it is still the pool's member for its upstream)."""
@@ -139,6 +155,7 @@ class Roster:
         del tier.members[member]
         tier.counts[member.health] -= 1
         self.dirty = True
+        self.slots.full.discard(member)
         self._emit("removed", member)
 
     def move(self, member: Member, tier: int) -> None:
@@ -152,8 +169,13 @@ class Roster:
         self.dirty = True
 
     def reweigh(self, member: Member, upstream: Upstream) -> None:
+        """``member``'s weight and limit follow ``upstream``'s."""
         member.upstream = upstream
         member.weight = upstream.weight
+        limit = self.limit_of(upstream)
+        if limit != member.limit:
+            member.limit = limit
+            self.slots.relimit(member)
         self.dirty = True
 
     def recount(self, member: Member, old: Health, new: Health) -> None:

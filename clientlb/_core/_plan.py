@@ -55,6 +55,7 @@ class AttemptPlan:
     own, from ``extensions={"clientlb.retry": ...}``)."""
 
     __slots__ = (
+        "_noted",
         "_resends",
         "_tried",
         "deadline",
@@ -79,12 +80,16 @@ class AttemptPlan:
         self.lease: Lease | None = None
         self._tried: list[Member] = []
         self._resends = 0
+        self._noted = False
 
     # -- where -------------------------------------------------------------------
 
     def first(self) -> Lease:
-        """The first attempt's lease; counts the request towards the retry budget."""
-        self.pool.note_request()
+        """The first attempt's lease; counts the request towards the retry budget
+        (once: a caller that got ``Saturated`` and waited for a slot asks again)."""
+        if not self._noted:
+            self._noted = True
+            self.pool.note_request()
         return self._pick(())
 
     def next(self) -> Lease:

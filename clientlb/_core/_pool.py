@@ -39,7 +39,8 @@ from ._member import (
 from ._membership import Roster, Tier
 from ._policies import HealthCheck, OutlierDetection, RetryPolicy
 from ._pool_checks import check_pool_options, discovery_providers
-from ._state import Health
+from ._slots import AT_LIMIT, Saturated, Slots, SlotWait
+from ._state import PANIC_ELIGIBLE, SERVING, Health
 from ._turns import taking_turns
 from ._updates import apply_in_steps, check_update
 from ._upstream import Upstream, as_upstream
@@ -81,6 +82,19 @@ class Pool:
       panic: when every upstream is down (or draining), nothing can serve and
       ``pick()`` raises ``NoUpstream`` at once. The default, 0.0, panics only when
       no upstream of any tier is available.
+    * **max_connections** - requests each upstream may have in flight at once,
+      for upstreams that give no ``max_connections`` of their own; ``None`` (the
+      default) for no limit. An upstream at its limit is skipped by every
+      algorithm (the hashing ones go on to the key's next upstream, standbys
+      take the overflow of full primaries); being full is no failure and no
+      reason to panic. See ``clientlb._core._slots``.
+    * **max_pending** - requests that may wait for a slot when every upstream
+      that could serve is full (each waits up to its own time budget); beyond
+      it they fail at once (``NoUpstreamAvailable``, a proxy's 503). The
+      default, 0, fails fast: Envoy queues 1,024 (``max_pending_requests``)
+      but beside a ``max_connections`` of 1,024 it rarely fills; a limit set
+      here is deliberate and usually small, and a queue in front of it turns
+      overload into latency while the caller's retries already act as one.
     * **health_check** - a ``HealthCheck`` policy: the transport or proxy that owns
       the pool runs the checks (the core only counts their results).
     * **discovery** - a ``clientlb.discovery`` provider (or a list) that keeps the
@@ -106,6 +120,8 @@ class Pool:
         panic_threshold: float = 0.0,
         health_check: HealthCheck | None = None,
         discovery: Any = None,
+        max_connections: int | None = None,
+        max_pending: int = 0,
         allow_empty: bool = False,
         clock: Callable[[], float] = time.monotonic,
         rng: _random.Random | None = None,
@@ -121,6 +137,8 @@ class Pool:
             failure_penalty=failure_penalty,
             panic_threshold=panic_threshold,
             health_check=health_check,
+            max_connections=max_connections,
+            max_pending=max_pending,
             allow_empty=allow_empty,
             clock=clock,
             rng=rng,
@@ -144,8 +162,18 @@ class Pool:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._watchers: list[Callable[[str, Member], None]] = []
+        self.max_connections = max_connections
+        self.max_pending = max_pending
+        self._slots = Slots(max_pending)
+        self._full = self._slots.full  # read on every request (never replaced)
         self._roster = roster = Roster(
-            self.algorithm, self.rng, clock, self.panic_threshold, self._emit
+            self.algorithm,
+            self.rng,
+            clock,
+            self.panic_threshold,
+            self._emit,
+            self._slots,
+            max_connections,
         )
         self._tiers = roster.tiers
         self._rules = HealthRules(
@@ -325,6 +353,8 @@ class Pool:
             self._watchers.remove(watcher)
 
     def _emit(self, event: str, member: Member) -> None:
+        if self._slots.waiters:  # a change of health may give them somewhere to go
+            self._slots.wake()
         for watcher in self._watchers:
             watcher(event, member)
         if self._listeners:
@@ -371,14 +401,19 @@ class Pool:
         upstream tried), an ejected one that was not tried is better than none:
         the one with the fewest requests in flight, as Envoy's panic would send
         there anyway, but for this request alone. Upstreams down by active
-        checks are never picked.
+        checks are never picked. Upstreams at their ``max_connections`` are
+        skipped as if excluded; when nothing else could serve, ``pick()``
+        raises ``Saturated`` (a ``NoUpstream``; see ``wait_for_slot()``).
         """
         with self._lock:
             now = self.clock()
             roster = self._roster
             if now >= self._rules.next_timer or roster.dirty:
                 self._current()
-            skip = roster.named(exclude) if exclude else _NO_EXCLUSIONS
+            tried = skip = roster.named(exclude) if exclude else _NO_EXCLUSIONS
+            full = self._full
+            if full:
+                skip = full.union(skip)
             member = held = None
             order = roster.order
             for tier in order:
@@ -399,14 +434,59 @@ class Pool:
             if member is None and last_resort:
                 member = roster.last_resort(skip)
             if member is None:
+                if full and self._blocked_by_limits(tried, last_resort):
+                    raise Saturated(version=self._slots.version)
                 raise NoUpstream("no upstream available")
             member.in_flight += 1
             member.requests += 1
+            limit = member.limit
+            if limit is not None and member.in_flight >= limit:
+                full.add(member)
             if self._tracks_load:
                 self._tiers[member.tier].algorithm.changed(member)
                 if panic is not None:
                     panic.changed(member)
             return Lease(self, member, now)
+
+    def _blocked_by_limits(self, tried: Collection[Member], last_resort: bool) -> bool:
+        """Whether a full upstream not in ``tried`` could have served (a pick
+        that found no one, so off the hot path)."""
+        roster = self._roster
+        serving = {roster.tiers.index(t) for t in roster.order}
+        anyone = roster.panic is not None or last_resort
+        for member in self._slots.full:
+            if member in tried or roster.get(member.upstream.key) is not member:
+                continue
+            if member.health in SERVING and member.tier in serving:
+                return True
+            if anyone and member.health in PANIC_ELIGIBLE:
+                return True
+        return False
+
+    def wait_for_slot(self, wake: Callable[[], None], seen: int) -> SlotWait:
+        """Wait for a slot after ``pick()`` raised ``Saturated``: ``seen`` is its
+        ``version``; ``wake()`` is called (under the pool's lock, from any
+        thread, so it must not block) whenever a slot may have freed, at once
+        if one did since that pick. Pick again after each call; ``close()``
+        the wait when done (it is a context manager), or ``expired()`` when the
+        request's time ran out. Raises ``Saturated`` (and counts a rejection)
+        when ``max_pending`` requests wait already. The waiting itself is the
+        caller's: see ``clientlb._slots``."""
+        with self._lock:
+            slots = self._slots
+            if len(slots.waiters) >= slots.max_pending:
+                slots.rejected += 1
+                pending = slots.max_pending
+                raise Saturated(
+                    f"{AT_LIMIT}, and {pending} request"
+                    f"{'' if pending == 1 else 's'} (max_pending) wait already",
+                    slots.version,
+                )
+            waiter = SlotWait(slots, self._lock, wake)
+            slots.waiters[waiter] = None
+            if slots.version != seen:
+                wake()
+            return waiter
 
     def _settled(self, member: Member, now: float) -> None:
         """After an attempt's news: the algorithms' view of its load, and the
@@ -503,7 +583,11 @@ class Pool:
         return len(self._roster)
 
     def snapshot(self) -> dict[str, Any]:
-        """Per upstream: url, tier, state, in-flight, latency, requests, failures.
+        """Per upstream: url, tier, state, in-flight, latency, requests, failures,
+        max_connections; for the pool: the default ``max_connections``,
+        ``max_pending``, the requests waiting for a slot now (``pending``), and
+        those turned away because every upstream was full (``rejected``: no room
+        to wait, or their wait ran out).
 
         One consistent reading: the lock is held only to copy each member's fields
         (about 0.3 us per member); the rows are built after it is released."""
@@ -511,8 +595,16 @@ class Pool:
             now = self._current()
             panic = self._roster.panic is not None
             values = [v for t in self._tiers for v in map(snapshot_values, t.members)]
+            slots = self._slots
+            limits = {
+                "max_connections": self.max_connections,
+                "max_pending": slots.max_pending,
+                "pending": slots.pending,
+                "rejected": slots.rejected,
+            }
         return {
             "algorithm": self.algorithm.name,
             "panic": panic,
+            **limits,
             "upstreams": [snapshot_row(v, now) for v in taking_turns(values)],
         }

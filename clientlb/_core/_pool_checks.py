@@ -9,7 +9,7 @@ from typing import Any
 
 from ._errors import ConfigError
 from ._policies import HealthCheck, OutlierDetection, RetryPolicy, _positive, flag, seconds
-from ._upstream import Upstream
+from ._upstream import MAX_CONNECTIONS, Upstream, connection_limit
 
 
 def check_pool_options(
@@ -24,6 +24,8 @@ def check_pool_options(
     failure_penalty: float,
     panic_threshold: float,
     health_check: object,
+    max_connections: object,
+    max_pending: object,
     allow_empty: bool,
     clock: object,
     rng: object,
@@ -39,6 +41,16 @@ def check_pool_options(
     _positive("panic_threshold", panic_threshold, zero_ok=True)
     if panic_threshold > 1:
         raise ConfigError("panic_threshold", f"must be <= 1, got {panic_threshold!r}")
+    connection_limit("max_connections", max_connections)
+    if (
+        isinstance(max_pending, bool)
+        or not isinstance(max_pending, int)
+        or not 0 <= max_pending <= MAX_CONNECTIONS
+    ):
+        raise ConfigError(
+            "max_pending",
+            f"must be a whole number from 0 to {MAX_CONNECTIONS}, got {max_pending!r}",
+        )
     flag("allow_empty", allow_empty)
     if outlier is not None and not isinstance(outlier, OutlierDetection):
         raise ConfigError("outlier", f"expected OutlierDetection or None, got {outlier!r}")

@@ -110,5 +110,5 @@ def _apply(
         return
     if tier != member.tier:
         roster.move(member, tier)
-    if up.weight != member.weight:
+    if up.weight != member.weight or up.max_connections != member.upstream.max_connections:
         roster.reweigh(member, up)

@@ -23,6 +23,22 @@ _PATH_QUERY = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*")
 #: the lightest member a slot. DNS SRV weights (0-65535, 0 read as 0.01) fit inside.
 MIN_WEIGHT = 0.001
 MAX_WEIGHT = 1_000_000
+#: The largest ``max_connections``: beyond it a value is a mistake, not a limit.
+MAX_CONNECTIONS = 1 << 30
+
+
+def connection_limit(name: str, value: object, url: str = "") -> int | None:
+    """``value`` checked as a ``max_connections``: ``None`` (no limit) or a whole
+    number from 1 to ``MAX_CONNECTIONS``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONNECTIONS:
+        where = f" for {url}" if url else ""
+        raise ConfigError(
+            name,
+            f"must be None or a whole number from 1 to {MAX_CONNECTIONS}, got {value!r}{where}",
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +51,14 @@ class Upstream:
       A path prefix is kept and the request path is appended to it.
     * **weight** - a number from ``MIN_WEIGHT`` (0.001) to ``MAX_WEIGHT``
       (1,000,000); weight-aware algorithms send traffic in proportion to it.
+    * **max_connections** - requests this upstream may have in flight at once;
+      one at its limit is skipped by every algorithm until a request ends.
+      ``None`` (the default) takes the pool's ``max_connections``.
     """
 
     url: str
     weight: float = 1
+    max_connections: int | None = None
     scheme: str = field(init=False, compare=False, repr=False)
     host: str = field(init=False, compare=False, repr=False)
     port: int = field(init=False, compare=False, repr=False)
@@ -57,6 +77,7 @@ class Upstream:
                 "weight",
                 f"must be from {MIN_WEIGHT} to {MAX_WEIGHT:,}, got {weight!r} for {self.url}",
             )
+        connection_limit("max_connections", self.max_connections, self.url)
         netloc = f"[{host}]" if ":" in host else host
         object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "host", host)

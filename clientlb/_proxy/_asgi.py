@@ -110,9 +110,12 @@ class ProxyApp(ProxyBase):
     * **pool** - a shared ``clientlb.Pool`` (its state is shared with every
       transport and proxy that uses it).
     * **algorithm**, **retry**, **outlier**, **slow_start**, **fail_back_after**,
-      **health_check**, **discovery** - the pool's options, as for the
-      transports (``Pool``'s defaults); beside a ``Pool`` they are a
-      ``ConfigError``. Checks and discovery run for the app's lifespan.
+      **health_check**, **discovery**, **max_connections**, **max_pending** - the
+      pool's options, as for the transports (``Pool``'s defaults); beside a
+      ``Pool`` they are a ``ConfigError``. Checks and discovery run for the
+      app's lifespan. A request that finds every upstream at its
+      ``max_connections`` waits for a slot up to ``timeout.pool`` if
+      ``max_pending`` allows, else is answered 503.
     * **trusted_proxies** - addresses or networks whose ``X-Forwarded-For`` is
       believed (and used as the client address for ``ip_hash``).
     * **preserve_host** - send the client's ``Host`` upstream (default: the
@@ -149,6 +152,8 @@ class ProxyApp(ProxyBase):
         fail_back_after: float | Unset = UNSET,
         health_check: HealthCheck | Unset | None = UNSET,
         discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
+        max_connections: int | Unset | None = UNSET,
+        max_pending: int | Unset = UNSET,
         trusted_proxies: Iterable[str] = (),
         preserve_host: bool = False,
         retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
@@ -170,6 +175,8 @@ class ProxyApp(ProxyBase):
                 fail_back_after=fail_back_after,
                 health_check=health_check,
                 discovery=discovery,
+                max_connections=max_connections,
+                max_pending=max_pending,
             ),
             trusted_proxies=trusted_proxies,
             preserve_host=preserve_host,
@@ -361,6 +368,7 @@ class ProxyApp(ProxyBase):
             _Answer.keep,
             lambda: _replayable(body),
             hedgeable=not upgrade and not isinstance(body, _Body),
+            queue_timeout=timeouts.pool,
         )
         try:
             answer = await adrive(plan, attempt, rules, _Answer.discard)

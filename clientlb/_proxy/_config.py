@@ -9,7 +9,8 @@ The file can say everything the flags can, plus weights and tuning:
     preserve_host = false
     retry_body_limit = 65536
     verify = "certs/internal-ca.pem"  # HTTPS upstreams; or true (default) / false
-    upstreams = ["http://10.0.0.1:8000", { url = "http://10.0.0.2:8000", weight = 2 }]
+    upstreams = ["http://10.0.0.1:8000", { url = "http://10.0.0.2:8000", weight = 2,
+                                           max_connections = 100 }]
     standbys = ["http://10.0.0.9:8000"]
 
     [health]        # active checks; HealthCheck's fields
@@ -20,8 +21,11 @@ The file can say everything the flags can, plus weights and tuning:
     [retry]         # RetryPolicy's fields; budget = { ratio, min_per_second, window } or false
     [outlier]       # OutlierDetection's fields
     [pool]          # slow_start, slow_start_min_share, fail_back_after, failure_penalty,
-                    # panic_threshold
+                    # panic_threshold, max_connections (requests in flight per
+                    # upstream, for those with none of their own), max_pending
     [limits]        # Limits' fields: sizes, client timeouts, connection caps
+                    # (upstream_connections: the engine's connections kept per
+                    # upstream, busy or idle; not the balancer's max_connections)
     [websockets]    # WebSocketSettings' fields: max_message, deflate, max_open, pings
     [server]        # graceful_shutdown, log_level, access_log, loop, backlog, gc_freeze
 
@@ -69,7 +73,15 @@ _SERVER_DEFAULTS: dict[str, Any] = {
 }
 DEFAULT_OUTLIER = OutlierDetection()
 _POOL_KEYS = frozenset(
-    {"slow_start", "fail_back_after", "failure_penalty", "slow_start_min_share", "panic_threshold"}
+    {
+        "slow_start",
+        "fail_back_after",
+        "failure_penalty",
+        "slow_start_min_share",
+        "panic_threshold",
+        "max_connections",
+        "max_pending",
+    }
 )
 #: ``[server] log_level`` (as ``--log-level``).
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -98,7 +110,7 @@ class Settings:
     retry: RetryPolicy | None = None
     outlier: OutlierDetection | None = DEFAULT_OUTLIER
     health: HealthCheck | None = None
-    pool: dict[str, float] = field(default_factory=dict)
+    pool: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=lambda: dict(_SERVER_DEFAULTS))
     limits: Limits = DEFAULT_LIMITS
     websockets: WebSocketSettings = DEFAULT_WEBSOCKETS
@@ -139,10 +151,10 @@ def _upstream(value: object, name: str) -> Upstream:
                 raise ConfigError(name, f"unknown key {sorted(unknown)[0]!r} in an upstream")
             if "url" not in value:
                 raise ConfigError(name, "an upstream table needs a url")
-            return Upstream(value["url"], value.get("weight", 1))
+            return Upstream(value["url"], value.get("weight", 1), value.get("max_connections"))
     except ConfigError as exc:
         raise ConfigError(name, str(exc)) from None
-    raise ConfigError(name, f"expected a URL or {{url, weight}}, got {value!r}")
+    raise ConfigError(name, f"expected a URL or {{url, weight, max_connections}}, got {value!r}")
 
 
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:

@@ -42,7 +42,9 @@ class Limits:
     * **upstream_connections** - connections per upstream, busy or idle; a
       request that finds them all busy waits up to the ``pool`` timeout, then
       goes to another upstream or fails with 503 (Envoy's circuit-breaker
-      default, 1024).
+      default, 1024). These are the engine's connections, unseen by the
+      balancer; to cap the requests each upstream is sent, use the pool's
+      ``max_connections`` (``[pool] max_connections`` in the config file).
     * **upstream_idle_timeout** - seconds an idle upstream connection is kept
       (under the usual 5 s of the servers behind, so the proxy closes first).
     """

@@ -64,7 +64,6 @@ from .._attempts import ATTEMPTS_EXTENSION, Rules, adrive
 from .._core import AttemptPlan, Lease, NoUpstream, Outcome
 from .._errors_map import (
     BAD_RESPONSE,
-    NO_UPSTREAM,
     TOO_MANY_WEBSOCKETS,
     ErrorReply,
     opening_error,
@@ -172,11 +171,11 @@ async def _forward(
             raise error from exc
         return _Opened(leg, None)
 
-    rules = Rules(_Opened.status_of, _Opened.keep, lambda: True)
+    rules = Rules(_Opened.status_of, _Opened.keep, lambda: True, queue_timeout=proxy.timeouts.pool)
     try:
         opened = await adrive(plan, attempt, rules, _Opened.discard)
     except NoUpstream as exc:
-        return await _deny(proxy, scope, receive, send, NO_UPSTREAM, exc, None)
+        return await _deny(proxy, scope, receive, send, reply_for(exc), exc, None)
     except ProtocolError as exc:  # the path leaves this upstream's prefix
         return await _deny(proxy, scope, receive, send, refusal(exc), exc, plan.lease)
     except httpx.TransportError as exc:

@@ -115,7 +115,8 @@ class WSGIProxy(ProxyBase):
 
     Takes ``ProxyApp``'s arguments (``upstreams``/``standbys`` or ``pool``, the
     pool options ``algorithm``, ``retry``, ``outlier``, ``slow_start``,
-    ``fail_back_after``, ``health_check``, ``discovery``, and
+    ``fail_back_after``, ``health_check``, ``discovery``, ``max_connections``,
+    ``max_pending``, and
     ``trusted_proxies``, ``preserve_host``, ``retry_body_limit``, ``timeout``,
     ``verify``, ``limits``); ``engine`` is a sync engine (default:
     ``BlockingEngine``). Health checks and discovery run in daemon threads from
@@ -136,6 +137,8 @@ class WSGIProxy(ProxyBase):
         fail_back_after: float | Unset = UNSET,
         health_check: HealthCheck | Unset | None = UNSET,
         discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
+        max_connections: int | Unset | None = UNSET,
+        max_pending: int | Unset = UNSET,
         trusted_proxies: Iterable[str] = (),
         preserve_host: bool = False,
         retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
@@ -156,6 +159,8 @@ class WSGIProxy(ProxyBase):
                 fail_back_after=fail_back_after,
                 health_check=health_check,
                 discovery=discovery,
+                max_connections=max_connections,
+                max_pending=max_pending,
             ),
             trusted_proxies=trusted_proxies,
             preserve_host=preserve_host,
@@ -225,7 +230,12 @@ class WSGIProxy(ProxyBase):
             )
             return _Held(response)
 
-        rules = Rules(_Held.status_of, _Held.keep, lambda: _replayable(body))
+        rules = Rules(
+            _Held.status_of,
+            _Held.keep,
+            lambda: _replayable(body),
+            queue_timeout=self.timeouts.pool,
+        )
         try:
             held = drive(plan, attempt, rules, _Held.discard)
         except NoUpstream as exc:

@@ -33,7 +33,16 @@ async def test_stats_status_and_metrics() -> None:
         status = (await admin.get("/status")).text
         metrics = await admin.get("/metrics")
     assert stats["listen"] == "127.0.0.1:8080"
-    assert list(stats) == ["algorithm", "panic", "upstreams", "listen"]
+    assert list(stats) == [
+        "algorithm",
+        "panic",
+        "max_connections",
+        "max_pending",
+        "pending",
+        "rejected",
+        "upstreams",
+        "listen",
+    ]
     assert [u["tier"] for u in stats["upstreams"]] == ["primary", "primary", "standby"]
     assert status.count("<tr>") == 4 and "http://10.0.0.2:8000/v2" in status
     assert metrics.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
@@ -49,7 +58,7 @@ def test_stats_json_is_the_snapshot() -> None:
     body = {**pool.snapshot(), "listen": "127.0.0.1:1"}
     text = stats_json(body)
     assert json.loads(text) == body
-    assert text.count("\n") == 9  # one line per upstream
+    assert text.count("\n") == 13  # one line per pool field and per upstream
     assert json.loads(stats_json({"upstreams": []})) == {"upstreams": []}
 
 
