@@ -55,6 +55,7 @@ Wherever the pool is used, its work runs:
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401  (see below)
 import logging
 import os
 import ssl
@@ -515,6 +516,11 @@ class _Detached:
 
 #: Every runner alive, so that a forked child can mark the started ones.
 _runners: weakref.WeakSet[_Base] = weakref.WeakSet()
+
+
+# The codec getaddrinfo() needs for host names is imported on first use. A
+# thread of the parent importing it at the moment of a fork leaves the child
+# unable to ever import it ("unknown encoding: idna"): it is imported here, once.
 
 
 def _after_fork_in_child() -> None:
