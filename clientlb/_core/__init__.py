@@ -31,6 +31,7 @@ from ._plan import Attempt, AttemptPlan
 from ._policies import HealthCheck, OutlierDetection, RetryBudget, RetryPolicy
 from ._pool import Lease, Pool
 from ._state import Health
+from ._sticky import Pins, StickyCookie
 from ._upstream import Upstream
 
 __all__ = [
@@ -52,12 +53,14 @@ __all__ = [
     "Outcome",
     "OutlierDetection",
     "PeakEwma",
+    "Pins",
     "Pool",
     "PowerOfTwo",
     "Random",
     "RetryBudget",
     "RetryPolicy",
     "RoundRobin",
+    "StickyCookie",
     "Upstream",
     "WeightedRoundRobin",
     "make_algorithm",

@@ -73,6 +73,7 @@ class Roster:
         "by_key",
         "clock",
         "dirty",
+        "generation",
         "order",
         "panic",
         "panic_threshold",
@@ -102,6 +103,8 @@ class Roster:
         self.order: tuple[Tier, ...] = ()
         self.panic: Algorithm | None = None
         self.dirty = True
+        #: Counts admissions and removals: who is a member changed when it did.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -129,6 +132,7 @@ class Roster:
         tier.counts[member.health] += 1
         self.by_key[member.upstream.key] = member
         self.dirty = True
+        self.generation += 1
 
     def drop(self, member: Member) -> None:
         """Remove ``member`` (if it is still the pool's member for its upstream)."""
@@ -139,6 +143,7 @@ class Roster:
         del tier.members[member]
         tier.counts[member.health] -= 1
         self.dirty = True
+        self.generation += 1
         self._emit("removed", member)
 
     def move(self, member: Member, tier: int) -> None:

@@ -39,7 +39,7 @@ from ._member import (
 from ._membership import Roster, Tier
 from ._policies import HealthCheck, OutlierDetection, RetryPolicy
 from ._pool_checks import check_pool_options, discovery_providers
-from ._state import Health
+from ._state import SERVING, Health
 from ._turns import taking_turns
 from ._updates import apply_in_steps, check_update
 from ._upstream import Upstream, as_upstream
@@ -325,6 +325,7 @@ class Pool:
         exclude: Collection[Member | MemberState | Upstream] = _NO_EXCLUSIONS,
         *,
         last_resort: bool = False,
+        prefer: str | None = None,
     ) -> Lease:
         """Choose an upstream for one attempt; raise ``NoUpstream`` if none may serve.
 
@@ -335,6 +336,10 @@ class Pool:
         the one with the fewest requests in flight, as Envoy's panic would send
         there anyway, but for this request alone. Upstreams down by active
         checks are never picked.
+
+        ``prefer`` is the key (``Upstream.key``) of the upstream a client is
+        pinned to (a sticky cookie): it is the pick if it may serve now (see
+        ``_pinned``), and the algorithm picks as usual if not.
         """
         with self._lock:
             now = self.clock()
@@ -342,20 +347,22 @@ class Pool:
             if now >= self._rules.next_timer or roster.dirty:
                 self._current()
             skip = roster.named(exclude) if exclude else _NO_EXCLUSIONS
-            member = held = None
-            order = roster.order
-            for tier in order:
-                out = tier.unavailable
-                member = tier.algorithm.pick(key, out.union(skip) if out else skip)
-                if member is not None:
-                    if member.health is _SLOW_START:
-                        held = held or member  # if the next tier has no one, it serves
-                        spill = tier is not order[-1]
-                        member = self._ramp_gate(tier, member, key, skip, now, spill)
-                    if member is not None:
-                        break
+            member = None if prefer is None else self._pinned(prefer, skip)
             if member is None:
-                member = held
+                held = None
+                order = roster.order
+                for tier in order:
+                    out = tier.unavailable
+                    member = tier.algorithm.pick(key, out.union(skip) if out else skip)
+                    if member is not None:
+                        if member.health is _SLOW_START:
+                            held = held or member  # if the next tier has no one, it serves
+                            spill = tier is not order[-1]
+                            member = self._ramp_gate(tier, member, key, skip, now, spill)
+                        if member is not None:
+                            break
+                if member is None:
+                    member = held
             panic = roster.panic
             if member is None and panic is not None:
                 member = panic.pick(key, skip)
@@ -370,6 +377,27 @@ class Pool:
                 if panic is not None:
                     panic.changed(member)
             return Lease(self, member, now)
+
+    def _pinned(self, key: str, exclude: Collection[Member]) -> Member | None:
+        """The member ``key`` names if it may serve a pinned client: it is in the
+        pool, healthy or slow-starting (a pin skips the ramp: the client is
+        already there), not excluded, and in the tier that serves first (a
+        client pinned to a standby goes back to the primaries once they serve).
+        Ejected, down, draining, held and removed members are not; nor is any
+        member in panic, when the pool balances over everyone."""
+        member = self._roster.by_key.get(key)
+        if member is None or member.health not in SERVING or member in exclude:
+            return None
+        order = self._roster.order
+        if not order or order[0] is not self._tiers[member.tier]:
+            return None
+        return member
+
+    def _member_keys(self) -> tuple[int, list[str]]:
+        """The membership's generation and every member's upstream key."""
+        with self._lock:
+            roster = self._roster
+            return roster.generation, list(roster.by_key)
 
     def _settled(self, member: Member, now: float) -> None:
         """After an attempt's news: the algorithms' view of its load, and the
