@@ -214,7 +214,13 @@ async def run(urls: list[str], config: Config, number: int, args: argparse.Names
     """One configuration: warm-up, then the measured requests, open loop."""
     budget = None if args.no_budget else clientlb.RetryBudget()
     policy = clientlb.RetryPolicy(hedge_after=config.hedge_after, budget=budget)
-    transport = clientlb.AsyncBalancingTransport(urls, algorithm=config.algorithm, retry=policy)
+    hashes = clientlb.ALGORITHMS[config.algorithm].hashes
+    transport = clientlb.AsyncBalancingTransport(
+        urls,
+        algorithm=config.algorithm,
+        retry=policy,
+        hash_on="header:x-request" if hashes else None,  # each request a key of its own
+    )
     tag = f"run={number}"
     warmup, total = args.warmup, args.warmup + args.requests
     latencies: list[float] = []
@@ -225,7 +231,11 @@ async def run(urls: list[str], config: Config, number: int, args: argparse.Names
         nonlocal hedges, stalled_losers, errors
         measured = i >= warmup
         try:
-            response = await client.get("/", params={"run": number} if measured else {"w": number})
+            response = await client.get(
+                "/",
+                params={"run": number} if measured else {"w": number},
+                headers={"x-request": str(i)},
+            )
         except httpx.HTTPError:
             errors += measured
             return

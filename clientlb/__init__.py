@@ -42,6 +42,9 @@ from ._core import (
     RetryPolicy as RetryPolicy,
 )
 from ._core import (
+    StickyCookie as StickyCookie,
+)
+from ._core import (
     Upstream as Upstream,
 )
 from ._exceptions import (
@@ -100,6 +103,7 @@ __all__ = [
     "ProxyMiddleware",
     "RetryBudget",
     "RetryPolicy",
+    "StickyCookie",
     "UnknownService",
     "Upstream",
     "WSGIProxy",

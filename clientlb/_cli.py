@@ -77,6 +77,18 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"one of {', '.join(ALGORITHMS)} (default round_robin)",
     )
+    proxy.add_argument(
+        "--hash-on",
+        metavar="SPEC",
+        help="the key of ip_hash and consistent_hash: header:NAME or cookie:NAME "
+        "(a request without it hashes on the client address)",
+    )
+    proxy.add_argument(
+        "--sticky-cookie",
+        metavar="NAME",
+        help="pin each client to the upstream that answered it with cookie NAME "
+        "(a random secret per process unless [sticky] secret is set)",
+    )
     proxy.add_argument("--config", metavar="FILE.toml", help="settings file; flags override it")
     proxy.add_argument("--health-path", metavar="PATH", help="run active health checks on PATH")
     proxy.add_argument(
@@ -129,6 +141,12 @@ def proxy_settings(args: argparse.Namespace) -> Any:
         flags["standbys"] = args.standby
     if args.algorithm is not None:
         flags["algorithm"] = args.algorithm
+    if args.hash_on is not None:
+        flags["hash_on"] = args.hash_on
+    if args.sticky_cookie is not None:
+        sticky = settings.sticky
+        kept = {} if sticky is None else {f: getattr(sticky, f) for f in _STICKY_FIELDS}
+        flags["sticky"] = {**kept, "name": args.sticky_cookie}
     if args.trusted_proxy:
         flags["trusted_proxies"] = args.trusted_proxy
     if args.preserve_host is not None:
@@ -151,7 +169,10 @@ def proxy_settings(args: argparse.Namespace) -> Any:
         return check(build(flags, settings))
     except ConfigError as exc:
         field = exc.field
-        if field in _FLAGS:
+        given = (field == "hash_on" and args.hash_on is not None) or (
+            field == "sticky.name" and args.sticky_cookie is not None
+        )
+        if field in _FLAGS or given:
             raise ConfigError(_flag_name(field), str(exc).split(": ", 1)[-1]) from None
         raise
 
@@ -168,8 +189,13 @@ _FLAGS = {
 }
 
 
+#: Flags that may come from the file too: named only when the flag was given.
+_FILE_OR_FLAG = {"hash_on": "--hash-on", "sticky.name": "--sticky-cookie"}
+_STICKY_FIELDS = ("secret", "max_age", "secure", "path")
+
+
 def _flag_name(field: str) -> str:
-    return _FLAGS[field]
+    return _FLAGS.get(field) or _FILE_OR_FLAG[field]
 
 
 def _run_proxy(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import uvicorn
 
-from ._core import OutlierDetection
+from ._core import ALGORITHMS, OutlierDetection
 from ._httpx import httpx
 from ._transports import AsyncBalancingTransport
 
@@ -81,20 +81,21 @@ async def _traffic(
     sent = 0
     deadline = time.monotonic() + seconds
 
-    async def worker() -> None:
+    async def worker(number: int) -> None:
         nonlocal errors, sent
+        headers = {"x-demo-client": f"client-{number}"}
         while time.monotonic() < deadline and (requests is None or sent < requests):
             sent += 1
             start = time.perf_counter()
             try:
-                response = await client.get("/hello")
+                response = await client.get("/hello", headers=headers)
                 served[response.headers["x-replica"]].append(time.perf_counter() - start)
             except httpx.HTTPError:
                 errors += 1
 
     async with anyio.create_task_group() as tg:
-        for _ in range(CONCURRENCY):
-            tg.start_soon(worker)
+        for number in range(CONCURRENCY):
+            tg.start_soon(worker, number)
     return served, errors
 
 
@@ -121,10 +122,12 @@ async def _run(algorithm: str, duration: float) -> None:
     names = [r.name for r in everyone]
     for replica in everyone:
         replica.start()
+    hashes = ALGORITHMS[algorithm].hashes
     transport = AsyncBalancingTransport(
         [r.url for r in primaries],
         standbys=[standby.url],
         algorithm=algorithm,
+        hash_on="header:x-demo-client" if hashes else None,  # each worker a client
         outlier=OutlierDetection(consecutive_local_failures=1, base_ejection_time=1.0),
     )
     try:

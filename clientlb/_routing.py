@@ -9,6 +9,7 @@ from typing import Any
 
 from ._core import ConfigError, Pool, Upstream
 from ._httpx import httpx
+from ._keys import KeyName, KeySource, cookie_value
 from ._options import PoolSource, as_pool
 
 HashOn = Callable[[httpx.Request], "str | None"] | str | None
@@ -38,21 +39,27 @@ def build_pools(
     return as_pool(upstreams, standbys, options), {}
 
 
-def key_function(hash_on: HashOn) -> Callable[[httpx.Request], str | None]:
-    """The request key for hashing algorithms, from ``hash_on=``."""
-    if hash_on is None:
+def key_function(source: KeySource) -> Callable[[httpx.Request], str | None]:
+    """The request key for hashing algorithms, from a parsed ``hash_on=``: a
+    header's value, a cookie's (from the request's ``Cookie`` headers), or what
+    the callable returns for the ``httpx.Request``. A request without one has no
+    key, and the hashing algorithm places it at random."""
+    if source is None:
         return _no_key
-    if callable(hash_on):
-        return hash_on
-    if isinstance(hash_on, str) and hash_on.startswith("header:") and len(hash_on) > 7:
-        name = hash_on[7:]
+    if not isinstance(source, KeyName):
+        return source
+    name = source.name
+    if source.kind == "header":
 
         def from_header(request: httpx.Request) -> str | None:
-            value: str | None = request.headers.get(name)
-            return value
+            return request.headers.get(name) or None
 
         return from_header
-    raise ConfigError("hash_on", f"expected a callable or 'header:NAME', got {hash_on!r}")
+
+    def from_cookie(request: httpx.Request) -> str | None:
+        return cookie_value(request.headers.get_list("cookie"), name)
+
+    return from_cookie
 
 
 def _no_key(request: httpx.Request) -> str | None:

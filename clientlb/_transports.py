@@ -35,6 +35,7 @@ from ._errors_map import call_failed
 from ._exceptions import UnknownService
 from ._httpx import httpx
 from ._inners import Inners
+from ._keys import check_key_need, parse_hash_on
 from ._options import UNSET, PoolSource, Unset, given
 from ._routing import HashOn, build_pools, key_function, upstream_request
 from ._streams import (
@@ -65,7 +66,9 @@ class _Balancer:
         inner_given: bool = False,
     ) -> None:
         self._pool, self._services = build_pools(upstreams, standbys, services, pool_options)
-        self._key = key_function(hash_on)
+        source = parse_hash_on(hash_on)
+        check_key_need(self.pools, source, client_address=False)
+        self._key = key_function(source)
         if inner_given and verify is not True:
             raise ConfigError("verify", "give verify= to the inner= transport, not to clientlb")
         self._tls = tls_context(verify)
@@ -184,7 +187,13 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
       transport makes and by its health checks: ``True`` (httpx's default),
       ``False``, a CA bundle path or an ``ssl.SSLContext``. One context serves
       every upstream. With ``inner=``, configure that transport instead.
-    * **hash_on** - the key of hashing algorithms: ``"header:NAME"`` or a callable.
+    * **hash_on** - the key of the hashing algorithms (``ip_hash``,
+      ``consistent_hash``), which need one here (a transport has no client
+      address): ``"header:NAME"``, ``"cookie:NAME"`` (from the request's
+      ``Cookie`` header) or a callable of the ``httpx.Request`` returning a
+      ``str`` or ``None``. A request without a key is placed at random. Given
+      with no hashing pool it is a ``ConfigError``; with ``services=``, it serves
+      the services whose pools hash.
     * **retry**, **outlier**, **slow_start**, **fail_back_after**, **health_check**,
       **discovery**, **max_connections**, **max_pending** - passed to the pools this
       transport builds (see ``Pool``, whose defaults they have); beside a ``Pool``

@@ -20,6 +20,7 @@ def test_contract_names() -> None:
         "ConfigError",
         "NoUpstreamAvailable",
         "Pool",
+        "StickyCookie",
         "UnknownService",
         "Upstream",
     ):

@@ -32,6 +32,7 @@ from ._policies import HealthCheck, OutlierDetection, RetryBudget, RetryPolicy
 from ._pool import Lease, Pool
 from ._slots import Saturated, SlotWait
 from ._state import Health
+from ._sticky import Pins, StickyCookie
 from ._upstream import Upstream
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "Outcome",
     "OutlierDetection",
     "PeakEwma",
+    "Pins",
     "Pool",
     "PowerOfTwo",
     "Random",
@@ -61,6 +63,7 @@ __all__ = [
     "RoundRobin",
     "Saturated",
     "SlotWait",
+    "StickyCookie",
     "Upstream",
     "WeightedRoundRobin",
     "make_algorithm",

@@ -75,6 +75,7 @@ class Roster:
         "clock",
         "default_limit",
         "dirty",
+        "generation",
         "order",
         "panic",
         "panic_threshold",
@@ -111,6 +112,8 @@ class Roster:
         self.order: tuple[Tier, ...] = ()
         self.panic: Algorithm | None = None
         self.dirty = True
+        #: Counts admissions and removals: who is a member changed when it did.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -145,6 +148,7 @@ class Roster:
         self.dirty = True
         if self.slots.waiters:  # someone new to serve them
             self.slots.wake()
+        self.generation += 1
 
     def drop(self, member: Member) -> None:
         """Remove ``member`` (if it is still the pool's member for its upstream)."""
@@ -156,6 +160,7 @@ class Roster:
         tier.counts[member.health] -= 1
         self.dirty = True
         self.slots.full.discard(member)
+        self.generation += 1
         self._emit("removed", member)
 
     def move(self, member: Member, tier: int) -> None:

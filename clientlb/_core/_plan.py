@@ -52,7 +52,9 @@ class AttemptPlan:
     """Decides the upstream of each attempt of one request and when to stop.
 
     ``policy`` replaces the pool's ``RetryPolicy`` for this request (a request's
-    own, from ``extensions={"clientlb.retry": ...}``)."""
+    own, from ``extensions={"clientlb.retry": ...}``). ``pin`` is the key of the
+    upstream a sticky client is pinned to: the first attempt goes there if it
+    may serve (``Pool.pick(prefer=...)``); retries and hedges go elsewhere."""
 
     __slots__ = (
         "_noted",
@@ -63,16 +65,23 @@ class AttemptPlan:
         "key",
         "lease",
         "method",
+        "pin",
         "policy",
         "pool",
     )
 
     def __init__(
-        self, pool: Pool, method: str, key: str | None = None, policy: RetryPolicy | None = None
+        self,
+        pool: Pool,
+        method: str,
+        key: str | None = None,
+        policy: RetryPolicy | None = None,
+        pin: str | None = None,
     ) -> None:
         self.pool = pool
         self.method = method
         self.key = key
+        self.pin = pin
         self.policy = policy if policy is not None else pool.retry
         timeout = self.policy.timeout
         self.deadline = None if timeout is None else pool.clock() + timeout
@@ -90,6 +99,11 @@ class AttemptPlan:
         if not self._noted:
             self._noted = True
             self.pool.note_request()
+        if self.pin is not None:
+            lease = self.pool.pick(self.key, prefer=self.pin)
+            self.lease = lease
+            self._tried.append(lease.member)
+            return lease
         return self._pick(())
 
     def next(self) -> Lease:

@@ -392,6 +392,7 @@ class Pool:
         exclude: Collection[Member | MemberState | Upstream] = _NO_EXCLUSIONS,
         *,
         last_resort: bool = False,
+        prefer: str | None = None,
     ) -> Lease:
         """Choose an upstream for one attempt; raise ``NoUpstream`` if none may serve.
 
@@ -404,6 +405,11 @@ class Pool:
         checks are never picked. Upstreams at their ``max_connections`` are
         skipped as if excluded; when nothing else could serve, ``pick()``
         raises ``Saturated`` (a ``NoUpstream``; see ``wait_for_slot()``).
+
+        ``prefer`` is the key (``Upstream.key``) of the upstream a client is
+        pinned to (a sticky cookie): it is the pick if it may serve now (see
+        ``_pinned``: not at its limit either), and the algorithm picks as usual
+        if not.
         """
         with self._lock:
             now = self.clock()
@@ -414,20 +420,22 @@ class Pool:
             full = self._full
             if full:
                 skip = full.union(skip)
-            member = held = None
-            order = roster.order
-            for tier in order:
-                out = tier.unavailable
-                member = tier.algorithm.pick(key, out.union(skip) if out else skip)
-                if member is not None:
-                    if member.health is _SLOW_START:
-                        held = held or member  # if the next tier has no one, it serves
-                        spill = tier is not order[-1]
-                        member = self._ramp_gate(tier, member, key, skip, now, spill)
-                    if member is not None:
-                        break
+            member = None if prefer is None else self._pinned(prefer, skip)
             if member is None:
-                member = held
+                held = None
+                order = roster.order
+                for tier in order:
+                    out = tier.unavailable
+                    member = tier.algorithm.pick(key, out.union(skip) if out else skip)
+                    if member is not None:
+                        if member.health is _SLOW_START:
+                            held = held or member  # if the next tier has no one, it serves
+                            spill = tier is not order[-1]
+                            member = self._ramp_gate(tier, member, key, skip, now, spill)
+                        if member is not None:
+                            break
+                if member is None:
+                    member = held
             panic = roster.panic
             if member is None and panic is not None:
                 member = panic.pick(key, skip)
@@ -487,6 +495,26 @@ class Pool:
             if slots.version != seen:
                 wake()
             return waiter
+    def _pinned(self, key: str, exclude: Collection[Member]) -> Member | None:
+        """The member ``key`` names if it may serve a pinned client: it is in the
+        pool, healthy or slow-starting (a pin skips the ramp: the client is
+        already there), not excluded, and in the tier that serves first (a
+        client pinned to a standby goes back to the primaries once they serve).
+        Ejected, down, draining, held and removed members are not; nor is any
+        member in panic, when the pool balances over everyone."""
+        member = self._roster.by_key.get(key)
+        if member is None or member.health not in SERVING or member in exclude:
+            return None
+        order = self._roster.order
+        if not order or order[0] is not self._tiers[member.tier]:
+            return None
+        return member
+
+    def _member_keys(self) -> tuple[int, list[str]]:
+        """The membership's generation and every member's upstream key."""
+        with self._lock:
+            roster = self._roster
+            return roster.generation, list(roster.by_key)
 
     def _settled(self, member: Member, now: float) -> None:
         """After an attempt's news: the algorithms' view of its load, and the

@@ -36,17 +36,20 @@ from .._core import (
     OutlierDetection,
     Pool,
     RetryPolicy,
+    StickyCookie,
     Upstream,
 )
 from .._errors_map import TOO_MANY_WEBSOCKETS, ErrorReply, outcome_of, refusal, reply_for
 from .._http1 import ProtocolError
 from .._httpx import httpx
+from .._keys import HashOnOption
 from .._options import UNSET, Unset, given
 from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log, log_failure
 from ._disconnect import run_until_disconnect
 from ._engines import DEFAULT_TIMEOUTS, AsyncEngine, AsyncResponse, default_async_engine
 from ._headers import Inbound, request_target, response_headers, scope_path
+from ._keys import scope_cookie, scope_key
 from ._limits import DEFAULT_LIMITS, DEFAULT_WEBSOCKETS, Limits, WebSocketSettings
 from ._upgrade import check_request as check_upgrade_request
 from ._upgrade import check_response as check_upgrade_response
@@ -112,10 +115,19 @@ class ProxyApp(ProxyBase):
     * **algorithm**, **retry**, **outlier**, **slow_start**, **fail_back_after**,
       **health_check**, **discovery**, **max_connections**, **max_pending** - the
       pool's options, as for the transports (``Pool``'s defaults); beside a
-      ``Pool`` they are a ``ConfigError``. Checks and discovery run for the
-      app's lifespan. A request that finds every upstream at its
+      ``Pool`` they are a ``ConfigError``. Checks, discovery and probes run for
+      the app's lifespan, or from its first request when no lifespan reaches
+      it (mounted in Starlette). A request that finds every upstream at its
       ``max_connections`` waits for a slot up to ``timeout.pool`` if
       ``max_pending`` allows, else is answered 503.
+    * **hash_on** - the key of the hashing algorithms: ``"header:NAME"``,
+      ``"cookie:NAME"``, or a callable of the ASGI scope returning a ``str`` or
+      ``None``. A request without the key is hashed on its client address.
+      ``ip_hash`` hashes the client address when no ``hash_on`` is given;
+      ``consistent_hash`` needs one, and a non-hashing algorithm refuses one
+      (``ConfigError``).
+    * **sticky** - a ``clientlb.StickyCookie``: pin each client to the upstream
+      that answered it, with a cookie; ``None`` (the default) for none.
     * **trusted_proxies** - addresses or networks whose ``X-Forwarded-For`` is
       believed (and used as the client address for ``ip_hash``).
     * **preserve_host** - send the client's ``Host`` upstream (default: the
@@ -154,6 +166,8 @@ class ProxyApp(ProxyBase):
         discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
         max_connections: int | Unset | None = UNSET,
         max_pending: int | Unset = UNSET,
+        hash_on: HashOnOption = None,
+        sticky: StickyCookie | None = None,
         trusted_proxies: Iterable[str] = (),
         preserve_host: bool = False,
         retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
@@ -178,6 +192,8 @@ class ProxyApp(ProxyBase):
                 max_connections=max_connections,
                 max_pending=max_pending,
             ),
+            hash_on=hash_on,
+            sticky=sticky,
             trusted_proxies=trusted_proxies,
             preserve_host=preserve_host,
             retry_body_limit=retry_body_limit,
@@ -186,6 +202,7 @@ class ProxyApp(ProxyBase):
             limits=limits,
             websockets=websockets,
         )
+        self.key_of = scope_key(self.hash_on)
         if engine is not None and not callable(getattr(engine, "request", None)):
             raise ConfigError("engine", f"expected an engine with request(), got {engine!r}")
         self._engine = engine
@@ -340,7 +357,11 @@ class ProxyApp(ProxyBase):
             headers = [*headers, (b"upgrade", b"websocket"), (b"connection", b"upgrade")]
             if not self.websockets.deflate:
                 headers = [(n, v) for n, v in headers if n != b"sec-websocket-extensions"]
-        plan = AttemptPlan(pool, method, inbound.client if pool.algorithm.hashes else None)
+        token = pin = None
+        if self.pins is not None:
+            token = scope_cookie(scope["headers"], self.pins.cookie.name)
+            pin = self.pin(token)
+        plan = AttemptPlan(pool, method, self.hash_key(scope, inbound.client), pin=pin)
         scope.setdefault("extensions", {})[ATTEMPTS_EXTENSION] = plan.history
         raw_path = scope_path(scope)
         query: bytes = scope.get("query_string", b"")
@@ -384,10 +405,13 @@ class ProxyApp(ProxyBase):
         except Exception as exc:  # a fault in the proxy: a plain 502, never a traceback
             log.exception("unexpected error forwarding %s %s", method, scope["path"])
             return await self._reply(send, scope, reply_for(exc), exc, plan.lease)
-        assert answer.lease is not None
+        lease = answer.lease
+        assert lease is not None
+        cookie = self.set_cookie(token, lease.upstream) if self.pins is not None else None
+        pinned = ((b"set-cookie", cookie.encode("latin-1")),) if cookie is not None else ()
         if answer.response.status == 101:
-            return await self._tunnel(send, tunnel, answer.response, answer.lease)
-        return await self._relay(send, scope, answer.response, answer.lease, answer.first)
+            return await self._tunnel(send, tunnel, answer.response, lease, pinned)
+        return await self._relay(send, scope, answer.response, lease, answer.first, pinned)
 
     async def _relay(
         self,
@@ -396,20 +420,18 @@ class ProxyApp(ProxyBase):
         response: AsyncResponse,
         lease: Lease,
         first: bytes | None,
+        pinned: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         """Stream the response back, starting with ``first`` (the body's first
         bytes, or ``None`` when none were read ahead); on an upstream failure
         mid-body, abort the client connection by returning without completing
         the response."""
         outcome = Outcome.CANCELLED
+        head = response_headers(response.headers, response.status)
+        if pinned:
+            head.extend(pinned)
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": response_headers(response.headers, response.status),
-                }
-            )
+            await send({"type": "http.response.start", "status": response.status, "headers": head})
             read = response.read
             chunk = await read() if first is None else first
             while chunk:
@@ -434,7 +456,14 @@ class ProxyApp(ProxyBase):
             await response.aclose()
             lease.finish(outcome)
 
-    async def _tunnel(self, send: Send, tunnel: Any, response: AsyncResponse, lease: Lease) -> None:
+    async def _tunnel(
+        self,
+        send: Send,
+        tunnel: Any,
+        response: AsyncResponse,
+        lease: Lease,
+        pinned: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         """Relay an upgraded connection (the front end's ``clientlb.tunnel``
         extension) until either side closes; the lease lasts as long."""
         lease.responded(101)
@@ -445,7 +474,7 @@ class ProxyApp(ProxyBase):
                 {
                     "type": "http.response.start",
                     "status": 101,
-                    "headers": response_headers(response.headers, 101),
+                    "headers": [*response_headers(response.headers, 101), *pinned],
                 }
             )
             await tunnel.tunnel(response, self.websockets)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .._core import Attempt, ConfigError, Lease, Pool, Upstream
+from .._core import Attempt, ConfigError, Lease, Pins, Pool, StickyCookie, Upstream
 from .._core._policies import flag
 from .._errors_map import ErrorReply
+from .._keys import HashOnOption, KeySource, check_key_need, parse_hash_on
 from .._options import as_pool
 from .._tls import Verify, default_context, tls_context
 from ._engines import DEFAULT_TIMEOUTS, Timeouts
@@ -44,6 +45,8 @@ class ProxyBase:
         *,
         pool: Pool | None,
         options: dict[str, Any],
+        hash_on: HashOnOption = None,
+        sticky: StickyCookie | None = None,
         trusted_proxies: Iterable[str] = (),
         preserve_host: bool = False,
         retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
@@ -70,6 +73,11 @@ class ProxyBase:
         if upstreams is None:
             raise ConfigError("upstreams", "give upstreams= (a list of URLs) or pool=")
         self.pool = as_pool(upstreams, standbys, options)
+        self.hash_on: KeySource = parse_hash_on(hash_on)
+        check_key_need({"default": self.pool}, self.hash_on, client_address=True)
+        if sticky is not None and not isinstance(sticky, StickyCookie):
+            raise ConfigError("sticky", f"expected a clientlb.StickyCookie or None, got {sticky!r}")
+        self.pins = Pins(sticky, self.pool) if sticky is not None else None
         flag("preserve_host", preserve_host)
         try:
             self.policy = HeaderPolicy(trusted_proxies, preserve_host)
@@ -111,6 +119,32 @@ class ProxyBase:
             host = host_header(upstream.host, upstream.port, upstream.scheme)
             parts = self._hosts[upstream.key] = (host, upstream.prefix.encode("latin-1"))
         return parts
+
+    #: ``hash_on``'s key of a request (the shell's: a scope or an environ).
+    key_of: Callable[[Any], str | None] | None = None
+
+    def hash_key(self, request: Any, client: str | None) -> str | None:
+        """The key a hashing algorithm hashes: ``hash_on``'s, else the client
+        address; ``None`` for the other algorithms."""
+        if not self.pool.algorithm.hashes:
+            return None
+        key_of = self.key_of
+        return (key_of(request) if key_of is not None else None) or client
+
+    def pin(self, token: str | None) -> str | None:
+        """The upstream key a sticky cookie's ``token`` pins the client to."""
+        pins = self.pins
+        return None if pins is None else pins.pinned(token)
+
+    def set_cookie(self, token: str | None, upstream: Upstream) -> str | None:
+        """The ``Set-Cookie`` value that pins the client to ``upstream`` (which
+        answered it); ``None`` without stickiness or when the request's cookie,
+        ``token``, named it already."""
+        pins = self.pins
+        if pins is None:
+            return None
+        fresh = pins.token(upstream)
+        return None if fresh == token else pins.set_cookie(fresh)
 
     def snapshot(self) -> dict[str, Any]:
         """The pool's snapshot (see ``Pool.snapshot``)."""

@@ -5,6 +5,7 @@ The file can say everything the flags can, plus weights and tuning:
     listen = "127.0.0.1:8080"
     admin = "127.0.0.1:9901"
     algorithm = "least_connections"
+    hash_on = "cookie:session"  # the hashing algorithms' key: "header:NAME" or "cookie:NAME"
     trusted_proxies = ["10.0.0.0/8"]
     preserve_host = false
     retry_body_limit = 65536
@@ -12,6 +13,10 @@ The file can say everything the flags can, plus weights and tuning:
     upstreams = ["http://10.0.0.1:8000", { url = "http://10.0.0.2:8000", weight = 2,
                                            max_connections = 100 }]
     standbys = ["http://10.0.0.9:8000"]
+
+    [sticky]        # cookie-insert stickiness; StickyCookie's fields: name, secret,
+                    # max_age, secure, path (a secret shared by every process behind
+                    # one balancer keeps their cookies valid in all of them)
 
     [health]        # active checks; HealthCheck's fields
     path = "/health"
@@ -54,10 +59,12 @@ from .._core import (
     Pool,
     RetryBudget,
     RetryPolicy,
+    StickyCookie,
     Upstream,
 )
 from .._core._policies import flag, seconds
 from .._core._upstream import HOSTNAME
+from .._keys import check_key_need, parse_hash_on
 from .._tls import tls_context
 from ._engines import Timeouts
 from ._headers import parse_networks
@@ -102,6 +109,8 @@ class Settings:
     upstreams: tuple[Upstream, ...] = ()
     standbys: tuple[Upstream, ...] = ()
     algorithm: str = "round_robin"
+    hash_on: str | None = None
+    sticky: StickyCookie | None = None
     trusted_proxies: tuple[str, ...] = ()
     preserve_host: bool = False
     retry_body_limit: int = 64 * 1024
@@ -237,6 +246,14 @@ def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
                 "algorithm", f"unknown algorithm {algorithm!r}; one of {', '.join(ALGORITHMS)}"
             )
         changes["algorithm"] = algorithm
+    if "hash_on" in data:
+        value = data.pop("hash_on")
+        if not isinstance(value, str):
+            raise ConfigError("hash_on", f"expected 'header:NAME' or 'cookie:NAME', got {value!r}")
+        parse_hash_on(value)
+        changes["hash_on"] = value
+    if "sticky" in data:
+        changes["sticky"] = _build(StickyCookie, _table(data, "sticky"), "sticky")
     if "trusted_proxies" in data:
         proxies = data.pop("trusted_proxies")
         proxies = [proxies] if isinstance(proxies, str) else proxies
@@ -400,6 +417,17 @@ def check(settings: Settings) -> Settings:
             "--upstream", "give at least one upstream (--upstream URL or upstreams = [...])"
         )
     discovery_providers(settings)
+    hashing = {"default": Pool(algorithm=settings.algorithm, allow_empty=True)}
+    try:
+        check_key_need(hashing, parse_hash_on(settings.hash_on), client_address=True)
+    except ConfigError as exc:
+        if settings.hash_on is not None:
+            raise
+        raise ConfigError(
+            "hash_on",
+            f"{settings.algorithm} hashes a key of yours: give hash_on = "
+            '"header:NAME" or "cookie:NAME" (--hash-on), or use ip_hash',
+        ) from exc
     seen: set[str] = set()
     for up in (*settings.upstreams, *settings.standbys):
         if up.key in seen:

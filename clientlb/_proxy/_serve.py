@@ -42,6 +42,8 @@ def build_app(settings: Settings) -> ProxyApp:
     )
     return ProxyApp(
         pool=pool,
+        hash_on=settings.hash_on,
+        sticky=settings.sticky,
         trusted_proxies=settings.trusted_proxies,
         preserve_host=settings.preserve_host,
         retry_body_limit=settings.retry_body_limit,

@@ -74,6 +74,7 @@ from .._http1 import ProtocolError
 from .._httpx import httpx
 from ._base import ProxyBase, log_failure
 from ._headers import Headers, request_target, scope_path
+from ._keys import scope_cookie
 from ._websocket_open import HAVE_WEBSOCKETS, Leg, Opening, leg_options, passed_on
 
 with contextlib.suppress(ImportError):  # uvicorn can run WebSockets on wsproto alone
@@ -141,7 +142,11 @@ async def _forward(
     options = leg_options(proxy.websockets, inbound.headers, scope)
     raw_path = scope_path(scope)
     pool = proxy.pool
-    plan = AttemptPlan(pool, "GET", inbound.client if pool.algorithm.hashes else None)
+    token = pin = None
+    if proxy.pins is not None:
+        token = scope_cookie(scope["headers"], proxy.pins.cookie.name)
+        pin = proxy.pin(token)
+    plan = AttemptPlan(pool, "GET", proxy.hash_key(scope, inbound.client), pin=pin)
     scope.setdefault("extensions", {})[ATTEMPTS_EXTENSION] = plan.history
     query: bytes = scope.get("query_string", b"")
 
@@ -185,7 +190,9 @@ async def _forward(
         return await _deny(proxy, scope, receive, send, BAD_RESPONSE, detail, plan.lease)
     assert opened.lease is not None
     if opened.leg is not None:
-        return await _Relay(proxy, opened.leg, opened.lease, receive, send).run()
+        cookie = proxy.set_cookie(token, opened.lease.upstream)
+        pinned = [(b"set-cookie", cookie.encode("latin-1"))] if cookie is not None else []
+        return await _Relay(proxy, opened.leg, opened.lease, receive, send, pinned).run()
     assert opened.refused is not None
     response = opened.refused
     status = response.status_code
@@ -306,9 +313,16 @@ class _Relay:
     the first ending any part finds ending the whole."""
 
     def __init__(
-        self, proxy: ProxyBase, ws: Leg, lease: Lease, receive: Receive, send: Send
+        self,
+        proxy: ProxyBase,
+        ws: Leg,
+        lease: Lease,
+        receive: Receive,
+        send: Send,
+        headers: Headers | None = None,
     ) -> None:
         self.proxy, self.ws, self.lease = proxy, ws, lease
+        self.headers = headers  # the accept's own (a sticky cookie)
         self.receive, self.send = receive, send
         self.settings = proxy.websockets
         self.pending: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue(READ_AHEAD)
@@ -328,7 +342,13 @@ class _Relay:
         outcome = Outcome.CANCELLED
         try:
             with self.scope:
-                await self.send({"type": "websocket.accept", "subprotocol": self.ws.subprotocol})
+                accept: dict[str, Any] = {
+                    "type": "websocket.accept",
+                    "subprotocol": self.ws.subprotocol,
+                }
+                if self.headers:
+                    accept["headers"] = self.headers
+                await self.send(accept)
                 async with anyio.create_task_group() as group:
                     group.start_soon(self._from_client)
                     group.start_soon(self._to_upstream)

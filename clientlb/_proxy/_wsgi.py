@@ -29,16 +29,19 @@ from .._core import (
     OutlierDetection,
     Pool,
     RetryPolicy,
+    StickyCookie,
     Upstream,
 )
 from .._errors_map import ErrorReply, outcome_of, refusal, reply_for
 from .._http1 import ProtocolError
 from .._httpx import httpx
+from .._keys import HashOnOption
 from .._options import UNSET, Unset, given
 from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
 from ._engines import DEFAULT_TIMEOUTS, BlockingEngine, SyncEngine, SyncResponse
 from ._headers import below_mount, request_target, response_headers
+from ._keys import environ_cookie, environ_key
 from ._limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
@@ -116,9 +119,10 @@ class WSGIProxy(ProxyBase):
     Takes ``ProxyApp``'s arguments (``upstreams``/``standbys`` or ``pool``, the
     pool options ``algorithm``, ``retry``, ``outlier``, ``slow_start``,
     ``fail_back_after``, ``health_check``, ``discovery``, ``max_connections``,
-    ``max_pending``, and
-    ``trusted_proxies``, ``preserve_host``, ``retry_body_limit``, ``timeout``,
-    ``verify``, ``limits``); ``engine`` is a sync engine (default:
+    ``max_pending``, and ``hash_on``, ``sticky``, ``trusted_proxies``,
+    ``preserve_host``, ``retry_body_limit``, ``timeout``, ``verify``,
+    ``limits``); a ``hash_on`` callable receives the WSGI environ. ``engine``
+    is a sync engine (default:
     ``BlockingEngine``). Health checks and discovery run in daemon threads from
     construction until ``close()``. Safe to call from many worker threads at
     once.
@@ -139,6 +143,8 @@ class WSGIProxy(ProxyBase):
         discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
         max_connections: int | Unset | None = UNSET,
         max_pending: int | Unset = UNSET,
+        hash_on: HashOnOption = None,
+        sticky: StickyCookie | None = None,
         trusted_proxies: Iterable[str] = (),
         preserve_host: bool = False,
         retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT,
@@ -162,6 +168,8 @@ class WSGIProxy(ProxyBase):
                 max_connections=max_connections,
                 max_pending=max_pending,
             ),
+            hash_on=hash_on,
+            sticky=sticky,
             trusted_proxies=trusted_proxies,
             preserve_host=preserve_host,
             retry_body_limit=retry_body_limit,
@@ -169,6 +177,7 @@ class WSGIProxy(ProxyBase):
             verify=verify,
             limits=limits,
         )
+        self.key_of = environ_key(self.hash_on)
         if engine is not None and not callable(getattr(engine, "request", None)):
             raise ConfigError("engine", f"expected an engine with request(), got {engine!r}")
         self.engine: SyncEngine = (
@@ -214,7 +223,11 @@ class WSGIProxy(ProxyBase):
         body = None if inbound.framing.kind == "none" else self._read_body(environ)
         headers, kept = inbound.headers, inbound.host is not None
         pool = self.pool
-        plan = AttemptPlan(pool, method, inbound.client if pool.algorithm.hashes else None)
+        token = pin = None
+        if self.pins is not None:
+            token = environ_cookie(environ, self.pins.cookie.name)
+            pin = self.pin(token)
+        plan = AttemptPlan(pool, method, self.hash_key(environ, inbound.client), pin=pin)
         environ[ATTEMPTS_EXTENSION] = plan.history
         method_b = method.encode("ascii")
 
@@ -247,13 +260,15 @@ class WSGIProxy(ProxyBase):
             return self._reply(start_response, method, path, reply, exc, plan.lease, plan.history)
         response = held.response
         assert held.lease is not None
-        start_response(
-            _status_line(response.status),
-            [
-                (n.decode("latin-1"), v.decode("latin-1"))
-                for n, v in response_headers(response.headers, response.status)
-            ],
-        )
+        head = [
+            (n.decode("latin-1"), v.decode("latin-1"))
+            for n, v in response_headers(response.headers, response.status)
+        ]
+        if self.pins is not None:
+            cookie = self.set_cookie(token, held.lease.upstream)
+            if cookie is not None:
+                head.append(("Set-Cookie", cookie))
+        start_response(_status_line(response.status), head)
         return _Relay(response, held.lease, method, path)
 
     def _read_body(self, environ: dict[str, Any]) -> bytes | _Body:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clientlb import ConfigError, Limits, Pool, ProxyApp, WSGIProxy
+from clientlb import ConfigError, Limits, Pool, ProxyApp, StickyCookie, WSGIProxy
 
 URL = "http://127.0.0.1:1"
 
@@ -84,3 +84,52 @@ def test_pool_options_beside_a_pool_are_refused(proxy: Any, option: dict[str, An
     with pytest.raises(ConfigError) as info:
         proxy(pool=Pool([URL]), **option)
     assert info.value.field == next(iter(option))
+
+
+@pytest.mark.parametrize("proxy", [ProxyApp, WSGIProxy])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"algorithm": "consistent_hash"},  # a key of the user's: none given
+        {"algorithm": "round_robin", "hash_on": "header:x-user"},
+        {"hash_on": "cookie:session"},  # round robin by default
+        {"algorithm": "least_connections", "hash_on": lambda request: "k"},
+        {"algorithm": "consistent_hash", "hash_on": "header:"},
+        {"algorithm": "consistent_hash", "hash_on": "cookie:a b"},
+        {"algorithm": "consistent_hash", "hash_on": "query:q"},
+        {"algorithm": "consistent_hash", "hash_on": 7},
+        {"pool": Pool([URL], algorithm="consistent_hash")},
+        {"pool": Pool([URL]), "hash_on": "header:x"},
+    ],
+)
+def test_hash_on_is_checked_against_the_algorithm(proxy: Any, options: dict[str, Any]) -> None:
+    upstreams = None if "pool" in options else [URL]
+    with pytest.raises(ConfigError) as info:
+        proxy(upstreams, **options)
+    assert info.value.field == "hash_on", info.value
+
+
+@pytest.mark.parametrize("proxy", [ProxyApp, WSGIProxy])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"algorithm": "ip_hash"},  # the client address
+        {"algorithm": "ip_hash", "hash_on": "cookie:session"},
+        {"algorithm": "consistent_hash", "hash_on": "header:X-Tenant"},
+        {"algorithm": "consistent_hash", "hash_on": lambda request: None},
+        {"sticky": StickyCookie(), "algorithm": "least_connections"},
+    ],
+)
+def test_hash_on_and_sticky_accepted(proxy: Any, options: dict[str, Any]) -> None:
+    app = proxy([URL], **options)
+    close = getattr(app, "close", None)
+    if close is not None:
+        close()
+
+
+@pytest.mark.parametrize("proxy", [ProxyApp, WSGIProxy])
+@pytest.mark.parametrize("sticky", ["clientlb", True, {"name": "x"}])
+def test_sticky_takes_a_sticky_cookie(proxy: Any, sticky: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        proxy([URL], sticky=sticky)
+    assert info.value.field == "sticky"

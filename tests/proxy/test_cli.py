@@ -63,6 +63,13 @@ def test_bad_flags_exit_2_with_one_line(args: list[str], named: str) -> None:
         ('upstreams = ["http://a:1"]\n[server]\nworkers = 4\n', "server.workers"),
         ('upstreams = ["http://a:1"\n', "--config"),
         ('upstreams = ["http://a:1", "http://a:1"]\n', "duplicate"),
+        ('upstreams = ["http://a:1"]\nalgorithm = "consistent_hash"\n', "hash_on"),
+        ('upstreams = ["http://a:1"]\nhash_on = "cookie:sid"\n', "hash_on"),
+        ('upstreams = ["http://a:1"]\nalgorithm = "ip_hash"\nhash_on = "cookie:"\n', "hash_on"),
+        ('upstreams = ["http://a:1"]\n[sticky]\nname = "a b"\n', "sticky.name"),
+        ('upstreams = ["http://a:1"]\n[sticky]\nsecret = "short"\n', "sticky.secret"),
+        ('upstreams = ["http://a:1"]\n[sticky]\nmax_age = 0\n', "sticky.max_age"),
+        ('upstreams = ["http://a:1"]\n[sticky]\ndomain = "x"\n', "sticky.domain"),
     ],
 )
 def test_bad_config_exits_2_naming_the_field(
@@ -73,6 +80,62 @@ def test_bad_config_exits_2_naming_the_field(
     assert main(["proxy", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0], err
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--algorithm", "consistent_hash"], "hash_on"),
+        (["--hash-on", "header:x"], "--hash-on"),  # round robin never reads it
+        (["--algorithm", "ip_hash", "--hash-on", "header:"], "--hash-on"),
+        (["--algorithm", "ip_hash", "--hash-on", "param:x"], "--hash-on"),
+        (["--algorithm", "ip_hash", "--hash-on", "cookie:a\nb"], "--hash-on"),
+        (["--sticky-cookie", "a;b"], "--sticky-cookie"),
+        (["--sticky-cookie", ""], "--sticky-cookie"),
+    ],
+)
+def test_bad_hash_on_and_sticky_flags_exit_2_with_one_line(
+    flags: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["proxy", "--upstream", "http://a:1", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"error: {named}: " in err[0], err
+
+
+def test_sticky_cookie_and_hash_on_from_flags_and_file(
+    tmp_path: Path, replicas2: tuple[Replica, Replica]
+) -> None:
+    a, b = replicas2
+    b.delay = 0.0
+    config = tmp_path / "proxy.toml"
+    config.write_text('[sticky]\nname = "from-file"\nsecret = "0123456789abcdef"\nmax_age = 60\n')
+    running = Running(
+        [
+            "--config",
+            str(config),
+            "--upstream",
+            a.url,
+            "--upstream",
+            b.url,
+            "--algorithm",
+            "consistent_hash",
+            "--hash-on",
+            "header:x-user",
+            "--sticky-cookie",
+            "srv",
+        ]
+    )
+    try:
+        with httpx.Client(base_url=running.url) as client:
+            first = client.get("/")
+            (cookie,) = first.headers.get_list("set-cookie")
+            assert cookie.startswith("srv=") and "Max-Age=60" in cookie  # the file's age
+            where = first.json()["replica"]
+            for user in range(8):  # the pin wins over each request's key
+                r = client.get("/", headers={"x-user": f"u{user}"})
+                assert (r.json()["replica"], r.headers.get("set-cookie")) == (where, None)
+    finally:
+        assert running.stop() == 0
 
 
 @pytest.fixture

@@ -17,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from clientlb import HealthCheck, OutlierDetection, Pool, RetryBudget, RetryPolicy, Upstream
+from clientlb import (
+    HealthCheck,
+    OutlierDetection,
+    Pool,
+    RetryBudget,
+    RetryPolicy,
+    StickyCookie,
+    Upstream,
+)
 from clientlb._cli import main
 from clientlb._proxy import _config
 from clientlb._proxy._config import Settings, build
@@ -47,6 +55,8 @@ TOP: dict[str, frozenset[str]] = {
     "upstreams": frozenset({"list"}),
     "standbys": frozenset({"list"}),
     "algorithm": frozenset({"str"}),
+    "hash_on": frozenset({"str"}),
+    "sticky": TABLE,
     "trusted_proxies": frozenset({"str", "list"}),
     "preserve_host": BOOL,
     "retry_body_limit": frozenset({"int"}),
@@ -65,6 +75,7 @@ TOP: dict[str, frozenset[str]] = {
 OVERRIDES = {
     "retry.budget": frozenset({"table", "false"}),  # false: no budget
     "discovery.uris": frozenset({"str", "list"}),
+    "sticky.secret": frozenset({"str"}),  # bytes from Python only
 }
 #: An upstream given as a table: ``upstreams = [{ url = ..., weight = ... }]``.
 ENTRY = "upstreams[]"
@@ -104,6 +115,7 @@ def accepted_kinds() -> dict[str, frozenset[str]]:
         ("pool", Pool.__init__, sorted(_config._POOL_KEYS)),
         ("limits", Limits, [f.name for f in fields(Limits)]),
         ("websockets", WebSocketSettings, [f.name for f in fields(WebSocketSettings)]),
+        ("sticky", StickyCookie, [f.name for f in fields(StickyCookie)]),
         (ENTRY, Upstream, sorted(_config._UPSTREAM_KEYS)),
     ]
     for table, owner, names in tables:
@@ -206,9 +218,11 @@ def test_valid_values_of_every_table_build() -> None:
                 "loop": "asyncio",
             },
             "discovery": {"uris": "file:///srv/upstreams.toml"},
+            "sticky": {"name": "srv", "secret": "s" * 16, "max_age": 60, "secure": True},
         }
     )
     assert settings.admin is None
+    assert settings.sticky == StickyCookie("srv", "s" * 16, 60, True)
     assert settings.upstreams[0].weight == 0.5
     assert (settings.timeouts.connect, settings.timeouts.read) == (1, 2.5)
     assert settings.retry is not None and settings.retry.budget == RetryBudget(ratio=0.5, window=60)

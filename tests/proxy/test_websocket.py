@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
-from clientlb import Pool
+from clientlb import Pool, StickyCookie
 from clientlb._proxy import ProxyApp
 
 from ..waiting import wait_for
@@ -178,3 +178,24 @@ def test_websocket_with_an_unusable_host_is_refused(proxy: Start, host: bytes) -
             head = sock.recv(4096)
     assert head.startswith(b"HTTP/1.1 400"), head
     assert upstream.headers == []
+
+
+def test_a_sticky_websocket_is_pinned_by_its_handshake(proxy: Start) -> None:
+    ups = [EchoUpstream("a"), EchoUpstream("b")]
+    with Served(ups[0]) as a, Served(ups[1]) as b:
+        _, served = proxy([a.url, b.url], sticky=StickyCookie())
+
+        async def talk(cookie: str | None) -> tuple[str, str | None]:
+            headers = {"cookie": f"clientlb={cookie}"} if cookie else None
+            async with connect(ws_url(served), additional_headers=headers) as ws:
+                hello = str(await ws.recv())
+                assert ws.response is not None
+                set_cookie = ws.response.headers.get("set-cookie")
+            return hello, set_cookie
+
+        hello, set_cookie = asyncio.run(talk(None))
+        assert set_cookie is not None and "HttpOnly" in set_cookie
+        token = set_cookie.split(";")[0].partition("=")[2]
+        for _ in range(4):  # round robin would alternate; the pin holds
+            again, none = asyncio.run(talk(token))
+            assert (again, none) == (hello, None)
