@@ -364,6 +364,8 @@ class Pool:
             if member is None:
                 raise NoUpstream("no upstream available")
             member.in_flight += 1
+            member.waiting += 1
+            member.waiting_since += now
             member.requests += 1
             if self._tracks_load:
                 self._tiers[member.tier].algorithm.changed(member)
