@@ -62,6 +62,7 @@ class Lease:
             member = self.member
             self.status = status
             self.elapsed = elapsed = now - self.started
+            member.answered(self.started)
             rules = pool._rules
             if status < 500:
                 rules.succeeded(member, elapsed, now)
@@ -84,6 +85,8 @@ class Lease:
             member.in_flight -= 1
             if pool._full:
                 pool._slots.freed(member)
+            if self.elapsed is None:
+                member.answered(self.started)
             rules = pool._rules
             if outcome in FAILURES:
                 unmeasured = self.elapsed is None

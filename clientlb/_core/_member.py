@@ -25,6 +25,12 @@ TIER_NAMES = ("primary", "standby")
 EWMA_ALPHA = 0.3
 #: Decay time of the peak-EWMA estimate, in seconds (Finagle's default).
 PEAK_EWMA_DECAY = 10.0
+#: Seconds over which an old latency estimate loses its weight: an idle member's
+#: estimate fades over it (least_response_time), and a sample taken after a long
+#: gap weighs ``1 - exp(-gap / STALE_AFTER)`` (at least ``EWMA_ALPHA``).
+STALE_AFTER = 10.0
+#: The gap below which a sample weighs just ``EWMA_ALPHA`` (about 3.6 s).
+_FRESH = -STALE_AFTER * math.log(1.0 - EWMA_ALPHA)
 
 
 class Member:
@@ -67,6 +73,8 @@ class Member:
         "streak",
         "tier",
         "upstream",
+        "waiting",
+        "waiting_since",
         "weight",
     )
 
@@ -76,6 +84,8 @@ class Member:
         self.tier = tier
         self.in_flight = 0
         self.limit = upstream.max_connections  # the pool's default is set on admission
+        self.waiting = 0  # requests in flight with no response yet
+        self.waiting_since = 0.0  # the sum of their start times
         self.requests = 0
         self.failures = 0
         self.sampled = False
@@ -107,14 +117,21 @@ class Member:
     # -- latency ---------------------------------------------------------------
 
     def observe(self, latency: float, now: float) -> None:
-        """Fold one latency sample into the EWMA and the peak-EWMA."""
+        """Fold one latency sample into the EWMA and the peak-EWMA.
+
+        The EWMA gives a sample at least ``EWMA_ALPHA`` of the weight, and more
+        when the last one is old (``STALE_AFTER``): an upstream probed after a
+        long rest is judged on what it does now, not on what it did then.
+        """
         if self.sampled:
-            self.ewma += EWMA_ALPHA * (latency - self.ewma)
+            gap = max(now - self.peak_stamp, 0.0)
+            alpha = EWMA_ALPHA if gap <= _FRESH else 1.0 - math.exp(-gap / STALE_AFTER)
+            self.ewma += alpha * (latency - self.ewma)
             peak = self.peak
             if latency > peak:
                 self.peak = latency
             else:
-                w = math.exp(-max(now - self.peak_stamp, 0.0) / PEAK_EWMA_DECAY)
+                w = math.exp(-gap / PEAK_EWMA_DECAY)
                 self.peak = peak * w + latency * (1.0 - w)
         else:
             self.sampled = True
@@ -125,6 +142,18 @@ class Member:
     def peak_cost(self, now: float) -> float:
         """The peak-EWMA estimate decayed to ``now`` (Finagle reads it this way)."""
         return self.peak * math.exp(-max(now - self.peak_stamp, 0.0) / PEAK_EWMA_DECAY)
+
+    def waited(self, now: float) -> float:
+        """How long the requests still waiting for a response have waited, on
+        average: a lower bound on their mean latency, known before they end. O(1):
+        the member keeps their count and the sum of their start times."""
+        n = self.waiting
+        return now - self.waiting_since / n if n else 0.0
+
+    def answered(self, started: float) -> None:
+        """A request started at ``started`` stopped waiting (a response, or its end)."""
+        self.waiting -= 1
+        self.waiting_since = self.waiting_since - started if self.waiting else 0.0
 
     def finished(self) -> int:
         """Requests finished (each one fed the latency estimate)."""

@@ -446,6 +446,8 @@ class Pool:
                     raise Saturated(version=self._slots.version)
                 raise NoUpstream("no upstream available")
             member.in_flight += 1
+            member.waiting += 1
+            member.waiting_since += now
             member.requests += 1
             limit = member.limit
             if limit is not None and member.in_flight >= limit:

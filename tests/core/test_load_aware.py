@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import pytest
@@ -12,6 +13,7 @@ from clientlb import Lease, Outcome, Pool, Upstream
 from clientlb._core import Member
 
 from .helpers import FakeClock, make_pool, pick_member, urls
+from .test_rotation import nginx_reference
 
 SETTINGS = settings(max_examples=80, deadline=None, derandomize=True, database=None)
 
@@ -34,11 +36,14 @@ def check_in_flight(pool: Pool, leases: list[Lease]) -> None:
     ops=st.lists(st.integers(0, 99), max_size=150),
     seed=st.integers(0, 3),
 )
-def test_least_connections_always_picks_a_minimum(
+def test_least_connections_takes_idle_turns_or_a_minimum(
     weights: list[int], ops: list[int], seed: int
 ) -> None:
+    """Each pick is nginx's next member in weighted round robin if that one is idle
+    (and allowed), and otherwise a member with the fewest in flight per weight."""
     pool = make_pool(weighted(weights), "least_connections", seed=seed)
     members = pool._live_members()
+    turns = iter(nginx_reference([float(w) for w in weights], len(ops)))
     leases: list[Lease] = []
     for op in ops:
         if op < 45 or not leases:
@@ -47,10 +52,15 @@ def test_least_connections_always_picks_a_minimum(
                 exclude = frozenset({members[op % len(members)]})
             allowed = [m for m in members if m not in exclude]
             best = min(Fraction(m.in_flight + 1, int(m.weight)) for m in allowed)
+            turn = members[next(turns)]
+            idle_turn = turn.in_flight == 0 and turn in allowed
             lease = pool.pick(exclude=exclude)
             chosen = lease.member
-            assert chosen in allowed
-            assert Fraction(chosen.in_flight, int(chosen.weight)) == best
+            if idle_turn:
+                assert chosen is turn
+            else:
+                assert chosen in allowed
+                assert Fraction(chosen.in_flight, int(chosen.weight)) == best
             leases.append(lease)
         else:
             leases.pop(op % len(leases)).finish()
@@ -68,6 +78,37 @@ def test_least_connections_breaks_ties_fairly() -> None:
     assert all(850 <= c <= 1150 for c in counts.values()), counts
 
 
+def sequence_of(pool: Pool, count: int, clock: FakeClock | None = None) -> str:
+    """``count`` requests one at a time (10 ms each on ``clock``): the hosts picked."""
+    out = []
+    for _ in range(count):
+        lease = pool.pick()
+        if clock is not None:
+            clock.advance(0.01)
+        lease.responded(200)
+        lease.finish()
+        out.append(lease.upstream.url.removeprefix("http://"))
+    return "".join(out)
+
+
+def test_least_connections_one_at_a_time_follows_the_weights() -> None:
+    ups = [Upstream("http://a", weight=5), Upstream("http://b"), Upstream("http://c")]
+    pool = make_pool(ups, "least_connections")
+    assert sequence_of(pool, 140) == "aabacaa" * 20  # nginx's sequence: 5:1:1 every 7
+
+
+def test_least_connections_busy_turns_go_to_the_least_loaded() -> None:
+    """A member busy at its turn does not take it: the least loaded does."""
+    pool = make_pool(["http://a", "http://b", "http://c"], "least_connections")
+    held = [pool.pick() for _ in range(3)]  # turns a, b, c: each idle, each taken
+    assert [lease.upstream.url for lease in held] == ["http://a", "http://b", "http://c"]
+    held.pop().finish()
+    turn = pool.pick()  # a's turn, but a is busy
+    assert turn.upstream.url == "http://c"
+    for lease in [*held, turn]:
+        lease.finish()
+
+
 def test_least_connections_fills_by_weight() -> None:
     pool = make_pool(weighted([1, 3]), "least_connections")
     leases = [pool.pick() for _ in range(8)]
@@ -78,8 +119,18 @@ def test_least_connections_fills_by_weight() -> None:
 # -- least_response_time ----------------------------------------------------------
 
 
-def lrt_score(m: Member) -> float:
-    return m.ewma * (m.in_flight + 1) / m.weight
+def lrt_estimate(m: Member, now: float) -> float:
+    """The latency estimate least_response_time documents, written plainly."""
+    if m.sampled and not m.in_flight:  # fading since the last sample
+        return max(m.ewma, 1e-6) * math.exp(-(now - m.peak_stamp) / 10.0)
+    estimate = m.ewma if m.sampled else 0.001  # nothing was sampled at the rebuild
+    if m.waiting:  # at least the mean wait of the requests not answered yet
+        estimate = max(estimate, now - m.waiting_since / m.waiting)
+    return max(estimate, 1e-6)
+
+
+def lrt_score(m: Member, now: float) -> float:
+    return lrt_estimate(m, now) * (m.in_flight + 1) / m.weight
 
 
 @SETTINGS
@@ -90,26 +141,44 @@ def lrt_score(m: Member) -> float:
         st.tuples(st.integers(0, 99), st.sampled_from([0.0, 0.001, 0.005, 0.05])), max_size=120
     ),
 )
-def test_least_response_time_picks_the_minimum_score(
+def test_least_response_time_takes_fast_idle_turns_or_the_minimum_score(
     weights: list[int], warm: list[float], ops: list[tuple[int, float]]
 ) -> None:
+    """Each pick is nginx's next member in weighted round robin if it is idle and
+    its estimate is within 1% of a best member's, and otherwise a member of the
+    lowest score; the lazy heap never stores a key above the member's key now."""
     clock = FakeClock()
     ups = weighted(weights)
     pool = make_pool(ups, "least_response_time", clock=clock, outlier=None)
+    members = pool._live_members()
+    turns = iter(nginx_reference([float(w) for w in weights], len(ops) + len(warm)))
     for up, latency in zip(ups, warm, strict=False):
         lease = pick_member(pool, up.url)
+        next(turns)
         clock.advance(latency)
         lease.responded(200)
         lease.finish()
+    algorithm = pool._tiers[0].algorithm
     leases: list[Lease] = []
     for op, step in ops:
         clock.advance(step)
+        now = clock()
         if op < 40 or not leases:
-            best = min(lrt_score(m) for m in pool._live_members())
+            scores = {m: lrt_score(m, now) for m in members}
+            best = min(scores.values())
+            tops = [m for m in members if scores[m] <= best * (1 + 1e-9)]
+            turn = members[next(turns)]
+            reach = [1.01 * lrt_estimate(m, now) for m in tops]
+            idle_turn = not turn.in_flight and turn not in tops
+            estimate = lrt_estimate(turn, now)
             lease = pool.pick()
-            m = lease.member
-            score = m.ewma * m.in_flight / m.weight  # its score just before the pick
-            assert score <= best * (1 + 1e-9) + 1e-15
+            chosen = lease.member
+            if idle_turn and estimate < min(reach) * (1 - 1e-9):
+                assert chosen is turn
+            elif chosen is not turn or not idle_turn:
+                assert chosen in tops
+            else:
+                assert estimate <= max(reach) * (1 + 1e-9)
             leases.append(lease)
         elif op < 70:
             lease = leases[op % len(leases)]
@@ -117,6 +186,8 @@ def test_least_response_time_picks_the_minimum_score(
         else:
             leases.pop(op % len(leases)).finish()
         check_in_flight(pool, leases)
+        for m in members:  # stored keys are lower bounds of the keys now
+            assert algorithm.keys[algorithm.pos[m]] <= algorithm._key(m, now) + 1e-12
 
 
 def serve_sequentially(

@@ -3,10 +3,22 @@ choices and peak-EWMA."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 
-from .._member import Member
+from .._member import STALE_AFTER, Member
 from ._base import Algorithm, load_per_weight, remaining
+from ._rotation import WeightedRoundRobin
+
+#: Latency estimates below this (1 us) count as this: below clock noise.
+_TINY = 1e-6
+
+
+def turns(algorithm: Algorithm, members: Sequence[Member]) -> WeightedRoundRobin:
+    """Smooth weighted round robin over ``members``, to offer each pick its turn."""
+    rotation = WeightedRoundRobin().bind(algorithm.rng, algorithm.clock)
+    rotation.rebuild(members)
+    return rotation
 
 
 class _Group:
@@ -21,11 +33,20 @@ class _Group:
 
 
 class LeastConnections(Algorithm):
-    """Fewest in-flight requests per unit of weight: ``(in_flight + 1) / weight``.
+    """Fewest in-flight requests per unit of weight, ``(in_flight + 1) / weight``;
+    at low load, the weights.
 
-    Exact, in O(distinct weights) per pick and O(1) per change: members of equal
-    weight sit in buckets by in-flight count, and a count only ever moves by one,
-    so the lowest bucket is tracked without a scan. Ties are broken at random.
+    Each pick first offers the request to the member whose turn it is in smooth
+    weighted round robin (nginx's sequence, ``weighted_round_robin``): an idle
+    one takes it. Otherwise the least loaded does, exact, ties broken at random.
+    So one request at a time over weights 5, 1, 1 goes 5:1:1 (as with nginx's
+    ``least_conn``, where idle members tie and weighted round robin decides),
+    while a busy pool still sends each request to its least loaded member, and
+    turns never give a member more than its weight's share.
+
+    O(distinct weights) per pick and O(1) per change: members of equal weight
+    sit in buckets by in-flight count, and a count only ever moves by one, so
+    the lowest bucket is tracked without a scan.
     """
 
     name = "least_connections"
@@ -33,6 +54,7 @@ class LeastConnections(Algorithm):
 
     def rebuild(self, members: Sequence[Member]) -> None:
         self.members = list(members)
+        self.turns = turns(self, self.members)
         groups: dict[float, _Group] = {}
         self.place: dict[Member, tuple[_Group, int, int]] = {}  # group, bucket, position
         for m in self.members:
@@ -76,6 +98,9 @@ class LeastConnections(Algorithm):
         groups = self.groups
         if not groups:
             return None
+        turn = self.turns.pick(None, ())
+        if turn is not None and not turn.in_flight and not (exclude and turn in exclude):
+            return turn
         if len(groups) == 1:
             group = groups[0]
             bucket = group.buckets[group.lowest]
@@ -101,40 +126,89 @@ class LeastConnections(Algorithm):
 
 
 class LeastResponseTime(Algorithm):
-    """Lowest ``EWMA latency * (in_flight + 1) / weight``, kept in an indexed heap.
+    """Lowest ``estimate * (in_flight + 1) / weight``, where the estimate is the
+    member's latency EWMA; at low load, the weights among equally fast members.
 
-    The heap is lazy about increases: a member's stored key is never above its true
-    score, a decrease is applied at once (sift up), and an increase waits until the
-    member reaches the top, where a pick refreshes it (sift down) before trusting
-    it. The top is then exactly the minimum, at about two heap moves per request
-    instead of three.
+    The estimate (for a member with no sample yet: the pool's mean EWMA when the
+    candidates were last rebuilt, or 1 ms) is also:
 
-    A member with no latency sample yet is scored with the pool's mean latency at the
-    time it joined (1 ms if nothing is known), so it is tried but not flooded.
+    * while requests wait for an answer, at least their mean wait: they have
+      taken that long already, so a member that stalls costs more at once, not
+      only when its slow answers come back;
+    * while the member is idle, faded towards zero over ``STALE_AFTER`` (10 s)
+      since its last sample, so that an upstream whose first answers were slow
+      is tried again after a while instead of never (and the sample it then gets
+      weighs more, being the only recent one). One 100 times slower than the
+      others is retried once they look 100 times busier: with a few requests in
+      flight each, about every 30 s.
+
+    Each pick first offers the request to the member whose turn it is in smooth
+    weighted round robin (nginx's sequence): it takes it if it is idle and its
+    estimate is within 1% of the best member's, so one request at a time over
+    equally fast members with weights 5, 1, 1 goes 5:1:1. Otherwise the lowest
+    score wins, exactly, as before.
+
+    Scores live in an indexed heap, as ``log(score) + t / STALE_AFTER`` (``t``
+    the time now): at any one time, ordering by it is ordering by score. An idle
+    member's key is then a constant (its fading cancels the ``t``); a busy or
+    unsampled one's only grows with time (its mean wait grows; its estimate
+    does not fade). The heap is lazy about increases: a stored key is never
+    above the true key, a decrease is applied at once (sift up), and an increase
+    waits until the member reaches the top, where a pick refreshes it (sift
+    down) before trusting it. The top is then exactly the minimum, at about two
+    heap moves per request.
     """
 
     name = "least_response_time"
     tracks_load = True
     default_latency = 0.001
+    #: How much slower (relatively) than the best an idle member may be and
+    #: still take its turn.
+    tolerance = 0.01
 
     def rebuild(self, members: Sequence[Member]) -> None:
         self.members = list(members)
+        self.turns = turns(self, self.members)
+        self.slack = 1.0 + self.tolerance
         sampled = [m.ewma for m in self.members if m.sampled]
         self.seed = sum(sampled) / len(sampled) if sampled else self.default_latency
-        scored = sorted((self._score(m), i) for i, m in enumerate(self.members))
-        self.keys = [score for score, _ in scored]
+        self.epoch = now = self.clock()
+        scored = sorted((self._key(m, now), i) for i, m in enumerate(self.members))
+        self.keys = [key for key, _ in scored]
         self.heap = [self.members[i] for _, i in scored]
         self.pos = {m: i for i, m in enumerate(self.heap)}
 
-    def _score(self, m: Member) -> float:
-        return (m.ewma if m.sampled else self.seed) * (m.in_flight + 1) / m.weight
+    def estimate(self, m: Member, now: float) -> float:
+        """The member's latency estimate at ``now``, in seconds."""
+        if not m.sampled:
+            estimate = self.seed
+        elif m.in_flight:
+            estimate = m.ewma
+        else:
+            return max(m.ewma, _TINY) * math.exp((m.peak_stamp - now) / STALE_AFTER)
+        if m.waiting:
+            waited = now - m.waiting_since / m.waiting
+            if waited > estimate:
+                estimate = waited
+        return max(estimate, _TINY)
+
+    def score(self, m: Member, now: float) -> float:
+        """``estimate * (in_flight + 1) / weight`` at ``now``."""
+        return self.estimate(m, now) * (m.in_flight + 1) / m.weight
+
+    def _key(self, m: Member, now: float) -> float:
+        """``log(score) + (now - epoch) / STALE_AFTER``: the heap's key."""
+        if m.sampled and not m.in_flight:  # the fading cancels the time
+            return (
+                math.log(max(m.ewma, _TINY) / m.weight) + (m.peak_stamp - self.epoch) / STALE_AFTER
+            )
+        return math.log(self.score(m, now)) + (now - self.epoch) / STALE_AFTER
 
     def changed(self, member: Member) -> None:
         i = self.pos.get(member)
         if i is None:
             return
-        m = member  # the score, inline: this runs three times per request
-        key = (m.ewma if m.sampled else self.seed) * (m.in_flight + 1) / m.weight
+        key = self._key(member, self.clock())
         if key >= self.keys[i]:
             return  # an increase: applied when the member reaches the top
         keys, heap, pos = self.keys, self.heap, self.pos
@@ -150,14 +224,13 @@ class LeastResponseTime(Algorithm):
         heap[i] = member
         pos[member] = i
 
-    def _refresh_top(self) -> Member:
-        """Apply pending increases at the top until its stored key is its score."""
+    def _refresh_top(self, now: float) -> Member:
+        """Apply pending increases at the top until its stored key is its key now."""
         keys, heap, pos = self.keys, self.heap, self.pos
         n = len(heap)
-        seed = self.seed
         while True:
             member = heap[0]
-            key = (member.ewma if member.sampled else seed) * (member.in_flight + 1) / member.weight
+            key = self._key(member, now)
             if key <= keys[0]:
                 return member
             i = 0
@@ -181,11 +254,21 @@ class LeastResponseTime(Algorithm):
     def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
         if not self.heap:
             return None
-        top = self._refresh_top()
+        now = self.clock()
+        top = self._refresh_top(now)
+        turn = self.turns.pick(None, ())
+        if (
+            turn is not None
+            and turn is not top
+            and not turn.in_flight
+            and not (exclude and turn in exclude)
+            and self.estimate(turn, now) <= self.estimate(top, now) * self.slack
+        ):
+            return turn
         if not exclude or top not in exclude:
             return top
         allowed = remaining(self.members, exclude)
-        return min(allowed, key=self._score) if allowed else None
+        return min(allowed, key=lambda m: self.score(m, now)) if allowed else None
 
 
 class PowerOfTwo(Algorithm):
@@ -197,7 +280,7 @@ class PowerOfTwo(Algorithm):
         self.members = list(members)
 
     def cost(self, m: Member) -> float:
-        return (m.in_flight + 1) / m.weight
+        return load_per_weight(m)
 
     def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
         a, b = self._two(self.members)
@@ -226,8 +309,14 @@ class PeakEwma(PowerOfTwo):
     """Two distinct members at random; the lower peak-EWMA cost (Finagle, Linkerd).
 
     Cost is the peak-sensitive latency estimate, decayed over 10 s, times
-    ``(in_flight + 1) / weight``. A member never measured costs nothing while idle
-    and a large penalty once it has requests outstanding.
+    ``(in_flight + 1) / weight``. While requests wait for an answer, the estimate
+    is at least their mean wait, so a member that stalls is avoided before its
+    slow answers arrive. A member never measured costs nothing while idle and a
+    large penalty once it has requests outstanding.
+
+    An idle member's estimate decays towards zero, which is how a slow member
+    gets tried again: one 100 times slower than members at a few requests in
+    flight each waits about 30 s for that.
     """
 
     name = "peak_ewma"
@@ -236,4 +325,10 @@ class PeakEwma(PowerOfTwo):
     def cost(self, m: Member) -> float:
         if not m.sampled:
             return self.penalty * m.in_flight / m.weight
-        return m.peak_cost(self.clock()) * (m.in_flight + 1) / m.weight
+        now = self.clock()
+        estimate = m.peak_cost(now)
+        if m.waiting:
+            waited = now - m.waiting_since / m.waiting
+            if waited > estimate:
+                estimate = waited
+        return estimate * load_per_weight(m)
