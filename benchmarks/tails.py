@@ -124,11 +124,12 @@ def replicas(count: int, args: argparse.Namespace) -> Iterator[list[str]]:
         if len(ports) != count or not all(p.isdigit() for p in ports):
             raise RuntimeError("the replicas did not start")
         urls = [f"http://127.0.0.1:{p}" for p in ports]
-        deadline = time.monotonic() + 10
+        wait = 2 * slow / 1e3 + 1.0  # the slow one's longest answer, and then some
+        deadline = time.monotonic() + 10 + wait
         for url in urls:  # until each one answers
             while True:
                 try:
-                    httpx.get(url, timeout=1).raise_for_status()
+                    httpx.get(url, timeout=wait).raise_for_status()
                     break
                 except httpx.HTTPError:
                     if time.monotonic() > deadline or process.poll() is not None:
