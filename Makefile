@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/proxy.py
 	$(BIN)/python benchmarks/proxy_memory.py
 	$(BIN)/python benchmarks/chaos.py --peers
+	$(BIN)/python benchmarks/failback.py
+	$(BIN)/python benchmarks/tails.py
 	$(BIN)/python benchmarks/large_pool.py
 	$(BIN)/python benchmarks/discovery_latency.py
 	$(BIN)/python benchmarks/hedging.py

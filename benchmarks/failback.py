@@ -15,13 +15,15 @@ Per cycle it measures:
   out its ejection, 10 s and growing with repeat ejections);
 * **errors** - requests that got no 200 (the target is 0).
 
-The same story runs twice in one go, side by side: with the default connect
-probes, and with them off (``OutlierDetection(probe_after=None)``), the
-baseline. Outages are ``--outages`` seconds (1, 3 and 6 by default).
+The same story runs three times in one go, side by side: the transport with
+the default connect probes, the transport with them off
+(``OutlierDetection(probe_after=None)``, the baseline), and ``clientlb proxy``
+(the CLI, defaults) between a plain httpx client and the replicas. Outages are
+``--outages`` seconds (1, 3 and 6 by default).
 
     python benchmarks/failback.py [--rate 150] [--outages 1,3,6]
 
-About 70 s with the defaults.
+About 100 s with the defaults.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -136,15 +140,45 @@ class Run:
     latencies: list[float] = field(default_factory=list)
 
 
-async def story(
-    label: str, outlier: clientlb.OutlierDetection, outages: list[float], rate: float
-) -> Run:
-    run = Run(label)
-    with replicas() as (primary, standby):
+@contextlib.asynccontextmanager
+async def balanced(
+    primary: Replica, standby: Replica, outlier: clientlb.OutlierDetection | None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client over the transport with ``outlier``, or (``None``) a plain client
+    through ``clientlb proxy`` run with its defaults."""
+    if outlier is not None:
         transport = clientlb.AsyncBalancingTransport(
             [primary.url], standbys=[standby.url], outlier=outlier
         )
         async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+            yield client
+        return
+    command = [sys.executable, "-m", "clientlb", "proxy", "--listen", "127.0.0.1:0"]
+    command += ["--upstream", primary.url, "--standby", standby.url]
+    proxy = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stderr is not None
+        for line in proxy.stderr:
+            found = re.search(r"listening on (http://[\d.:]+)", line)
+            if found:
+                break
+        else:
+            raise RuntimeError("clientlb proxy did not start")
+        stderr = proxy.stderr
+        threading.Thread(target=stderr.read, daemon=True).start()  # never let it fill
+        async with httpx.AsyncClient(base_url=found.group(1)) as client:
+            yield client
+    finally:
+        proxy.terminate()
+        proxy.wait()
+
+
+async def story(
+    label: str, outlier: clientlb.OutlierDetection | None, outages: list[float], rate: float
+) -> Run:
+    run = Run(label)
+    with replicas() as (primary, standby):
+        async with balanced(primary, standby, outlier) as client:
             answered: list[tuple[float, str]] = []  # (sent at, replica)
 
             async def one(sent: float) -> None:
@@ -235,10 +269,12 @@ def main() -> None:
     args = parser.parse_args()
     outages = [float(x) for x in args.outages.split(",")]
     runs = []
-    for label, outlier in (
-        ("probes (default)", clientlb.OutlierDetection()),
-        ("no probes", clientlb.OutlierDetection(probe_after=None)),
-    ):
+    stories: list[tuple[str, clientlb.OutlierDetection | None]] = [
+        ("transport, probes (default)", clientlb.OutlierDetection()),
+        ("transport, no probes", clientlb.OutlierDetection(probe_after=None)),
+        ("clientlb proxy (default)", None),
+    ]
+    for label, outlier in stories:
         print(f"running: {label} ...", file=sys.stderr)
         runs.append(asyncio.run(story(label, outlier, outages, args.rate)))
     report(runs)
