@@ -57,7 +57,9 @@ class HealthChecker:
         after = member.health
         if after is not before:
             why = f"status {status}" if status is not None else error or "no answer"
-            log.info("%s: %s -> %s (check %s)", member.upstream.url, before.value, after.value, why)
+            # the change itself is logged by clientlb.events; this says which check
+            url = member.upstream.url
+            log.debug("%s: %s -> %s (check %s)", url, before.value, after.value, why)
 
     # -- sync driver ----------------------------------------------------------------
 
@@ -72,14 +74,12 @@ class HealthChecker:
         Without a ``transport`` the checker makes its own, verifying HTTPS
         upstreams as ``verify`` says (httpx's meaning)."""
         own = transport is None
-        client = httpx.Client(
-            transport=transport or httpx.HTTPTransport(verify=verify), timeout=self.policy.timeout
-        )
+        transport = transport or httpx.HTTPTransport(verify=verify)
         workers = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="clientlb-health")
         try:
             due = time.monotonic()
             while not stop.is_set():
-                checks = [workers.submit(self._check, client, m) for m in self.targets()]
+                checks = [workers.submit(self._check, transport, m) for m in self.targets()]
                 for check in checks:
                     check.result()
                 self.rounds += 1
@@ -89,13 +89,28 @@ class HealthChecker:
         finally:
             workers.shutdown(wait=True, cancel_futures=True)
             if own:
-                client.close()
+                transport.close()
 
-    def _check(self, client: httpx.Client, member: Member) -> None:
+    def _request(self, member: Member) -> httpx.Request:
+        """The check's request, sent straight to the transport: through an
+        ``httpx.Client`` every passing check would be an INFO line of httpx's."""
+        timeout = self.policy.timeout
+        return httpx.Request(
+            "GET",
+            self.policy.url(member.upstream.url),
+            headers=HEADERS,
+            extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)},
+        )
+
+    def _check(self, transport: httpx.BaseTransport, member: Member) -> None:
         status, error = None, ""
         try:
-            response = client.get(self.policy.url(member.upstream.url), headers=HEADERS)
-            status = response.status_code
+            response = transport.handle_request(self._request(member))
+            try:
+                response.read()
+                status = response.status_code
+            finally:
+                response.close()
         except Exception as exc:  # any failure to get an answer fails the check
             error = type(exc).__name__
         self.report(member, status, error)
@@ -109,30 +124,31 @@ class HealthChecker:
     ) -> None:
         """Check every interval until cancelled (an anyio task); see ``run``."""
         own = transport is None
-        client = httpx.AsyncClient(
-            transport=transport or httpx.AsyncHTTPTransport(verify=verify),
-            timeout=self.policy.timeout,
-        )
+        transport = transport or httpx.AsyncHTTPTransport(verify=verify)
         try:
             due = anyio.current_time()
             while True:
                 async with anyio.create_task_group() as tg:
                     for member in self.targets():
-                        tg.start_soon(self._acheck, client, member)
+                        tg.start_soon(self._acheck, transport, member)
                 self.rounds += 1
                 due = max(due + self.policy.interval, anyio.current_time())
                 await anyio.sleep_until(due)
         finally:
             if own:
                 with anyio.CancelScope(shield=True):
-                    await client.aclose()
+                    await transport.aclose()
 
-    async def _acheck(self, client: httpx.AsyncClient, member: Member) -> None:
+    async def _acheck(self, transport: httpx.AsyncBaseTransport, member: Member) -> None:
         status, error = None, "timeout"
         with anyio.move_on_after(self.policy.timeout):
             try:
-                response = await client.get(self.policy.url(member.upstream.url), headers=HEADERS)
-                status = response.status_code
+                response = await transport.handle_async_request(self._request(member))
+                try:
+                    await response.aread()
+                    status = response.status_code
+                finally:
+                    await response.aclose()
             except Exception as exc:  # any failure to get an answer fails the check
                 error = type(exc).__name__
         self.report(member, status, error)

@@ -73,7 +73,7 @@ class Prober:
         self.probes += 1
         self.pool.report_probe(upstream, connected)
         if connected:
-            log.info("%s: accepts connections again; back in the pool", upstream.url)
+            log.debug("%s: a probe connected", upstream.url)  # the re-admission is an event
 
     # -- sync driver ----------------------------------------------------------------
 

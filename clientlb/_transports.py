@@ -32,6 +32,7 @@ from ._core import (
     Upstream,
 )
 from ._errors_map import call_failed
+from ._events import log_events
 from ._exceptions import UnknownService
 from ._httpx import httpx
 from ._inners import Inners
@@ -66,6 +67,8 @@ class _Balancer:
         inner_given: bool = False,
     ) -> None:
         self._pool, self._services = build_pools(upstreams, standbys, services, pool_options)
+        for pool in self.pools.values():
+            log_events(pool)
         source = parse_hash_on(hash_on)
         check_key_need(self.pools, source, client_address=False)
         self._key = key_function(source)

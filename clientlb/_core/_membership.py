@@ -76,10 +76,12 @@ class Roster:
         "default_limit",
         "dirty",
         "generation",
+        "on_serving",
         "order",
         "panic",
         "panic_threshold",
         "rng",
+        "serving",
         "slots",
         "tiers",
     )
@@ -114,6 +116,10 @@ class Roster:
         self.dirty = True
         #: Counts admissions and removals: who is a member changed when it did.
         self.generation = 0
+        #: Who serves, as of the last rebuild: a tier's name, "panic" or "none";
+        #: ``on_serving(old, new)`` hears each change (failover, fail-back, panic).
+        self.serving = ""
+        self.on_serving: Callable[[str, str], None] | None = None
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -262,3 +268,8 @@ class Roster:
             if self.panic is not None:
                 self.panic.rebuild(eligible)
         self.dirty = False
+        serving = self.order[0].name if self.order else "panic" if self.panic else "none"
+        if serving != self.serving:
+            before, self.serving = self.serving, serving
+            if before and self.on_serving is not None:
+                self.on_serving(before, serving)

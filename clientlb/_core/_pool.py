@@ -162,6 +162,7 @@ class Pool:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._watchers: list[Callable[[str, Member], None]] = []
+        self._serving_watchers: list[Callable[[str, str], None]] = []
         self.max_connections = max_connections
         self.max_pending = max_pending
         self._slots = Slots(max_pending)
@@ -176,6 +177,7 @@ class Pool:
             max_connections,
         )
         self._tiers = roster.tiers
+        roster.on_serving = self._serving_changed
         self._rules = HealthRules(
             roster,
             self._emit,
@@ -347,6 +349,16 @@ class Pool:
         """``subscribe()`` for the package's own code: ``watcher`` gets the live
         member (read it, never change it), under the pool's lock."""
         self._watchers.append(watcher)
+
+    def _watch_serving(self, watcher: Callable[[str, str], None]) -> None:
+        """Call ``watcher(before, now)`` when who serves changes: a tier's name
+        (``"primary"``, ``"standby"``), ``"panic"`` or ``"none"``; noticed when
+        the candidates are next rebuilt, under the pool's lock."""
+        self._serving_watchers.append(watcher)
+
+    def _serving_changed(self, before: str, now: str) -> None:
+        for watcher in self._serving_watchers:
+            watcher(before, now)
 
     def _unwatch(self, watcher: Callable[[str, Member], None]) -> None:
         if watcher in self._watchers:

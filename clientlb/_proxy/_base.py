@@ -11,6 +11,7 @@ from typing import Any
 from .._core import Attempt, ConfigError, Lease, Pins, Pool, StickyCookie, Upstream
 from .._core._policies import flag
 from .._errors_map import ErrorReply
+from .._events import log_events
 from .._keys import HashOnOption, KeySource, check_key_need, parse_hash_on
 from .._options import as_pool
 from .._tls import Verify, default_context, tls_context
@@ -73,6 +74,7 @@ class ProxyBase:
         if upstreams is None:
             raise ConfigError("upstreams", "give upstreams= (a list of URLs) or pool=")
         self.pool = as_pool(upstreams, standbys, options)
+        log_events(self.pool)
         self.hash_on: KeySource = parse_hash_on(hash_on)
         check_key_need({"default": self.pool}, self.hash_on, client_address=True)
         if sticky is not None and not isinstance(sticky, StickyCookie):
