@@ -15,6 +15,12 @@ from ._core import (
     Attempt as Attempt,
 )
 from ._core import (
+    Candidate as Candidate,
+)
+from ._core import (
+    Decision as Decision,
+)
+from ._core import (
     Health as Health,
 )
 from ._core import (
@@ -88,6 +94,8 @@ __all__ = [
     "Algorithm",
     "AsyncBalancingTransport",
     "Attempt",
+    "Candidate",
+    "Decision",
     "BalancingTransport",
     "ConfigError",
     "Health",

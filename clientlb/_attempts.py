@@ -50,6 +50,10 @@ R = TypeVar("R")
 #: ``extensions`` (transports), the ASGI scope's ``extensions`` and the WSGI
 #: environ (proxies), for the caller or an outer middleware to read.
 ATTEMPTS_EXTENSION = "clientlb.attempts"
+#: Where a response carries its ``Decision`` (why this upstream).
+DECISION_EXTENSION = "clientlb.decision"
+#: A request that sets it to ``True`` gets the candidates in its decision.
+EXPLAIN_EXTENSION = "clientlb.explain"
 
 
 @dataclass(frozen=True, slots=True)

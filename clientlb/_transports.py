@@ -16,7 +16,14 @@ import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
-from ._attempts import ATTEMPTS_EXTENSION, Rules, adrive, drive
+from ._attempts import (
+    ATTEMPTS_EXTENSION,
+    DECISION_EXTENSION,
+    EXPLAIN_EXTENSION,
+    Rules,
+    adrive,
+    drive,
+)
 from ._background import AsyncBackground, Background
 from ._core import (
     Algorithm,
@@ -47,6 +54,7 @@ from ._streams import (
     is_replayable,
 )
 from ._tls import Verify, default_context, tls_context
+from ._tracing import annotate
 from .discovery import Provider
 
 RETRY_EXTENSION = "clientlb.retry"  # a request's own RetryPolicy
@@ -126,7 +134,8 @@ class _Balancer:
         policy = request.extensions.get(RETRY_EXTENSION)
         if policy is not None and not isinstance(policy, RetryPolicy):
             raise ConfigError(RETRY_EXTENSION, f"expected a clientlb.RetryPolicy, got {policy!r}")
-        return AttemptPlan(pool, request.method, key, policy)
+        explain = request.extensions.get(EXPLAIN_EXTENSION) is True
+        return AttemptPlan(pool, request.method, key, policy, explain=explain)
 
 
 def _status(response: httpx.Response) -> int:
@@ -289,6 +298,8 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
         except httpx.TransportError as error:
             raise call_failed(error, plan.history) from error
         response.extensions[ATTEMPTS_EXTENSION] = plan.history
+        response.extensions[DECISION_EXTENSION] = decision = plan.decision()
+        annotate(decision, plan.history)
         return response
 
     def close(self) -> None:
@@ -398,6 +409,8 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         except httpx.TransportError as error:
             raise call_failed(error, plan.history) from error
         response.extensions[ATTEMPTS_EXTENSION] = plan.history
+        response.extensions[DECISION_EXTENSION] = decision = plan.decision()
+        annotate(decision, plan.history)
         return response
 
     async def aclose(self) -> None:

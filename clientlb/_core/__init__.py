@@ -24,6 +24,7 @@ from ._algorithms import (
     WeightedRoundRobin,
     make_algorithm,
 )
+from ._decision import Candidate, Decision
 from ._errors import ConfigError, NoUpstream
 from ._member import Member, MemberState
 from ._outcome import Outcome
@@ -39,6 +40,8 @@ __all__ = [
     "ALGORITHMS",
     "Algorithm",
     "Attempt",
+    "Candidate",
+    "Decision",
     "AttemptPlan",
     "ConfigError",
     "ConsistentHash",

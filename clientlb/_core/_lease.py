@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._decision import Candidate
 from ._member import Member, MemberState
 from ._outcome import FAILURES, Outcome
 from ._state import Health
@@ -29,17 +30,32 @@ class Lease:
     slot). ``finish()`` may be called more than once; only the first counts.
 
     ``upstream`` is where the attempt goes, ``started`` when (the pool's clock),
-    ``status`` and ``elapsed`` what came back and after how long; ``state()``
+    ``status`` and ``elapsed`` what came back and after how long; ``reason``
+    why the pool picked it (``"balanced"``, ``"failover"``, ``"sticky"``,
+    ``"panic"``, ``"last resort"``) and ``candidates`` what it weighed, when
+    the pick was explained (``Pool.pick(explain=True)``); ``state()``
     reads that upstream's state in the pool. ``member`` is the pool's own record
     of the upstream, for the core's use only.
     """
 
-    __slots__ = ("_pool", "done", "elapsed", "member", "started", "status")
+    __slots__ = (
+        "_pool",
+        "candidates",
+        "done",
+        "elapsed",
+        "member",
+        "reason",
+        "started",
+        "status",
+    )
 
-    def __init__(self, pool: Pool, member: Member, started: float) -> None:
+    def __init__(self, pool: Pool, member: Member, started: float, reason: str = "") -> None:
         self._pool = pool
         self.member = member
         self.started = started
+        #: Why this upstream (see ``Pool.pick``); the candidates when explained.
+        self.reason = reason
+        self.candidates: tuple[Candidate, ...] = ()
         self.status: int | None = None
         self.elapsed: float | None = None
         self.done = False

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._decision import Decision
 from ._errors import NoUpstream
-from ._member import Member
+from ._member import TIER_NAMES, Member
 from ._outcome import Outcome
 from ._policies import RetryPolicy
 from ._pool import Lease, Pool
@@ -46,6 +47,8 @@ class Attempt:
     outcome: str
     status: int | None
     elapsed: float | None
+    #: Why the pool picked this upstream (see ``Lease.reason``).
+    reason: str = ""
 
 
 class AttemptPlan:
@@ -54,13 +57,17 @@ class AttemptPlan:
     ``policy`` replaces the pool's ``RetryPolicy`` for this request (a request's
     own, from ``extensions={"clientlb.retry": ...}``). ``pin`` is the key of the
     upstream a sticky client is pinned to: the first attempt goes there if it
-    may serve (``Pool.pick(prefer=...)``); retries and hedges go elsewhere."""
+    may serve (``Pool.pick(prefer=...)``); retries and hedges go elsewhere.
+    ``explain`` has the first pick list the candidates it weighed, for the
+    request's ``decision()``."""
 
     __slots__ = (
+        "_first",
         "_noted",
         "_resends",
         "_tried",
         "deadline",
+        "explain",
         "history",
         "key",
         "lease",
@@ -77,8 +84,11 @@ class AttemptPlan:
         key: str | None = None,
         policy: RetryPolicy | None = None,
         pin: str | None = None,
+        explain: bool = False,
     ) -> None:
         self.pool = pool
+        self.explain = explain
+        self._first: Lease | None = None
         self.method = method
         self.key = key
         self.pin = pin
@@ -99,12 +109,10 @@ class AttemptPlan:
         if not self._noted:
             self._noted = True
             self.pool.note_request()
-        if self.pin is not None:
-            lease = self.pool.pick(self.key, prefer=self.pin)
-            self.lease = lease
-            self._tried.append(lease.member)
-            return lease
-        return self._pick(())
+        lease = self.pool.pick(self.key, prefer=self.pin, explain=self.explain)
+        self.lease = self._first = lease
+        self._tried.append(lease.member)
+        return lease
 
     def next(self) -> Lease:
         """The next attempt's lease: an available upstream not tried yet, else an
@@ -165,10 +173,28 @@ class AttemptPlan:
 
     # -- what happened -------------------------------------------------------------
 
+    def decision(self) -> Decision | None:
+        """Why the first attempt went where it went (``None`` before it did)."""
+        lease = self._first
+        if lease is None:
+            return None
+        member = lease.member
+        return Decision(
+            self.pool.algorithm.name,
+            member.upstream.url,
+            TIER_NAMES[member.tier],
+            lease.reason,
+            self.key,
+            max(len(self.history), 1),
+            lease.candidates,
+        )
+
     def record(self, lease: Lease, outcome: Outcome | str, status: int | None = None) -> None:
         """Add one attempt to the history."""
         label = outcome.value if isinstance(outcome, Outcome) else outcome
-        self.history.append(Attempt(lease.upstream.url, label, status, lease.elapsed))
+        self.history.append(
+            Attempt(lease.upstream.url, label, status, lease.elapsed, lease.reason)
+        )
 
     def retry_after(
         self, outcome: Outcome | None, *, status: int | None = None, replayable: bool

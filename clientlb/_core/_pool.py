@@ -23,6 +23,7 @@ from typing import Any
 
 from ._algorithms import Algorithm, make_algorithm
 from ._budget import BudgetLedger
+from ._decision import MAX_CANDIDATES, Candidate
 from ._errors import ConfigError, NoUpstream
 from ._health_rules import HealthRules
 from ._latency import LatencyWindow
@@ -405,6 +406,7 @@ class Pool:
         *,
         last_resort: bool = False,
         prefer: str | None = None,
+        explain: bool = False,
     ) -> Lease:
         """Choose an upstream for one attempt; raise ``NoUpstream`` if none may serve.
 
@@ -422,6 +424,11 @@ class Pool:
         pinned to (a sticky cookie): it is the pick if it may serve now (see
         ``_pinned``: not at its limit either), and the algorithm picks as usual
         if not.
+
+        The lease says why (``reason``: ``"balanced"``, ``"failover"``,
+        ``"sticky"``, ``"panic"`` or ``"last resort"``); with ``explain`` it
+        also lists the candidates the algorithm weighed, with their scores
+        (``Lease.candidates``: a pass over the tier, so only when asked).
         """
         with self._lock:
             now = self.clock()
@@ -432,8 +439,11 @@ class Pool:
             full = self._full
             if full:
                 skip = full.union(skip)
+            why = ""
             member = None if prefer is None else self._pinned(prefer, skip)
-            if member is None:
+            if member is not None:
+                why = "sticky"
+            else:
                 held = None
                 order = roster.order
                 for tier in order:
@@ -451,12 +461,19 @@ class Pool:
             panic = roster.panic
             if member is None and panic is not None:
                 member = panic.pick(key, skip)
+                why = "panic"
             if member is None and last_resort:
                 member = roster.last_resort(skip)
+                why = "last resort"
             if member is None:
                 if full and self._blocked_by_limits(tried, last_resort):
                     raise Saturated(version=self._slots.version)
                 raise NoUpstream("no upstream available")
+            if not why:
+                why = "balanced" if member.tier == PRIMARY else "failover"
+            lease = Lease(self, member, now, why)
+            if explain:
+                lease.candidates = self._candidates(why, member, now)
             member.in_flight += 1
             member.waiting += 1
             member.waiting_since += now
@@ -468,7 +485,23 @@ class Pool:
                 self._tiers[member.tier].algorithm.changed(member)
                 if panic is not None:
                     panic.changed(member)
-            return Lease(self, member, now)
+            return lease
+
+    def _candidates(self, why: str, member: Member, now: float) -> tuple[Candidate, ...]:
+        """What the algorithm weighed for ``member``'s pick: its tier's serving
+        members (every panic-eligible one in panic), scored, best first."""
+        roster = self._roster
+        if why == "panic" and roster.panic is not None:
+            algorithm, members = roster.panic, [m for m in roster if m.health in PANIC_ELIGIBLE]
+        else:
+            tier = self._tiers[member.tier]
+            algorithm, members = tier.algorithm, tier.available or [member]
+        scored = [(algorithm.score_of(m), m) for m in members]
+        scored.sort(key=lambda pair: (pair[0] is None, pair[0] or 0.0))
+        return tuple(
+            Candidate(m.upstream.url, score, m.health.value, m.in_flight)
+            for score, m in scored[:MAX_CANDIDATES]
+        )
 
     def _blocked_by_limits(self, tried: Collection[Member], last_resort: bool) -> bool:
         """Whether a full upstream not in ``tried`` could have served (a pick

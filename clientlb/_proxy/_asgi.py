@@ -18,12 +18,13 @@ upstream.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._attempts import ATTEMPTS_EXTENSION, Rules, adrive
+from .._attempts import ATTEMPTS_EXTENSION, DECISION_EXTENSION, Rules, adrive
 from .._core import (
     Algorithm,
     Attempt,
@@ -45,6 +46,8 @@ from .._httpx import httpx
 from .._keys import HashOnOption
 from .._options import UNSET, Unset, given
 from .._tls import Verify
+from .._tracing import annotate
+from ._access import log_access
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log, log_failure
 from ._disconnect import run_until_disconnect
 from ._engines import DEFAULT_TIMEOUTS, AsyncEngine, AsyncResponse, default_async_engine
@@ -147,6 +150,16 @@ class ProxyApp(ProxyBase):
       proxy``'s front end; other servers enforce their own).
     * **websockets** - a ``clientlb.WebSocketSettings``: message size,
       compression, how many at once, pings.
+    * **access_log** - one line per request on the ``clientlb.access`` logger:
+      method, path, status, upstream, reason, attempts, duration, bytes each
+      way (``clientlb._proxy._access``). Off by default.
+    * **decision_header** - a response header name (``"X-Upstream"``) that
+      carries why the request went where it went (``Decision.header()``: the
+      upstream, the reason, the algorithm, the best candidates and their
+      scores). Off by default: it names upstreams to clients.
+
+    Each request's ``Decision`` is in ``scope["extensions"]["clientlb.decision"]``
+    beside its attempts, and on the current OpenTelemetry span when one records.
 
     Lifespan events start and stop the background work and close the engine.
     """
@@ -176,6 +189,8 @@ class ProxyApp(ProxyBase):
         verify: Verify = True,
         limits: Limits = DEFAULT_LIMITS,
         websockets: WebSocketSettings = DEFAULT_WEBSOCKETS,
+        access_log: bool = False,
+        decision_header: str | None = None,
     ) -> None:
         super().__init__(
             upstreams,
@@ -201,6 +216,8 @@ class ProxyApp(ProxyBase):
             verify=verify,
             limits=limits,
             websockets=websockets,
+            access_log=access_log,
+            decision_header=decision_header,
         )
         self.key_of = scope_key(self.hash_on)
         if engine is not None and not callable(getattr(engine, "request", None)):
@@ -231,7 +248,10 @@ class ProxyApp(ProxyBase):
         if background is not None and background.idle and kind != "lifespan":
             await background.start_detached()  # no lifespan reached it (a Mount)
         if kind == "http":
-            await self.handle_http(scope, receive, send)
+            if self.access_log:
+                await self._logged(scope, receive, send)
+            else:
+                await self.handle_http(scope, receive, send)
         elif kind == "websocket":
             from ._websocket import proxy_websocket
 
@@ -320,6 +340,45 @@ class ProxyApp(ProxyBase):
 
         await run_until_disconnect(receive, done, forward)
 
+    async def _logged(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``handle_http`` with its access-log line, counting the bytes each way."""
+        status = 0
+        bytes_in = bytes_out = 0
+        started = time.perf_counter()
+
+        async def counted_receive() -> Message:
+            nonlocal bytes_in
+            message = await receive()
+            bytes_in += len(message.get("body", b""))
+            return message
+
+        async def counted_send(message: Message) -> None:
+            nonlocal status, bytes_out
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            else:
+                bytes_out += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.handle_http(scope, counted_receive, counted_send)
+        finally:
+            extensions = scope.get("extensions") or {}
+            client = scope.get("client")
+            query: bytes = scope.get("query_string", b"")
+            path: str = scope["path"]
+            log_access(
+                scope["method"],
+                path + "?" + query.decode("latin-1") if query else path,
+                status,
+                extensions.get(ATTEMPTS_EXTENSION, ()),
+                extensions.get(DECISION_EXTENSION),
+                time.perf_counter() - started,
+                bytes_in,
+                bytes_out,
+                client[0] if client else None,
+            )
+
     async def _read_body(
         self, receive: Receive, first: bytes, length: int | None
     ) -> bytes | _Body | None:
@@ -361,8 +420,12 @@ class ProxyApp(ProxyBase):
         if self.pins is not None:
             token = scope_cookie(scope["headers"], self.pins.cookie.name)
             pin = self.pin(token)
-        plan = AttemptPlan(pool, method, self.hash_key(scope, inbound.client), pin=pin)
-        scope.setdefault("extensions", {})[ATTEMPTS_EXTENSION] = plan.history
+        explain = self.decision_header is not None
+        plan = AttemptPlan(
+            pool, method, self.hash_key(scope, inbound.client), pin=pin, explain=explain
+        )
+        extensions = scope.setdefault("extensions", {})
+        extensions[ATTEMPTS_EXTENSION] = plan.history
         raw_path = scope_path(scope)
         query: bytes = scope.get("query_string", b"")
         method_b = method.encode("ascii")
@@ -405,10 +468,17 @@ class ProxyApp(ProxyBase):
         except Exception as exc:  # a fault in the proxy: a plain 502, never a traceback
             log.exception("unexpected error forwarding %s %s", method, scope["path"])
             return await self._reply(send, scope, reply_for(exc), exc, plan.lease)
+        finally:
+            extensions[DECISION_EXTENSION] = decided = plan.decision()
+            annotate(decided, plan.history)
         lease = answer.lease
         assert lease is not None
         cookie = self.set_cookie(token, lease.upstream) if self.pins is not None else None
-        pinned = ((b"set-cookie", cookie.encode("latin-1")),) if cookie is not None else ()
+        pinned: tuple[tuple[bytes, bytes], ...] = (
+            ((b"set-cookie", cookie.encode("latin-1")),) if cookie is not None else ()
+        )
+        if self.decision_header is not None and decided is not None:
+            pinned += ((self.decision_header, decided.header().encode("latin-1")),)
         if answer.response.status == 101:
             return await self._tunnel(send, tunnel, answer.response, lease, pinned)
         return await self._relay(send, scope, answer.response, lease, answer.first, pinned)

@@ -4,6 +4,7 @@ the retry-body limit, and the one log line a failed request leaves."""
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from ._headers import HeaderPolicy, host_header
 from ._limits import DEFAULT_LIMITS, DEFAULT_WEBSOCKETS, Limits, WebSocketSettings
 
 log = logging.getLogger("clientlb.proxy")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 DEFAULT_RETRY_BODY_LIMIT = 64 * 1024
 #: Bodies held whole for retries live in memory, one per request: 64 MiB is a
@@ -55,6 +57,8 @@ class ProxyBase:
         verify: Verify = True,
         limits: Limits = DEFAULT_LIMITS,
         websockets: WebSocketSettings = DEFAULT_WEBSOCKETS,
+        access_log: bool = False,
+        decision_header: str | None = None,
     ) -> None:
         if not isinstance(limits, Limits):
             raise ConfigError("limits", f"expected a clientlb.Limits, got {limits!r}")
@@ -63,6 +67,17 @@ class ProxyBase:
                 "websockets", f"expected a clientlb.WebSocketSettings, got {websockets!r}"
             )
         self.limits = limits
+        flag("access_log", access_log)
+        self.access_log = access_log
+        if decision_header is not None and (
+            not isinstance(decision_header, str) or not _TOKEN.fullmatch(decision_header)
+        ):
+            raise ConfigError(
+                "decision_header",
+                f"expected a header name such as X-Upstream, got {decision_header!r}",
+            )
+        #: The response header that carries the decision record, lower-cased (opt-in).
+        self.decision_header = decision_header.lower().encode("ascii") if decision_header else None
         self.websockets = websockets
         self.open_websockets = 0  # relayed now, by either path, against max_open
         if pool is not None:

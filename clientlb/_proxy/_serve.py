@@ -51,6 +51,7 @@ def build_app(settings: Settings) -> ProxyApp:
         verify=settings.verify,
         limits=settings.limits,
         websockets=settings.websockets,
+        access_log=settings.server["access_log"],
     )
 
 
@@ -96,7 +97,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     app = build_app(settings)
     await app.startup()
-    fronts = [FrontEnd(app, settings.limits, loop, access_log=settings.server["access_log"])]
+    fronts = [FrontEnd(app, settings.limits, loop)]
     fronts[0].serve(sockets[0])
     if sockets[1] is not None:
         host, port = sockets[0].getsockname()[:2]

@@ -13,10 +13,11 @@ rather than end the body as if it were complete.
 from __future__ import annotations
 
 import http
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._attempts import ATTEMPTS_EXTENSION, Rules, drive
+from .._attempts import ATTEMPTS_EXTENSION, DECISION_EXTENSION, Rules, drive
 from .._core import (
     Algorithm,
     Attempt,
@@ -38,6 +39,8 @@ from .._httpx import httpx
 from .._keys import HashOnOption
 from .._options import UNSET, Unset, given
 from .._tls import Verify
+from .._tracing import annotate
+from ._access import log_access
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
 from ._engines import DEFAULT_TIMEOUTS, BlockingEngine, SyncEngine, SyncResponse
 from ._headers import below_mount, request_target, response_headers
@@ -121,7 +124,8 @@ class WSGIProxy(ProxyBase):
     ``fail_back_after``, ``health_check``, ``discovery``, ``max_connections``,
     ``max_pending``, and ``hash_on``, ``sticky``, ``trusted_proxies``,
     ``preserve_host``, ``retry_body_limit``, ``timeout``, ``verify``,
-    ``limits``); a ``hash_on`` callable receives the WSGI environ. ``engine``
+    ``limits``, ``access_log``, ``decision_header``); a ``hash_on`` callable
+    receives the WSGI environ. ``engine``
     is a sync engine (default:
     ``BlockingEngine``). Health checks and discovery run in daemon threads from
     construction until ``close()``. Safe to call from many worker threads at
@@ -152,6 +156,8 @@ class WSGIProxy(ProxyBase):
         engine: SyncEngine | None = None,
         verify: Verify = True,
         limits: Limits = DEFAULT_LIMITS,
+        access_log: bool = False,
+        decision_header: str | None = None,
     ) -> None:
         super().__init__(
             upstreams,
@@ -176,6 +182,8 @@ class WSGIProxy(ProxyBase):
             timeout=timeout,
             verify=verify,
             limits=limits,
+            access_log=access_log,
+            decision_header=decision_header,
         )
         self.key_of = environ_key(self.hash_on)
         if engine is not None and not callable(getattr(engine, "request", None)):
@@ -207,6 +215,11 @@ class WSGIProxy(ProxyBase):
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self._background is not None:
             self._background.ensure_running()  # again in a forked worker
+        if self.access_log:
+            return _Logged(self._forward, environ, start_response)
+        return self._forward(environ, start_response)
+
+    def _forward(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO", "/")
         raw_path, query = raw_target(environ)
@@ -227,7 +240,10 @@ class WSGIProxy(ProxyBase):
         if self.pins is not None:
             token = environ_cookie(environ, self.pins.cookie.name)
             pin = self.pin(token)
-        plan = AttemptPlan(pool, method, self.hash_key(environ, inbound.client), pin=pin)
+        explain = self.decision_header is not None
+        plan = AttemptPlan(
+            pool, method, self.hash_key(environ, inbound.client), pin=pin, explain=explain
+        )
         environ[ATTEMPTS_EXTENSION] = plan.history
         method_b = method.encode("ascii")
 
@@ -258,6 +274,9 @@ class WSGIProxy(ProxyBase):
         except httpx.TransportError as exc:
             reply = reply_for(exc)
             return self._reply(start_response, method, path, reply, exc, plan.lease, plan.history)
+        finally:
+            environ[DECISION_EXTENSION] = decided = plan.decision()
+            annotate(decided, plan.history)
         response = held.response
         assert held.lease is not None
         head = [
@@ -268,6 +287,8 @@ class WSGIProxy(ProxyBase):
             cookie = self.set_cookie(token, held.lease.upstream)
             if cookie is not None:
                 head.append(("Set-Cookie", cookie))
+        if self.decision_header is not None and decided is not None:
+            head.append((self.decision_header.decode("ascii"), decided.header()))
         start_response(_status_line(response.status), head)
         return _Relay(response, held.lease, method, path)
 
@@ -413,3 +434,70 @@ class WSGIProxyMiddleware:
                 environ["RAW_URI"] = rest if rest.startswith("/") else "/" + rest
                 environ.pop("REQUEST_URI", None)
         return self.proxy(environ, start_response)
+
+
+class _Counted:
+    """``wsgi.input``, counting the bytes read from it."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def read(self, *size: int) -> bytes:
+        data: bytes = self.stream.read(*size)
+        self.count += len(data)
+        return data
+
+    def readline(self, *size: int) -> bytes:
+        data: bytes = self.stream.readline(*size)
+        self.count += len(data)
+        return data
+
+
+class _Logged:
+    """One request through ``forward`` with its access-log line, written when
+    the server closes the response (its body sent, or the client gone)."""
+
+    def __init__(
+        self,
+        forward: Callable[[dict[str, Any], StartResponse], Iterable[bytes]],
+        environ: dict[str, Any],
+        start_response: StartResponse,
+    ) -> None:
+        self.environ = environ
+        self.started = time.perf_counter()
+        self.status = 0
+        self.sent = 0
+        self.input = environ["wsgi.input"] = _Counted(environ["wsgi.input"])
+
+        def started(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            self.status = int(status[:3])
+            return start_response(status, headers, *exc_info)
+
+        self.body = forward(environ, started)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.body:
+            self.sent += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            environ = self.environ
+            query = environ.get("QUERY_STRING", "")
+            path = environ.get("PATH_INFO", "/") + ("?" + query if query else "")
+            log_access(
+                environ["REQUEST_METHOD"],
+                path,
+                self.status,
+                environ.get(ATTEMPTS_EXTENSION, ()),
+                environ.get(DECISION_EXTENSION),
+                time.perf_counter() - self.started,
+                self.input.count,
+                self.sent,
+                environ.get("REMOTE_ADDR") or None,
+            )

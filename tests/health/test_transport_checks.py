@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import httpx
@@ -70,3 +71,21 @@ async def test_async_transport_checks_inside_the_client(replicas: list[Replica])
         assert sick.count(path="/work") == 0
     with CheckClock(Replica("clock"), FAST) as clock:
         assert_stopped(lambda: sick.count(path="/health"), clock)  # stopped with the client
+
+
+def test_passing_checks_say_nothing_at_info(
+    replicas: list[Replica], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A check is not traffic: no httpx request line per check, no event while
+    nothing changes; a check that takes an upstream down is one warning."""
+    caplog.set_level(logging.INFO)
+    transport = clientlb.BalancingTransport([r.url for r in replicas], health_check=FAST)
+    try:
+        wait_for(lambda: replicas[0].count(path="/health") >= 3, what="checks")
+        assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
+        replicas[1].health_status = 503
+        wait_for(lambda: transport.pool.members[1].state == "down", what="down")
+    finally:
+        transport.close()
+    lines = [(r.name, r.levelno) for r in caplog.records if r.levelno >= logging.INFO]
+    assert lines == [("clientlb.events", logging.WARNING)]

@@ -425,4 +425,6 @@ def test_access_log_and_a_fractional_grace_period(tmp_path: Path) -> None:
         assert time.monotonic() - started < 3.0  # 0.3 s of grace, not the 5 s reply
         assert results and results[0].status_code == 503
         assert running.stop() == 0
-    assert any('"GET /seen?x=1 HTTP/1.1" 200' in line for line in running.lines), running.lines
+    line = next(line for line in running.lines if "GET /seen?x=1 200" in line)
+    assert f"upstream={quick.url} reason=balanced" in line, line
+    assert f'attempts="{quick.url} 200"' in line and "bytes_out=" in line, line

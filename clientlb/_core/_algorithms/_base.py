@@ -40,6 +40,12 @@ class Algorithm:
     def changed(self, member: Member) -> None:
         """``member``'s in-flight count or latency changed (``tracks_load`` only)."""
 
+    def score_of(self, member: Member) -> float | None:
+        """The score this algorithm ranks ``member`` by now (lower first), for a
+        decision record; ``None`` for algorithms that rank by no score (turns,
+        chance, hashing). Never called on the per-request path."""
+        return None
+
 
 def remaining(members: Sequence[Member], exclude: Collection[Member]) -> list[Member]:
     return [m for m in members if m not in exclude]

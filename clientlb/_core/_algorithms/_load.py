@@ -94,6 +94,9 @@ class LeastConnections(Algorithm):
         elif load == group.lowest and not bucket:
             group.lowest = min(group.buckets)
 
+    def score_of(self, member: Member) -> float | None:
+        return load_per_weight(member)
+
     def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
         groups = self.groups
         if not groups:
@@ -192,6 +195,9 @@ class LeastResponseTime(Algorithm):
                 estimate = waited
         return max(estimate, _TINY)
 
+    def score_of(self, member: Member) -> float | None:
+        return self.score(member, self.clock())
+
     def score(self, m: Member, now: float) -> float:
         """``estimate * (in_flight + 1) / weight`` at ``now``."""
         return self.estimate(m, now) * (m.in_flight + 1) / m.weight
@@ -281,6 +287,9 @@ class PowerOfTwo(Algorithm):
 
     def cost(self, m: Member) -> float:
         return load_per_weight(m)
+
+    def score_of(self, member: Member) -> float | None:
+        return self.cost(member)
 
     def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
         a, b = self._two(self.members)

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from ._server import FrontEnd
 
 log = logging.getLogger("clientlb.proxy")
-access = logging.getLogger("clientlb.access")
 
 HIGH_WATER = 256 * 1024  # request body bytes waiting for the app before reading pauses
 LOW_WATER = 64 * 1024
@@ -103,8 +102,6 @@ class _Cycle:
         "left",
         "no_body",
         "scope",
-        "sent",
-        "since",
         "started",
         "status",
         "upgrade",
@@ -129,8 +126,6 @@ class _Cycle:
         self.left: int | None = None  # response bytes still due under its Content-Length
         self.upgrade = False  # answered 101: the connection becomes a tunnel
         self.status = 0
-        self.sent = 0  # body bytes written
-        self.since = conn.loop.time()
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -191,7 +186,6 @@ class _Cycle:
                     conn.abort()
                     raise RuntimeError("the response body is longer than its Content-Length")
                 self.left -= len(body)
-        self.sent += len(body)
         if self.head is not None:
             data = self.head + data
             self.head = None
@@ -480,8 +474,6 @@ class ClientConnection(WriteFlow):
         close it."""
         self.cycle = None
         self.served += 1
-        if self.front.access_log:
-            self._log(cycle)
         reader = self.reader
         if cycle.closes or self.closing or not reader.body_done or self.lost:
             self.close()
@@ -502,21 +494,6 @@ class ClientConnection(WriteFlow):
         else:
             self._arm(min(self.head_deadline, self.idle_deadline))
             self.front.idle(self)
-
-    def _log(self, cycle: _Cycle) -> None:
-        scope = cycle.scope
-        query = scope["query_string"]
-        target = scope["raw_path"] + (b"?" + query if query else b"")
-        access.info(
-            '%s "%s %s HTTP/%s" %d %d %.1fms',
-            self.client[0] if self.client else "-",
-            scope["method"],
-            target.decode("latin-1"),
-            scope["http_version"],
-            cycle.status,
-            cycle.sent,
-            (self.loop.time() - cycle.since) * 1000,
-        )
 
     # -- clocks ---------------------------------------------------------------------
 

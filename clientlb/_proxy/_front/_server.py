@@ -35,13 +35,10 @@ class FrontEnd:
         app: Any,
         limits: Limits,
         loop: asyncio.AbstractEventLoop,
-        *,
-        access_log: bool = False,
     ) -> None:
         self.app = app
         self.limits = limits
         self.loop = loop
-        self.access_log = access_log  # a line per response on "clientlb.access"
         self.connections: set[ClientConnection] = set()
         self._open = 0  # accepted and not closed, counted towards the cap
         self._waiting: collections.deque[socket.socket] = collections.deque()

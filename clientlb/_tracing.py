@@ -1,0 +1,43 @@
+"""Decision records as OpenTelemetry span attributes.
+
+With ``opentelemetry-api`` installed (the ``otel`` extra) and a span recording
+around the request (the caller's, or the server's in a proxy), each request
+annotates it: where it went, why, and what each attempt did. Without the
+package, or without a recording span, this costs one check per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ._core import Attempt, Decision
+
+_trace: Any
+try:
+    from opentelemetry import trace as _trace
+except ImportError:  # the optional extra is not installed
+    _trace = None
+
+_OUTCOMES = "clientlb.attempt_outcomes"
+
+
+def annotate(decision: Decision | None, attempts: Sequence[Attempt]) -> None:
+    """Set the decision's attributes on the current span, if one records."""
+    if _trace is None or decision is None:
+        return
+    span: Any = _trace.get_current_span()
+    if not span.is_recording():
+        return
+    span.set_attributes(
+        {
+            "clientlb.upstream": decision.upstream,
+            "clientlb.reason": decision.reason,
+            "clientlb.algorithm": decision.algorithm,
+            "clientlb.tier": decision.tier,
+            "clientlb.attempts": len(attempts),
+            _OUTCOMES: [
+                f"{a.upstream} {a.status if a.status is not None else a.outcome}" for a in attempts
+            ],
+        }
+    )
