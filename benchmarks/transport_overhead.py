@@ -315,6 +315,57 @@ def own_cost(requests: int = 3000, rounds: int = 7) -> dict[str, tuple[float, fl
     return costs
 
 
+def tracing_cost(requests: int = 3000, rounds: int = 5) -> dict[str, float]:
+    """Microseconds per sync GET through the transport on an in-memory inner
+    transport: as is, with the candidates asked for (``clientlb.explain``), and
+    each request inside a recording OpenTelemetry span (the SDK, spans kept in
+    memory and dropped), next to a plain client in the same spans: the
+    difference is what annotating the span costs (medians of alternating rounds)."""
+    upstreams = ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
+    inner = _InMemory()
+    explain = {"clientlb.explain": True}
+    sides: dict[str, Callable[[], Any]] = {}
+    plain = httpx.Client(transport=inner, base_url="http://svc")
+    through = httpx.Client(
+        transport=clientlb.BalancingTransport(upstreams, inner=inner), base_url="http://svc"
+    )
+    sides["plain client"] = lambda: plain.get("/users/1")
+    sides["through, tracing off"] = lambda: through.get("/users/1")
+    sides["through, candidates asked for"] = lambda: through.get("/users/1", extensions=explain)
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    except ImportError:
+        print("  (opentelemetry-sdk is not installed: no span figures)")
+    else:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer = provider.get_tracer("bench")
+
+        def spanned(client: httpx.Client) -> Callable[[], Any]:
+            def get() -> Any:
+                with tracer.start_as_current_span("request"):
+                    client.get("/users/1")
+                exporter.clear()
+
+            return get
+
+        sides["plain client, in a span"] = spanned(plain)
+        sides["through, in a recording span"] = spanned(through)
+    timings: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, get in sides.items():
+            start = time.perf_counter()
+            for _ in range(requests):
+                get()
+            timings[name].append((time.perf_counter() - start) / requests * 1e6)
+    plain.close()
+    through.close()
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
 # -- profile and report -------------------------------------------------------------------
 
 
@@ -410,6 +461,9 @@ def main() -> int:
             f"  {flavour:5}: {plain:5.0f} us per GET for the client alone, {through:5.0f} us "
             f"through the transport: +{through - plain:.0f} us"
         )
+    print("\nDecision records and tracing, sync, in-memory inner transport:")
+    for name, micros in tracing_cost().items():
+        print(f"  {name:32} {micros:6.1f} us per GET")
     plain_ms, shared_ms = new_upstream_cost()
     print(
         f"\nA new upstream's inner transport: {plain_ms:.1f} ms as httpx.HTTPTransport(), "
