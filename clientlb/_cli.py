@@ -251,7 +251,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        run(settings)
+        run(settings, reload=lambda: proxy_settings(args))
     except OSError as exc:
         reason = one_line(str(exc.strerror or exc))
         print(f"{PROG} proxy: error: cannot listen: {reason}", file=sys.stderr)
