@@ -239,3 +239,29 @@ def test_sighup_without_a_config_file_changes_nothing(pair: tuple[Replica, Repli
         assert httpx.get(running.url + "/who").json()["replica"] == "a"
     finally:
         assert running.stop() == 0
+
+
+@pytest.mark.integration
+def test_health_checks_go_on_after_a_reload_that_keeps_the_pool(
+    tmp_path: Path, pair: tuple[Replica, Replica], standby: Replica
+) -> None:
+    a, b = pair
+    checks = '[health]\npath = "/health"\ninterval = 0.05\nfall = 1\nrise = 1\n'
+    config = tmp_path / "proxy.toml"
+    config.write_text(config_for(a, b) + checks)
+    running = Running(["--config", str(config), "--admin", "127.0.0.1:0"])
+    try:
+
+        def states() -> dict[str, str]:
+            stats = httpx.get(running.admin + "/stats").json()
+            return {u["url"]: u["state"] for u in stats["upstreams"]}
+
+        config.write_text(config_for(a, b, standby) + checks)
+        hup(running, "reloaded the config")
+        assert not any("a new pool" in line for line in running.lines)
+        assert set(states()) == {a.url, b.url, standby.url}
+        b.health_status = 503
+        wait_for(lambda: states()[b.url] == "down", "b taken out by a check")
+        assert states()[a.url] == "healthy"
+    finally:
+        assert running.stop() == 0
