@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench services clean
+.PHONY: install demo test lint docs bench services clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP) services
 lint: $(STAMP)
 	$(BIN)/ruff check clientlb tests benchmarks examples
 	$(BIN)/mypy --strict clientlb
+
+# docs/config.md is generated from the config schema (a test fails when stale).
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_config_docs.py
 
 # The proxy benchmark compares against peers installed here only (not dependencies).
 bench: $(STAMP)

@@ -14,14 +14,9 @@ from typing import Any, NoReturn
 
 from ._core import ALGORITHMS, ConfigError
 from ._proxy._config import LOG_LEVELS
+from ._proxy._config import one_line as one_line
 
 PROG = "clientlb"
-
-
-def one_line(text: str) -> str:
-    """``text`` with line breaks and other control characters escaped, so that an
-    error naming a hostile value (a path, a URL) stays one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,7 +84,21 @@ def parser() -> argparse.ArgumentParser:
         help="pin each client to the upstream that answered it with cookie NAME "
         "(a random secret per process unless [sticky] secret is set)",
     )
-    proxy.add_argument("--config", metavar="FILE.toml", help="settings file; flags override it")
+    proxy.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="settings file (docs/config.md); flags override it; SIGHUP reloads it",
+    )
+    proxy.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the file and flags, print one line, exit (0: good, 2: bad)",
+    )
+    proxy.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration (file, flags, defaults) as TOML, exit",
+    )
     proxy.add_argument("--health-path", metavar="PATH", help="run active health checks on PATH")
     proxy.add_argument(
         "--admin", metavar="HOST:PORT", help="admin listener: /status, /stats, /metrics"
@@ -198,6 +207,29 @@ def _flag_name(field: str) -> str:
     return _FLAGS.get(field) or _FILE_OR_FLAG[field]
 
 
+def summary(settings: Any) -> str:
+    """One line saying what the settings run: ``--check-config``'s answer."""
+    host, port = settings.listen
+    parts = [
+        f"{len(settings.upstreams)} upstreams",
+        f"{len(settings.standbys)} standbys",
+        f"algorithm {settings.algorithm}",
+        f"listen {_address(host, port)}",
+    ]
+    if settings.admin is not None:
+        parts.append(f"admin {_address(*settings.admin)}")
+    if settings.health is not None:
+        parts.append(f"health checks on {settings.health.path}")
+    uris = settings.discovery.get("uris", [])
+    if uris:
+        parts.append(f"{len(uris)} discovery sources")
+    return one_line("config OK: " + ", ".join(parts))
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _run_proxy(args: argparse.Namespace) -> int:
     from ._proxy._serve import run
 
@@ -206,12 +238,20 @@ def _run_proxy(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"{PROG} proxy: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    if args.print_config or args.check_config:
+        from ._proxy._config_dump import dump
+
+        if args.print_config:
+            sys.stdout.write(dump(settings))
+        if args.check_config:
+            print(summary(settings))
+        return 0
     logging.basicConfig(
         level=settings.server["log_level"].upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        run(settings)
+        run(settings, reload=lambda: proxy_settings(args))
     except OSError as exc:
         reason = one_line(str(exc.strerror or exc))
         print(f"{PROG} proxy: error: cannot listen: {reason}", file=sys.stderr)

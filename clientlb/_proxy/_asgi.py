@@ -267,6 +267,13 @@ class ProxyApp(ProxyBase):
         if self._background is not None and self._background.idle:
             await self._background.start()
 
+    async def stop_background(self) -> None:
+        """Stop the health checks, discovery and probes, and nothing else: requests
+        and WebSockets in flight go on (a reloaded ``clientlb proxy`` hands the
+        pool to a new app). Call it from the task that called ``startup()``."""
+        if self._background is not None:
+            await self._background.aclose()
+
     async def shutdown(self) -> None:
         """Say 1001 Going Away to open WebSockets, stop the background work and
         close the upstream connections."""

@@ -21,7 +21,8 @@ from ._headers import HeaderPolicy, host_header
 from ._limits import DEFAULT_LIMITS, DEFAULT_WEBSOCKETS, Limits, WebSocketSettings
 
 log = logging.getLogger("clientlb.proxy")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: An HTTP header name (RFC 9110 token).
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 DEFAULT_RETRY_BODY_LIMIT = 64 * 1024
 #: Bodies held whole for retries live in memory, one per request: 64 MiB is a
@@ -70,7 +71,7 @@ class ProxyBase:
         flag("access_log", access_log)
         self.access_log = access_log
         if decision_header is not None and (
-            not isinstance(decision_header, str) or not _TOKEN.fullmatch(decision_header)
+            not isinstance(decision_header, str) or not HEADER_NAME.fullmatch(decision_header)
         ):
             raise ConfigError(
                 "decision_header",

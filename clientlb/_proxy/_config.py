@@ -1,44 +1,12 @@
 """``clientlb proxy`` settings: defaults, a TOML file, then command-line flags.
 
-The file can say everything the flags can, plus weights and tuning:
-
-    listen = "127.0.0.1:8080"
-    admin = "127.0.0.1:9901"
-    algorithm = "least_connections"
-    hash_on = "cookie:session"  # the hashing algorithms' key: "header:NAME" or "cookie:NAME"
-    trusted_proxies = ["10.0.0.0/8"]
-    preserve_host = false
-    retry_body_limit = 65536
-    verify = "certs/internal-ca.pem"  # HTTPS upstreams; or true (default) / false
-    upstreams = ["http://10.0.0.1:8000", { url = "http://10.0.0.2:8000", weight = 2,
-                                           max_connections = 100 }]
-    standbys = ["http://10.0.0.9:8000"]
-
-    [sticky]        # cookie-insert stickiness; StickyCookie's fields: name, secret,
-                    # max_age, secure, path (a secret shared by every process behind
-                    # one balancer keeps their cookies valid in all of them)
-
-    [health]        # active checks; HealthCheck's fields
-    path = "/health"
-    interval = 5.0
-
-    [timeouts]      # seconds: connect, read, write, pool
-    [retry]         # RetryPolicy's fields; budget = { ratio, min_per_second, window } or false
-    [outlier]       # OutlierDetection's fields
-    [pool]          # slow_start, slow_start_min_share, fail_back_after, failure_penalty,
-                    # panic_threshold, max_connections (requests in flight per
-                    # upstream, for those with none of their own), max_pending
-    [limits]        # Limits' fields: sizes, client timeouts, connection caps
-                    # (upstream_connections: the engine's connections kept per
-                    # upstream, busy or idle; not the balancer's max_connections)
-    [websockets]    # WebSocketSettings' fields: max_message, deflate, max_open, pings
-    [server]        # graceful_shutdown, log_level, access_log, loop, backlog, gc_freeze
-
-Every value is checked for its type and range here, before anything starts: every
-problem is a ``ConfigError`` naming the key (``health.expected``,
-``server.backlog``), which the CLI prints as one line before exiting with status 2.
-Unknown keys are errors too: a misspelt setting silently ignored is worse than a
-refusal to start.
+Every table and key the file may hold is named in ``_schema`` (and documented
+from there in ``docs/config.md``); this module turns a parsed file into
+``Settings``. Every value is checked for its type and range here, before
+anything starts: every problem is a ``ConfigError`` naming the key
+(``health.expected``, ``server.backlog``), which the CLI prints as one line
+before exiting with status 2. Unknown keys are errors too: a misspelt setting
+silently ignored is worse than a refusal to start.
 """
 
 from __future__ import annotations
@@ -66,30 +34,15 @@ from .._core._policies import flag, seconds
 from .._core._upstream import HOSTNAME
 from .._keys import check_key_need, parse_hash_on
 from .._tls import tls_context
+from ._base import HEADER_NAME
 from ._engines import Timeouts
 from ._headers import parse_networks
 from ._limits import DEFAULT_LIMITS, DEFAULT_WEBSOCKETS, Limits, WebSocketSettings
+from ._schema import SCHEMA, SERVER_DEFAULTS, TOP
 
-_SERVER_DEFAULTS: dict[str, Any] = {
-    "graceful_shutdown": 30.0,
-    "log_level": "info",
-    "access_log": False,
-    "loop": "auto",
-    "backlog": 2048,
-    "gc_freeze": True,
-}
+_SERVER_DEFAULTS = SERVER_DEFAULTS
 DEFAULT_OUTLIER = OutlierDetection()
-_POOL_KEYS = frozenset(
-    {
-        "slow_start",
-        "fail_back_after",
-        "failure_penalty",
-        "slow_start_min_share",
-        "panic_threshold",
-        "max_connections",
-        "max_pending",
-    }
-)
+_POOL_KEYS = SCHEMA["pool"].names
 #: ``[server] log_level`` (as ``--log-level``).
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 #: ``[server] loop``: the event loop, each with the module it needs.
@@ -130,6 +83,26 @@ class Settings:
         return {"retry": self.retry, "outlier": self.outlier, **self.pool}
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, so that an
+    error naming a hostile value (a path, a URL) stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+Entries = tuple[tuple[str, float, int | None], ...]
+
+
+def upstream_entries(settings: Settings) -> tuple[Entries, Entries]:
+    """The upstream lists with each one's weight and limit: ``Upstream``
+    equality is by address alone, so settings compare equal across a change of
+    weight; compare these too."""
+
+    def entries(ups: tuple[Upstream, ...]) -> Entries:
+        return tuple((up.url, up.weight, up.max_connections) for up in ups)
+
+    return entries(settings.upstreams), entries(settings.standbys)
+
+
 def parse_address(value: object, name: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a pair; port 0 picks a free one."""
     if not isinstance(value, str) or ":" not in value:
@@ -147,7 +120,7 @@ def parse_address(value: object, name: str) -> tuple[str, int]:
 
 
 #: The keys of an upstream table: ``Upstream``'s arguments.
-_UPSTREAM_KEYS = frozenset(f.name for f in fields(Upstream) if f.init)
+_UPSTREAM_KEYS = SCHEMA["upstreams[]"].names
 
 
 def _upstream(value: object, name: str) -> Upstream:
@@ -160,7 +133,7 @@ def _upstream(value: object, name: str) -> Upstream:
                 raise ConfigError(name, f"unknown key {sorted(unknown)[0]!r} in an upstream")
             if "url" not in value:
                 raise ConfigError(name, "an upstream table needs a url")
-            return Upstream(value["url"], value.get("weight", 1), value.get("max_connections"))
+            return Upstream(**value)
     except ConfigError as exc:
         raise ConfigError(name, str(exc)) from None
     raise ConfigError(name, f"expected a URL or {{url, weight, max_connections}}, got {value!r}")
@@ -176,7 +149,7 @@ def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
 
 def _build(cls: Any, values: dict[str, Any], name: str) -> Any:
     """``cls(**values)``, its errors named ``name.key`` (``retry.budget.ratio``)."""
-    known = {f.name for f in fields(cls)}
+    known = SCHEMA[name].names
     for key in values:
         if key not in known:
             raise ConfigError(f"{name}.{key}", "unknown setting")
@@ -227,6 +200,9 @@ def load_file(path: str) -> dict[str, Any]:
 def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
     """Settings from a config mapping (as read from TOML, or built from flags)."""
     data = dict(data)
+    for key in sorted(data):
+        if key not in TOP.names:
+            raise ConfigError(key, "unknown setting")
     changes: dict[str, Any] = {}
     if "listen" in data:
         changes["listen"] = parse_address(data.pop("listen"), "listen")
@@ -340,6 +316,12 @@ def _flag(name: str, value: object) -> bool:
     return bool(value)
 
 
+def _header_name(name: str, value: object) -> str:
+    if not isinstance(value, str) or (value and not HEADER_NAME.fullmatch(value)):
+        raise ConfigError(name, f"expected a header name such as X-Upstream, got {value!r}")
+    return value
+
+
 def _backlog(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BACKLOG:
         raise ConfigError(name, f"expected a whole number from 1 to {MAX_BACKLOG}, got {value!r}")
@@ -351,6 +333,7 @@ _SERVER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "graceful_shutdown": _graceful_shutdown,
     "log_level": lambda name, value: _choice(name, value, dict.fromkeys(LOG_LEVELS)),
     "access_log": _flag,
+    "decision_header": _header_name,
     "loop": lambda name, value: _choice(name, value, _LOOPS),
     "backlog": _backlog,
     "gc_freeze": _flag,
@@ -358,7 +341,7 @@ _SERVER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
 
 
 def _server(key: str, value: object) -> Any:
-    check = _SERVER_CHECKS.get(key)
+    check = _SERVER_CHECKS.get(key) if key in SCHEMA["server"].names else None
     if key == "http":
         raise ConfigError(
             "server.http", "no longer a setting: the proxy serves HTTP/1.1 with its own front end"
@@ -371,8 +354,9 @@ def _server(key: str, value: object) -> Any:
 def _discovery(table: dict[str, Any]) -> dict[str, Any]:
     """``[discovery]``: ``uris``, a list of dns://, etcd:// or file:// URIs."""
     uris = table.pop("uris", [])
-    if table:
-        raise ConfigError(f"discovery.{sorted(table)[0]}", "unknown setting")
+    for key in sorted(table):
+        if key not in SCHEMA["discovery"].names:
+            raise ConfigError(f"discovery.{key}", "unknown setting")
     if isinstance(uris, str):
         uris = [uris]
     if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
@@ -401,7 +385,7 @@ def _as_dict(timeouts: Timeouts) -> dict[str, Any]:
 
 
 def _timeouts(values: dict[str, Any]) -> Timeouts:
-    known = {f.name for f in fields(Timeouts)}
+    known = SCHEMA["timeouts"].names
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"timeouts.{key}", "unknown setting")

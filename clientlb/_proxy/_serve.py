@@ -6,7 +6,8 @@ limit of ``[limits]``. SIGTERM and SIGINT stop both gracefully: the listeners
 stop accepting, requests in flight finish (for at most
 ``server.graceful_shutdown`` seconds; those still waiting then get 503), then
 the proxy's background work stops and upstream connections close. A second
-SIGINT cuts the grace period short.
+SIGINT cuts the grace period short. SIGHUP reloads the config file without
+dropping connections or requests in flight (see ``_reload``).
 """
 
 from __future__ import annotations
@@ -24,22 +25,28 @@ from .._core import Pool
 from ._admin import admin_app
 from ._asgi import ProxyApp
 from ._config import Settings, discovery_providers
+from ._engines import AsyncEngine
 from ._front import FrontEnd, raise_fd_limit
+from ._reload import Reloader
 
 log = logging.getLogger("clientlb.proxy")
 
 
-def build_app(settings: Settings) -> ProxyApp:
-    """The ``ProxyApp`` the settings describe."""
-    pool = Pool(
-        settings.upstreams,
-        settings.standbys,
-        settings.algorithm,
-        allow_empty=bool(settings.discovery.get("uris")),
-        health_check=settings.health,
-        discovery=discovery_providers(settings) or None,
-        **settings.pool_options(),
-    )
+def build_app(
+    settings: Settings, *, engine: AsyncEngine | None = None, pool: Pool | None = None
+) -> ProxyApp:
+    """The ``ProxyApp`` the settings describe; a reload passes the running
+    engine, and the running pool when the pool's options are unchanged."""
+    if pool is None:
+        pool = Pool(
+            settings.upstreams,
+            settings.standbys,
+            settings.algorithm,
+            allow_empty=bool(settings.discovery.get("uris")),
+            health_check=settings.health,
+            discovery=discovery_providers(settings) or None,
+            **settings.pool_options(),
+        )
     return ProxyApp(
         pool=pool,
         hash_on=settings.hash_on,
@@ -52,6 +59,8 @@ def build_app(settings: Settings) -> ProxyApp:
         limits=settings.limits,
         websockets=settings.websockets,
         access_log=settings.server["access_log"],
+        decision_header=settings.server["decision_header"] or None,
+        engine=engine,
     )
 
 
@@ -70,8 +79,12 @@ def bind(address: tuple[str, int], backlog: int) -> socket.socket:
     return sock
 
 
+#: SIGHUP where there is one (not on Windows).
+SIGHUP: signal.Signals | None = getattr(signal, "SIGHUP", None)
+
+
 @contextlib.contextmanager
-def _signals(stop: asyncio.Event, hurry: asyncio.Event) -> Iterator[None]:
+def _signals(stop: asyncio.Event, hurry: asyncio.Event, hup: asyncio.Event) -> Iterator[None]:
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: int) -> None:
@@ -79,42 +92,70 @@ def _signals(stop: asyncio.Event, hurry: asyncio.Event) -> Iterator[None]:
             hurry.set()
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    handled = [signal.SIGTERM, signal.SIGINT]
+    for sig in handled:
         loop.add_signal_handler(sig, on_signal, sig)
+    if SIGHUP is not None:
+        loop.add_signal_handler(SIGHUP, hup.set)
+        handled.append(SIGHUP)
     try:
         yield
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+async def _either(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 async def serve(
     settings: Settings,
     sockets: tuple[socket.socket, socket.socket | None],
     ready: Callable[[], None] | None = None,
+    reload: Callable[[], Settings] | None = None,
 ) -> None:
-    """Serve until a signal arrives; ``ready`` is called once both listen."""
+    """Serve until SIGTERM or SIGINT; ``ready`` is called once both listen.
+    At SIGHUP, ``reload`` gives the new settings (the file read again)."""
     loop = asyncio.get_running_loop()
     app = build_app(settings)
     await app.startup()
     fronts = [FrontEnd(app, settings.limits, loop)]
     fronts[0].serve(sockets[0])
+    host, port = sockets[0].getsockname()[:2]
+    extra = {"listen": f"{host}:{port}"}
     if sockets[1] is not None:
-        host, port = sockets[0].getsockname()[:2]
-        admin = admin_app(app.pool, {"listen": f"{host}:{port}"})
-        fronts.append(FrontEnd(admin, settings.limits, loop))
+        fronts.append(FrontEnd(admin_app(app.pool, extra), settings.limits, loop))
         fronts[1].serve(sockets[1])
-    stop, hurry = asyncio.Event(), asyncio.Event()
+
+    def switch(new: Settings, app: ProxyApp, new_pool: bool) -> None:
+        fronts[0].use(app, new.limits)  # the new app writes the access log, if on
+        if len(fronts) > 1:
+            admin = admin_app(app.pool, extra) if new_pool else fronts[1].app
+            fronts[1].use(admin, new.limits)
+
+    reloader = Reloader(settings, app, reload or (lambda: settings), build_app, switch)
+    stop, hurry, hup = asyncio.Event(), asyncio.Event(), asyncio.Event()
     try:
-        with _signals(stop, hurry):
+        with _signals(stop, hurry, hup):
             if settings.server["gc_freeze"]:
                 _freeze_heap()
             _announce(sockets, len(app.pool))
             if ready is not None:
                 ready()
-            await stop.wait()
+            while not stop.is_set():
+                await _either(stop, hup)
+                if hup.is_set() and not stop.is_set():
+                    hup.clear()
+                    await reloader.reload()
             log.info("shutting down")
-            grace = float(settings.server["graceful_shutdown"])
+            grace = float(reloader.settings.server["graceful_shutdown"])
             shutdowns = asyncio.gather(*(front.shutdown(grace) for front in fronts))
             hurried = asyncio.ensure_future(hurry.wait())
             either: set[asyncio.Future[Any]] = {shutdowns, hurried}
@@ -126,7 +167,7 @@ async def serve(
                 await shutdowns
             hurried.cancel()
     finally:
-        await app.shutdown()
+        await reloader.shutdown()
 
 
 def _freeze_heap() -> None:
@@ -171,8 +212,13 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return None
 
 
-def run(settings: Settings, ready: Callable[[], None] | None = None) -> None:
-    """Bind, then serve on the best event loop available until a signal."""
+def run(
+    settings: Settings,
+    ready: Callable[[], None] | None = None,
+    reload: Callable[[], Settings] | None = None,
+) -> None:
+    """Bind, then serve on the best event loop available until a signal;
+    ``reload`` gives the settings at SIGHUP (default: the same)."""
     backlog = int(settings.server["backlog"])
     raise_fd_limit(settings.limits)
     proxy_sock = bind(settings.listen, backlog)
@@ -181,7 +227,7 @@ def run(settings: Settings, ready: Callable[[], None] | None = None) -> None:
         admin_sock = bind(settings.admin, backlog) if settings.admin else None
         factory: Any = loop_factory(settings.server["loop"])
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(serve(settings, (proxy_sock, admin_sock), ready))
+            runner.run(serve(settings, (proxy_sock, admin_sock), ready, reload))
     finally:
         proxy_sock.close()
         if admin_sock is not None:

@@ -269,7 +269,6 @@ class ClientConnection(WriteFlow):
 
     def __init__(self, front: FrontEnd) -> None:
         self.front = front
-        self.app = front.app
         self.limits = front.limits
         self.loop = front.loop
         self.reader = RequestReader(front.limits.heads)
@@ -449,7 +448,7 @@ class ClientConnection(WriteFlow):
 
     async def _run(self, cycle: _Cycle) -> None:
         try:
-            await self.app(cycle.scope, cycle.receive, cycle.send)
+            await self.front.app(cycle.scope, cycle.receive, cycle.send)  # a reload swaps it
         except asyncio.CancelledError:
             if not cycle.started and not self.lost:
                 self.refuse(503, "the proxy is shutting down")

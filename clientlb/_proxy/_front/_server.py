@@ -27,6 +27,13 @@ log = logging.getLogger("clientlb.proxy")
 ACCEPT_BATCH = 64  # connections accepted per readiness event
 
 
+def _tick(limits: Limits) -> float:
+    """One clock for every connection's deadlines, rather than a timer per
+    request: a quarter of the shortest timeout is precise enough."""
+    shortest = min(limits.header_timeout, limits.keepalive_timeout, limits.body_timeout)
+    return min(max(shortest / 4, 0.01), 1.0)
+
+
 class FrontEnd:
     """Serve ``app`` (ASGI, http scopes) on a bound listening socket."""
 
@@ -47,11 +54,17 @@ class FrontEnd:
         self._stopped = False
         self._empty = asyncio.Event()
         self._empty.set()
-        # One clock for every connection's deadlines, rather than a timer per
-        # request: a quarter of the shortest timeout is precise enough.
-        shortest = min(limits.header_timeout, limits.keepalive_timeout, limits.body_timeout)
-        self._tick = min(max(shortest / 4, 0.01), 1.0)
+        self._tick = _tick(limits)
         self._ticker: asyncio.TimerHandle | None = None
+
+    def use(self, app: Any, limits: Limits) -> None:
+        """Serve every request from now on with ``app``, and connections accepted
+        from now on with ``limits`` (a reload: open connections keep theirs,
+        except the cap on their number, which holds at once)."""
+        self.app = app
+        self.limits = limits
+        self._tick = min(self._tick, _tick(limits))
+        self._admit()
 
     def serve(self, sock: socket.socket) -> None:
         """Start accepting on ``sock`` (already bound and listening)."""
