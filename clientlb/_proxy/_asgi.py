@@ -43,6 +43,7 @@ from .._errors_map import TOO_MANY_WEBSOCKETS, ErrorReply, outcome_of, refusal, 
 from .._http1 import ProtocolError
 from .._httpx import httpx
 from .._keys import HashOnOption
+from .._metrics import Metrics
 from .._options import UNSET, Unset, given
 from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log, log_failure
@@ -147,6 +148,9 @@ class ProxyApp(ProxyBase):
       proxy``'s front end; other servers enforce their own).
     * **websockets** - a ``clientlb.WebSocketSettings``: message size,
       compression, how many at once, pings.
+    * **metrics** - a ``clientlb.Metrics`` that counts each request and the
+      pool's events (the pool named ``"default"`` unless the collector named it
+      already); ``None`` (the default) counts nothing.
 
     Lifespan events start and stop the background work and close the engine.
     """
@@ -176,6 +180,7 @@ class ProxyApp(ProxyBase):
         verify: Verify = True,
         limits: Limits = DEFAULT_LIMITS,
         websockets: WebSocketSettings = DEFAULT_WEBSOCKETS,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(
             upstreams,
@@ -201,6 +206,7 @@ class ProxyApp(ProxyBase):
             verify=verify,
             limits=limits,
             websockets=websockets,
+            metrics=metrics,
         )
         self.key_of = scope_key(self.hash_on)
         if engine is not None and not callable(getattr(engine, "request", None)):
@@ -405,6 +411,9 @@ class ProxyApp(ProxyBase):
         except Exception as exc:  # a fault in the proxy: a plain 502, never a traceback
             log.exception("unexpected error forwarding %s %s", method, scope["path"])
             return await self._reply(send, scope, reply_for(exc), exc, plan.lease)
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe(plan)
         lease = answer.lease
         assert lease is not None
         cookie = self.set_cookie(token, lease.upstream) if self.pins is not None else None

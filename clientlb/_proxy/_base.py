@@ -12,6 +12,7 @@ from .._core import Attempt, ConfigError, Lease, Pins, Pool, StickyCookie, Upstr
 from .._core._policies import flag
 from .._errors_map import ErrorReply
 from .._keys import HashOnOption, KeySource, check_key_need, parse_hash_on
+from .._metrics import Metrics, watch_pools
 from .._options import as_pool
 from .._tls import Verify, default_context, tls_context
 from ._engines import DEFAULT_TIMEOUTS, Timeouts
@@ -54,6 +55,7 @@ class ProxyBase:
         verify: Verify = True,
         limits: Limits = DEFAULT_LIMITS,
         websockets: WebSocketSettings = DEFAULT_WEBSOCKETS,
+        metrics: Metrics | None = None,
     ) -> None:
         if not isinstance(limits, Limits):
             raise ConfigError("limits", f"expected a clientlb.Limits, got {limits!r}")
@@ -73,6 +75,7 @@ class ProxyBase:
         if upstreams is None:
             raise ConfigError("upstreams", "give upstreams= (a list of URLs) or pool=")
         self.pool = as_pool(upstreams, standbys, options)
+        self.metrics = watch_pools(metrics, {"default": self.pool})
         self.hash_on: KeySource = parse_hash_on(hash_on)
         check_key_need({"default": self.pool}, self.hash_on, client_address=True)
         if sticky is not None and not isinstance(sticky, StickyCookie):

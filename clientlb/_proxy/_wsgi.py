@@ -36,6 +36,7 @@ from .._errors_map import ErrorReply, outcome_of, refusal, reply_for
 from .._http1 import ProtocolError
 from .._httpx import httpx
 from .._keys import HashOnOption
+from .._metrics import Metrics
 from .._options import UNSET, Unset, given
 from .._tls import Verify
 from ._base import DEFAULT_RETRY_BODY_LIMIT, ProxyBase, log_failure
@@ -121,7 +122,7 @@ class WSGIProxy(ProxyBase):
     ``fail_back_after``, ``health_check``, ``discovery``, ``max_connections``,
     ``max_pending``, and ``hash_on``, ``sticky``, ``trusted_proxies``,
     ``preserve_host``, ``retry_body_limit``, ``timeout``, ``verify``,
-    ``limits``); a ``hash_on`` callable receives the WSGI environ. ``engine``
+    ``limits``, ``metrics``); a ``hash_on`` callable receives the WSGI environ. ``engine``
     is a sync engine (default:
     ``BlockingEngine``). Health checks and discovery run in daemon threads from
     construction until ``close()``. Safe to call from many worker threads at
@@ -152,6 +153,7 @@ class WSGIProxy(ProxyBase):
         engine: SyncEngine | None = None,
         verify: Verify = True,
         limits: Limits = DEFAULT_LIMITS,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(
             upstreams,
@@ -176,6 +178,7 @@ class WSGIProxy(ProxyBase):
             timeout=timeout,
             verify=verify,
             limits=limits,
+            metrics=metrics,
         )
         self.key_of = environ_key(self.hash_on)
         if engine is not None and not callable(getattr(engine, "request", None)):
@@ -258,6 +261,9 @@ class WSGIProxy(ProxyBase):
         except httpx.TransportError as exc:
             reply = reply_for(exc)
             return self._reply(start_response, method, path, reply, exc, plan.lease, plan.history)
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe(plan)
         response = held.response
         assert held.lease is not None
         head = [
