@@ -1,133 +1,216 @@
-"""The admin listener: what an operator reads about a running proxy.
+"""``admin_app``: what an operator reads about running pools, as an ASGI app.
 
-* ``/stats`` - the pool's snapshot as JSON (``Pool.snapshot()``).
-* ``/status`` - the same as a small HTML table.
-* ``/metrics`` - Prometheus text exposition (format 0.0.4), written here exactly
-  as ``prometheus-client`` would write the same families (a test holds the two
-  to the same bytes): ten times faster, which matters at 10,000 upstreams.
+* ``/status`` - a page that refreshes itself every second (``_status_page``).
+* ``/stats`` - the pools' snapshots as JSON, with the recent latencies and
+  events the collector keeps.
+* ``/metrics`` - Prometheus text exposition (``Metrics.render``).
+* ``POST /drain``, ``/enable``, ``/weight`` - changes, only with a bearer token
+  (``_admin_writes``); every request's ``Host`` is checked there too.
 
-A Starlette app on its own port, so it never shares a listener with proxied
-traffic. It may share the proxy's event loop (``clientlb proxy`` does), so every
-page is rendered in a worker thread: at 10,000 upstreams a page is 20-60 ms of
-work, of which the pool's lock is held only for the copy of its counters (about
-3 ms). Requests that arrive while a page renders wait for that rendering rather
-than start their own, and a page that was costly to render is served again for a
-short while (``_Page``), never once its snapshot is ``max_age`` seconds old (1 by
-default); a small pool's pages are rendered afresh for every request.
+Users mount it in their own app; ``clientlb proxy`` serves the same app on its
+admin listener. It may share the event loop of the traffic it reports on, so
+every page is rendered in a worker thread: at 10,000 upstreams a page is tens of
+milliseconds of work, of which the pool's lock is held only for the copy of its
+counters (about 3 ms). Requests that arrive while a page renders wait for that
+rendering rather than start their own, and a page that was costly to render is
+served again for a short while (``_Page``), never once its snapshot is
+``max_age`` seconds old (1 by default); a small pool's pages are rendered afresh
+for every request, so a state change shows at the next refresh.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from .._core import Pool
-from .._core._turns import taking_turns
-
-#: (snapshot key, metric, type, help) of the per-upstream metrics labelled by tier.
-_PER_UPSTREAM = (
-    ("in_flight", "clientlb_upstream_in_flight", "gauge", "Requests in flight to the upstream."),
-    ("requests", "clientlb_upstream_requests_total", "counter", "Requests sent to the upstream."),
-    ("failures", "clientlb_upstream_failures_total", "counter", "Failed requests to the upstream."),
-    (
-        "ejections",
-        "clientlb_upstream_ejections_total",
-        "counter",
-        "Times the upstream was ejected.",
-    ),
-    (
-        "ewma_latency",
-        "clientlb_upstream_latency_ewma_seconds",
-        "gauge",
-        "EWMA of response latency.",
-    ),
-)
-_UP_DOC = "Whether the upstream may be picked (1) or not (0)."
-_PANIC_DOC = "Whether the pool balances over every upstream, healthy or not."
-METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def metrics_text(snapshot: dict[str, Any]) -> str:
-    """The snapshot in Prometheus text format (version 0.0.4), as
-    ``prometheus_client.generate_latest`` writes it: labels in name order, values
-    as Go prints floats."""
-    ups = snapshot["upstreams"]
-    urls = [_label(up["url"]) for up in taking_turns(ups)]
-    lines = []
-    for key, name, kind, doc in _PER_UPSTREAM:
-        lines += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}"]
-        lines += [
-            f'{name}{{tier="{up["tier"]}",upstream="{url}"}} {_number(value)}'
-            for url, up in taking_turns(zip(urls, ups, strict=True))
-            if (value := up.get(key)) is not None
-        ]
-    lines += [f"# HELP clientlb_upstream_up {_UP_DOC}", "# TYPE clientlb_upstream_up gauge"]
-    lines += [
-        f'clientlb_upstream_up{{state="{up["state"]}",upstream="{url}"}} {_up(up["state"])}.0'
-        for url, up in taking_turns(zip(urls, ups, strict=True))
-    ]
-    lines += [
-        f"# HELP clientlb_pool_panic {_PANIC_DOC}",
-        "# TYPE clientlb_pool_panic gauge",
-        f"clientlb_pool_panic {int(bool(snapshot['panic']))}.0",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _number(value: float) -> str:
-    """A sample value as Go (and so prometheus-client) prints it."""
-    if type(value) is int and 0 <= value < 1_000_000:
-        return f"{value}.0"  # the common case: a count
-    value = float(value)
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    text = repr(value)
-    dot = text.find(".")
-    if value > 0 and dot > 6:  # Go switches to an exponent sooner than Python
-        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
-        return f"{mantissa}e+{dot - 1:02d}"
-    return text
-
-
-def _up(state: str) -> int:
-    return 1 if state in ("healthy", "slow-start") else 0
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def stats_json(body: dict[str, Any]) -> str:
-    """``body`` as indented JSON with one line per upstream: readable, and written
-    by the C encoder (``indent=`` alone takes the pure-Python one, 6x slower)."""
-    parts = []
-    for key, value in body.items():
-        if key == "upstreams" and value:
-            rows = ",\n    ".join(json.dumps(up) for up in taking_turns(value))
-            text = f"[\n    {rows}\n  ]"
-        else:
-            text = json.dumps(value)
-        parts.append(f"  {json.dumps(key)}: {text}")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
-
+from ._admin_writes import HostGuard, Token, write_routes
+from ._core import ConfigError, Pool
+from ._core._turns import taking_turns
+from ._exposition import CONTENT_TYPE
+from ._metrics import Metrics
+from ._status_page import status_page
 
 #: A page that took longer than this to render is served again for a while ...
 CACHE_ABOVE = 0.005
 #: ... for this many times as long as it took to render, and at most ``max_age``.
 CACHE_FACTOR = 10
+
+
+def admin_app(
+    *sources: Any,
+    metrics: Metrics | None = None,
+    token_file: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+    max_age: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> Starlette:
+    """An ASGI app serving ``/status``, ``/stats`` and ``/metrics`` for ``sources``.
+
+    **Parameters:**
+
+    * **sources** - pools, transports or proxies (``ProxyApp``, ``WSGIProxy``
+      and their middleware), or a mapping ``{name: any of those}`` that names
+      them. A transport's services keep their names; a pool named nowhere is
+      ``"default"``. Without sources: every pool ``metrics`` watches.
+    * **metrics** - the ``Metrics`` to report (latencies, responses, retries,
+      events); by default the one a source was given, else a new one that sees
+      the pools' events but no requests.
+    * **token_file** - a file holding the bearer token that allows ``POST
+      /drain``, ``/enable`` and ``/weight``; without it they answer 403.
+    * **allowed_hosts** - ``Host`` names accepted besides loopback names and
+      the address the request came to (against DNS rebinding: others get 421).
+    * **extra** - merged into ``/stats``.
+    * **max_age** - no page is served from a snapshot older than this (0: every
+      request renders); **clock** times that, for tests.
+    """
+    metrics, pools = _resolve(sources, metrics)
+    token = Token(token_file) if token_file is not None else None
+    added = dict(extra or {})
+
+    def render_stats() -> bytes:
+        return stats_json(stats_body(metrics, pools(), added)).encode()
+
+    def render_status() -> bytes:
+        return status_page(stats_json(stats_body(metrics, pools(), added)))
+
+    def render_metrics() -> bytes:
+        return metrics.render().encode()
+
+    pages = {
+        "stats": _Page(render_stats, max_age, clock),
+        "status": _Page(render_status, max_age, clock),
+        "metrics": _Page(render_metrics, max_age, clock),
+    }
+
+    async def stats(request: Request) -> Response:
+        return Response(await pages["stats"].get(), media_type="application/json")
+
+    async def status(request: Request) -> Response:
+        return HTMLResponse(await pages["status"].get(), headers=_PAGE_HEADERS)
+
+    async def metrics_page(request: Request) -> Response:
+        return Response(await pages["metrics"].get(), media_type=CONTENT_TYPE)
+
+    return Starlette(
+        routes=[
+            Route("/stats", stats),
+            Route("/status", status),
+            Route("/metrics", metrics_page),
+            Route("/", status),
+            *write_routes(pools, token),
+        ],
+        middleware=[Middleware(HostGuard, allowed=tuple(allowed_hosts))],
+    )
+
+
+#: The page runs only its own inline script and style, and is never framed.
+_PAGE_HEADERS = {
+    "content-security-policy": "default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src data:; connect-src 'self'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-store",
+}
+
+
+def _resolve(sources: tuple[Any, ...], metrics: Metrics | None) -> tuple[Metrics, Any]:
+    """The collector to report, and a function listing the pools to show by name."""
+    named: list[tuple[str | None, Pool]] = []
+    given: list[Metrics] = []
+    for source in sources:
+        items = source.items() if isinstance(source, Mapping) else [(None, source)]
+        for name, item in items:
+            found = getattr(item, "metrics", None) or getattr(
+                getattr(item, "proxy", None), "metrics", None
+            )
+            if isinstance(found, Metrics):
+                given.append(found)
+            for service, pool in _pools_of(item):
+                named.append((name if name is not None else service, pool))
+    if metrics is None:
+        metrics = given[0] if given else Metrics()
+    elif not isinstance(metrics, Metrics):
+        raise ConfigError("metrics", f"expected a clientlb.Metrics, got {metrics!r}")
+    shown = {pool: metrics.watch(pool, name or "default") for name, pool in named}
+    if not sources:
+        return metrics, lambda: metrics.pools
+    return metrics, lambda: {name: pool for pool, name in shown.items()}
+
+
+def _pools_of(item: Any) -> list[tuple[str | None, Pool]]:
+    """The pools of a source, with their service names where they have one."""
+    if isinstance(item, Pool):
+        return [(None, item)]
+    proxy = getattr(item, "proxy", None)  # the proxies' middleware
+    if proxy is not None and isinstance(getattr(proxy, "pool", None), Pool):
+        return [(None, proxy.pool)]
+    services = getattr(item, "_services", None)  # transports
+    if isinstance(getattr(item, "_pool", None), Pool):
+        return [(None, item._pool)]
+    if isinstance(services, dict):
+        return list(services.items())
+    if isinstance(getattr(item, "pool", None), Pool):
+        return [(None, item.pool)]
+    raise ConfigError("sources", f"expected pools, transports or proxies, got {item!r}")
+
+
+def stats_body(
+    metrics: Metrics, pools: Mapping[str, Pool], extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``/stats``: one pool's snapshot at the top level (the common case, as
+    ``Pool.snapshot()``), or several under ``"pools"``; each with the tier that
+    serves and per upstream its recent latency; then the recent events."""
+    bodies = {}
+    for name, pool in pools.items():
+        snapshot = pool.snapshot()
+        latency = metrics.latency(pool)
+        for row in snapshot["upstreams"]:
+            row.update(latency.get(row["url"], _NO_LATENCY))
+        bodies[name] = {"pool": name, "serving": metrics.serving(pool), **snapshot}
+    events = [asdict(e) for e in metrics.events(list(bodies))]
+    if len(bodies) == 1:
+        return {**next(iter(bodies.values())), "events": events, **extra}
+    return {"pools": bodies, "events": events, **extra}
+
+
+_NO_LATENCY: dict[str, Any] = {"p50": None, "p99": None, "recent": [], "penalized": False}
+
+
+def stats_json(body: dict[str, Any]) -> str:
+    """``body`` as indented JSON with one line per upstream and per event:
+    readable, and written by the C encoder (``indent=`` alone takes the
+    pure-Python one, 6x slower)."""
+    return "{\n" + ",\n".join(_member(key, value, "  ") for key, value in body.items()) + "\n}\n"
+
+
+def _member(key: str, value: Any, indent: str) -> str:
+    if key in ("upstreams", "events") and value:
+        rows = f",\n{indent}  ".join(json.dumps(row) for row in taking_turns(value))
+        text = f"[\n{indent}  {rows}\n{indent}]"
+    elif key == "pools" and value:
+        inner = indent + "  "
+        pools = ",\n".join(
+            f"{inner}{json.dumps(name)}: {{\n"
+            + ",\n".join(_member(k, v, inner + "  ") for k, v in body.items())
+            + f"\n{inner}}}"
+            for name, body in value.items()
+        )
+        text = "{\n" + pools + f"\n{indent}}}"
+    else:
+        text = json.dumps(value)
+    return f"{indent}{json.dumps(key)}: {text}"
 
 
 class _Page:
@@ -158,81 +241,3 @@ class _Page:
                 if cost >= CACHE_ABOVE:
                     self.expires = taken + min(self.max_age, CACHE_FACTOR * cost)
             return self.body
-
-
-def admin_app(
-    pool: Pool,
-    extra: dict[str, Any] | None = None,
-    *,
-    max_age: float = 1.0,
-    clock: Callable[[], float] = time.monotonic,
-) -> Starlette:
-    """The admin ASGI app for ``pool``; ``extra`` is merged into ``/stats``. No page
-    is served from a snapshot older than ``max_age`` seconds (0: every request
-    renders); ``clock`` times that, for tests."""
-
-    def render_stats() -> bytes:
-        return stats_json({**pool.snapshot(), **(extra or {})}).encode()
-
-    def render_status() -> bytes:
-        snap = pool.snapshot()
-        rows = "".join(
-            "<tr>"
-            + "".join(f"<td>{html.escape(_cell(c, up.get(c)))}</td>" for c in _COLUMNS)
-            + "</tr>"
-            for up in taking_turns(snap["upstreams"])
-        )
-        head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
-        panic = " <b>(panic: every upstream is out)</b>" if snap["panic"] else ""
-        page = (
-            f"<!doctype html><title>clientlb status</title><h1>clientlb</h1>"
-            f"<p>algorithm: {html.escape(snap['algorithm'])}{panic}</p>"
-            f"<table border=1 cellpadding=4><tr>{head}</tr>{rows}</table>"
-        )
-        return page.encode()
-
-    def render_metrics() -> bytes:
-        return metrics_text(pool.snapshot()).encode()
-
-    stats_page = _Page(render_stats, max_age, clock)
-    status_page = _Page(render_status, max_age, clock)
-    metrics_page = _Page(render_metrics, max_age, clock)
-
-    async def stats(request: Request) -> Response:
-        return Response(await stats_page.get(), media_type="application/json")
-
-    async def status(request: Request) -> Response:
-        return HTMLResponse(await status_page.get())
-
-    async def metrics(request: Request) -> Response:
-        return Response(await metrics_page.get(), media_type=METRICS_TYPE)
-
-    return Starlette(
-        routes=[
-            Route("/stats", stats),
-            Route("/status", status),
-            Route("/metrics", metrics),
-            Route("/", status),
-        ]
-    )
-
-
-_COLUMNS = (
-    "url",
-    "tier",
-    "state",
-    "weight",
-    "in_flight",
-    "ewma_latency",
-    "requests",
-    "failures",
-    "ejections",
-)
-
-
-def _cell(column: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if column == "ewma_latency":
-        return f"{value * 1000:.1f} ms"
-    return f"{value:g}" if isinstance(value, float) else str(value)

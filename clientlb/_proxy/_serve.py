@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._admin import admin_app
 from .._core import Pool
-from ._admin import admin_app
+from .._metrics import Metrics
 from ._asgi import ProxyApp
 from ._config import Settings, discovery_providers
 from ._front import FrontEnd, raise_fd_limit
@@ -51,6 +53,7 @@ def build_app(settings: Settings) -> ProxyApp:
         verify=settings.verify,
         limits=settings.limits,
         websockets=settings.websockets,
+        metrics=Metrics(),
     )
 
 
@@ -100,7 +103,10 @@ async def serve(
     fronts[0].serve(sockets[0])
     if sockets[1] is not None:
         host, port = sockets[0].getsockname()[:2]
-        admin = admin_app(app.pool, {"listen": f"{host}:{port}"})
+        admin = admin_app(
+            app, token_file=settings.admin_token_file, extra={"listen": f"{host}:{port}"}
+        )
+        _warn_if_exposed(sockets[1], settings.admin_token_file)
         fronts.append(FrontEnd(admin, settings.limits, loop))
         fronts[1].serve(sockets[1])
     stop, hurry = asyncio.Event(), asyncio.Event()
@@ -126,6 +132,23 @@ async def serve(
             hurried.cancel()
     finally:
         await app.shutdown()
+
+
+def _warn_if_exposed(sock: socket.socket, token_file: str | None) -> None:
+    """A warning when the admin listens beyond loopback with no token: it is
+    read-only then, but anyone who can reach it reads the upstreams and traffic."""
+    host = sock.getsockname()[0]
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and token_file is None:
+        log.warning(
+            "the admin listener on %s is reachable beyond this host and has no "
+            "--admin-token-file: it is read-only, but anyone who reaches it reads "
+            "the upstreams and their traffic; bind it to 127.0.0.1 or firewall it",
+            host,
+        )
 
 
 def _freeze_heap() -> None:
