@@ -56,18 +56,19 @@ h2 { font-size: 15px; margin: 12px 0 4px; }
 .banner.panic, .banner.none { background: #ffebe9; color: var(--down); border: 1px solid #ffcecb; }
 .banner.standby { background: #fff8c5; color: #7d4e00; border: 1px solid #eac54f; }
 table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line);
+th, td { text-align: left; padding: 6px 6px; border-bottom: 1px solid var(--line);
   vertical-align: middle; white-space: nowrap; }
 th { font-size: 12px; color: var(--muted); font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.url { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; }
-.pill { display: inline-block; min-width: 78px; text-align: center; padding: 1px 8px;
+td.url { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
+table { font-size: 13px; }
+.pill { display: inline-block; min-width: 72px; text-align: center; padding: 1px 8px;
   border-radius: 10px; color: #fff; font-size: 12px; font-weight: 600; }
 .s-healthy { background: var(--ok); } .s-slow-start { background: var(--ramp); }
 .s-recovering { background: var(--held); } .s-ejected { background: var(--ejected); }
 .s-down { background: var(--down); } .s-draining { background: var(--draining); }
 tr.out td { background: #fff5f5; }
-.share { display: inline-block; width: 60px; height: 8px; background: #eaeef2;
+.share { display: inline-block; width: 48px; height: 8px; background: #eaeef2;
   border-radius: 4px; overflow: hidden; vertical-align: middle; margin-right: 6px; }
 .share i { display: block; height: 100%; background: #0969da; }
 .note { color: var(--ejected); font-size: 12px; display: block; }
@@ -114,7 +115,7 @@ function ms(s) {
 }
 function spark(values) {
   if (!values || values.length < 2) return '<span class="muted">&ndash;</span>';
-  const w = 110, h = 22, top = Math.max(...values) || 1;
+  const w = 90, h = 22, top = Math.max(...values) || 1;
   const step = w / (values.length - 1);
   const pts = values.map((v, i) =>
     (i * step).toFixed(1) + "," + (h - 1 - (v / top) * (h - 3)).toFixed(1)).join(" ");
@@ -200,6 +201,7 @@ function render(stats) {
       (Object.keys(all).length > 1 ? ' <span class="muted">' + esc(e.pool) + "</span>" : "") +
       "</li>";
   }).join("") : '<li class="muted">nothing yet</li>';
+  document.body.dataset.renders = (+document.body.dataset.renders || 0) + 1;
   const updated = document.getElementById("updated");
   updated.textContent = "updated " + new Date().toLocaleTimeString();
   updated.className = "";
