@@ -233,3 +233,31 @@ def test_unwatch_forgets_the_pool() -> None:
     metrics.unwatch(pool)
     pool.report_check("http://a:1", False)
     assert metrics.pools == {} and samples(metrics) == {} and metrics.events() == []
+
+
+@pytest.mark.anyio
+async def test_hedges_are_counted_apart_from_retries() -> None:
+    import anyio
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "slow":
+            await anyio.sleep(5)
+        return httpx.Response(200, text="x")
+
+    metrics = Metrics()
+    transport = clientlb.AsyncBalancingTransport(
+        ["http://slow:1", "http://fast:1"],
+        algorithm="round_robin",
+        inner=httpx.MockTransport(handler),
+        retry=RetryPolicy(hedge_after=0.01),
+        metrics=metrics,
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        for _ in range(2):  # one of them starts at the slow upstream
+            assert (await client.get("/")).status_code == 200
+    got = samples(metrics)
+    assert got['clientlb_hedges_total{pool="default"}'] == 1
+    assert got['clientlb_retries_total{pool="default"}'] == 0
+    assert got['clientlb_attempts_total{pool="default"}'] == 3
+    lost = 'clientlb_upstream_responses_total{class="cancelled",pool="default",upstream="http://slow:1"}'
+    assert got[lost] == 1
