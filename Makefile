@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,fast,rich,websockets,dns]'
+	$(BIN)/python -m pip install -q -e '.[dev,fast,rich,websockets,dns,prometheus]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,9 +18,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m clientlb demo
 
-# Real etcd and dnsmasq for the discovery tests (Debian packages).
+# Real etcd and dnsmasq for the discovery tests, Chromium for the status page's
+# (Debian packages).
 services:
-	@sh scripts/install-services.sh etcd-server dnsmasq-base
+	@sh scripts/install-services.sh etcd-server dnsmasq-base chromium
 
 test: $(STAMP) services
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -15,7 +15,7 @@ It reports the median requests per second of each side and the ratio of
 ``through`` to ``direct`` (the target: at least 0.95) and to ``both``. Every side
 uses the same connection limits, so none opens and closes connections the others
 keep. Last, it times the transport's own cost per request with an in-memory inner
-transport, which the network does not blur.
+transport, which the network does not blur, without and with a ``clientlb.Metrics``.
 
     python benchmarks/transport_overhead.py [--rounds 5] [--seconds 0.6]
     python benchmarks/transport_overhead.py --inner shared  # one pool given as inner=
@@ -269,9 +269,10 @@ class _InMemory(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return self.handle_request(request)
 
 
-def own_cost(requests: int = 3000, rounds: int = 7) -> dict[str, tuple[float, float]]:
-    """Microseconds per GET of a client on an in-memory transport, straight and
-    through the balancing transport (medians of alternating rounds)."""
+def own_cost(requests: int = 3000, rounds: int = 7) -> dict[str, tuple[float, float, float]]:
+    """Microseconds per GET of a client on an in-memory transport: straight,
+    through the balancing transport, and through it with a ``clientlb.Metrics``
+    counting every request (medians of alternating rounds)."""
     upstreams = ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
     inner = _InMemory()
 
@@ -287,29 +288,54 @@ def own_cost(requests: int = 3000, rounds: int = 7) -> dict[str, tuple[float, fl
             await client.get("/users/1?x=1")
         return (time.perf_counter() - start) / requests * 1e6
 
-    costs: dict[str, tuple[float, float]] = {}
+    def medians(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+        return (
+            statistics.median(r[0] for r in rows),
+            statistics.median(r[1] for r in rows),
+            statistics.median(r[2] for r in rows),
+        )
+
+    costs: dict[str, tuple[float, float, float]] = {}
+    sync_metrics = clientlb.Metrics()
     with (
         httpx.Client(transport=inner, base_url="http://svc") as plain,
         httpx.Client(
             transport=clientlb.BalancingTransport(upstreams, inner=inner), base_url="http://svc"
         ) as through,
+        httpx.Client(
+            transport=clientlb.BalancingTransport(upstreams, inner=inner, metrics=sync_metrics),
+            base_url="http://svc",
+        ) as counted,
     ):
-        pairs = [(timed_sync(plain), timed_sync(through)) for _ in range(rounds)]
-    costs["sync"] = (statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs))
+        costs["sync"] = medians(
+            [(timed_sync(plain), timed_sync(through), timed_sync(counted)) for _ in range(rounds)]
+        )
 
     async def measure() -> None:
+        async_metrics = clientlb.Metrics()
         async with (
             httpx.AsyncClient(transport=inner, base_url="http://svc") as plain,
             httpx.AsyncClient(
                 transport=clientlb.AsyncBalancingTransport(upstreams, inner=inner),
                 base_url="http://svc",
             ) as through,
+            httpx.AsyncClient(
+                transport=clientlb.AsyncBalancingTransport(
+                    upstreams, inner=inner, metrics=async_metrics
+                ),
+                base_url="http://svc",
+            ) as counted,
         ):
-            pairs = [(await timed_async(plain), await timed_async(through)) for _ in range(rounds)]
-        costs["async"] = (
-            statistics.median(p[0] for p in pairs),
-            statistics.median(p[1] for p in pairs),
-        )
+            costs["async"] = medians(
+                [
+                    (
+                        await timed_async(plain),
+                        await timed_async(through),
+                        await timed_async(counted),
+                    )
+                    for _ in range(rounds)
+                ]
+            )
 
     asyncio.run(measure())
     return costs
@@ -456,10 +482,11 @@ def main() -> int:
             print(f"  measured: {results[-1].scenario}", flush=True)
     print(table(results))
     print("\nThe transport's own cost, on an in-memory inner transport (no network):")
-    for flavour, (plain, through) in own_cost().items():
+    for flavour, (plain, through, counted) in own_cost().items():
         print(
             f"  {flavour:5}: {plain:5.0f} us per GET for the client alone, {through:5.0f} us "
-            f"through the transport: +{through - plain:.0f} us"
+            f"through the transport: +{through - plain:.0f} us; with metrics= "
+            f"{counted:5.0f} us: +{counted - plain:.0f} us"
         )
     print("\nDecision records and tracing, sync, in-memory inner transport:")
     for name, micros in tracing_cost().items():

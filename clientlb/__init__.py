@@ -5,6 +5,9 @@ Public names only; the code lives in the private modules.
 
 from . import discovery as discovery
 from . import testing as testing
+from ._admin import (
+    admin_app as admin_app,
+)
 from ._core import (
     ALGORITHMS as ALGORITHMS,
 )
@@ -62,6 +65,9 @@ from ._exceptions import (
 from ._exceptions import (
     UnknownService as UnknownService,
 )
+from ._metrics import (
+    Metrics as Metrics,
+)
 from ._proxy import (
     Limits as Limits,
 )
@@ -103,6 +109,7 @@ __all__ = [
     "Lease",
     "Limits",
     "MemberState",
+    "Metrics",
     "NoUpstreamAvailable",
     "Outcome",
     "OutlierDetection",
@@ -118,6 +125,7 @@ __all__ = [
     "WSGIProxyMiddleware",
     "WebSocketSettings",
     "__version__",
+    "admin_app",
     "discovery",
     "testing",
 ]

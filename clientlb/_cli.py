@@ -104,6 +104,12 @@ def parser() -> argparse.ArgumentParser:
         "--admin", metavar="HOST:PORT", help="admin listener: /status, /stats, /metrics"
     )
     proxy.add_argument(
+        "--admin-token-file",
+        metavar="FILE",
+        help="a file holding the bearer token that allows the admin's POST /drain, "
+        "/enable and /weight (read-only without it)",
+    )
+    proxy.add_argument(
         "--trusted-proxy",
         metavar="NETWORK",
         action="append",
@@ -144,6 +150,8 @@ def proxy_settings(args: argparse.Namespace) -> Any:
         flags["listen"] = args.listen
     if args.admin is not None:
         flags["admin"] = args.admin
+    if args.admin_token_file is not None:
+        flags["admin_token_file"] = args.admin_token_file
     if args.upstream:
         flags["upstreams"] = args.upstream
     if args.standby:
@@ -178,8 +186,10 @@ def proxy_settings(args: argparse.Namespace) -> Any:
         return check(build(flags, settings))
     except ConfigError as exc:
         field = exc.field
-        given = (field == "hash_on" and args.hash_on is not None) or (
-            field == "sticky.name" and args.sticky_cookie is not None
+        given = (
+            (field == "hash_on" and args.hash_on is not None)
+            or (field == "sticky.name" and args.sticky_cookie is not None)
+            or (field == "admin_token_file" and args.admin_token_file is not None)
         )
         if field in _FLAGS or given:
             raise ConfigError(_flag_name(field), str(exc).split(": ", 1)[-1]) from None
@@ -199,7 +209,11 @@ _FLAGS = {
 
 
 #: Flags that may come from the file too: named only when the flag was given.
-_FILE_OR_FLAG = {"hash_on": "--hash-on", "sticky.name": "--sticky-cookie"}
+_FILE_OR_FLAG = {
+    "hash_on": "--hash-on",
+    "sticky.name": "--sticky-cookie",
+    "admin_token_file": "--admin-token-file",
+}
 _STICKY_FIELDS = ("secret", "max_age", "secure", "path")
 
 

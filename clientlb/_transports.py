@@ -44,6 +44,7 @@ from ._exceptions import UnknownService
 from ._httpx import httpx
 from ._inners import Inners
 from ._keys import check_key_need, parse_hash_on
+from ._metrics import Metrics, watch_pools
 from ._options import UNSET, PoolSource, Unset, given
 from ._routing import HashOn, build_pools, key_function, upstream_request
 from ._streams import (
@@ -73,10 +74,12 @@ class _Balancer:
         pool_options: dict[str, Any],
         verify: Verify = True,
         inner_given: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pool, self._services = build_pools(upstreams, standbys, services, pool_options)
         for pool in self.pools.values():
             log_events(pool)
+        self.metrics = watch_pools(metrics, self.pools)
         source = parse_hash_on(hash_on)
         check_key_need(self.pools, source, client_address=False)
         self._key = key_function(source)
@@ -215,6 +218,9 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
       The transport runs its pools' active health checks, discovery and connect
       probes in threads until ``close()`` (started again by the first request
       in a forked child).
+    * **metrics** - a ``clientlb.Metrics`` that counts each request of this
+      transport and its pools' events (each pool under its service name, or
+      ``"default"``); ``None`` (the default) counts nothing.
 
     Safe to share between threads.
     """
@@ -238,6 +244,7 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
         max_connections: int | Unset | None = UNSET,
         max_pending: int | Unset = UNSET,
         verify: Verify = True,
+        metrics: Metrics | None = None,
     ) -> None:
         options = given(
             algorithm=algorithm,
@@ -250,7 +257,9 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
             max_connections=max_connections,
             max_pending=max_pending,
         )
-        super().__init__(upstreams, standbys, services, hash_on, options, verify, inner is not None)
+        super().__init__(
+            upstreams, standbys, services, hash_on, options, verify, inner is not None, metrics
+        )
         self._fallback = fallback
         self._inners = Inners(
             inner, lambda: httpx.HTTPTransport(verify=self._ssl_context()), self.pools.values()
@@ -297,6 +306,9 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
             raise call_failed(exc, plan.history) from exc
         except httpx.TransportError as error:
             raise call_failed(error, plan.history) from error
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe(plan)
         response.extensions[ATTEMPTS_EXTENSION] = plan.history
         response.extensions[DECISION_EXTENSION] = decision = plan.decision()
         annotate(decision, plan.history)
@@ -340,6 +352,7 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
         max_connections: int | Unset | None = UNSET,
         max_pending: int | Unset = UNSET,
         verify: Verify = True,
+        metrics: Metrics | None = None,
     ) -> None:
         options = given(
             algorithm=algorithm,
@@ -352,7 +365,9 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
             max_connections=max_connections,
             max_pending=max_pending,
         )
-        super().__init__(upstreams, standbys, services, hash_on, options, verify, inner is not None)
+        super().__init__(
+            upstreams, standbys, services, hash_on, options, verify, inner is not None, metrics
+        )
         self._fallback = fallback
         self._inners = Inners(
             inner, lambda: httpx.AsyncHTTPTransport(verify=self._ssl_context()), self.pools.values()
@@ -408,6 +423,9 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
             raise call_failed(exc, plan.history) from exc
         except httpx.TransportError as error:
             raise call_failed(error, plan.history) from error
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe(plan)
         response.extensions[ATTEMPTS_EXTENSION] = plan.history
         response.extensions[DECISION_EXTENSION] = decision = plan.decision()
         annotate(decision, plan.history)

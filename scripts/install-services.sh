@@ -9,6 +9,7 @@ for pkg in "$@"; do
         etcd-server) bin=etcd ;;
         dnsmasq-base) bin=dnsmasq ;;
         nginx-light) bin=nginx ;;
+        chromium) bin=chromium ;;
         *) bin=$pkg ;;
     esac
     command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing="$missing $pkg"

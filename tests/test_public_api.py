@@ -18,11 +18,13 @@ def test_contract_names() -> None:
         "AsyncBalancingTransport",
         "BalancingTransport",
         "ConfigError",
+        "Metrics",
         "NoUpstreamAvailable",
         "Pool",
         "StickyCookie",
         "UnknownService",
         "Upstream",
+        "admin_app",
     ):
         assert name in clientlb.__all__
 

@@ -229,8 +229,10 @@ class HealthRules:
 
     def eject_if_outlier(self, member: Member, now: float) -> None:
         rules = self.outlier
-        if rules is not None and member.health in _EJECTABLE and failing(member, rules):
-            self._eject(member, rules, now)
+        if rules is not None and member.health in _EJECTABLE:
+            reason = failing(member, rules)
+            if reason is not None:
+                self._eject(member, rules, now, reason)
 
     def eject_slow(self, now: float) -> None:
         """Latency outliers; run at most every ``latency_interval`` seconds."""
@@ -241,10 +243,11 @@ class HealthRules:
         self.latency_due = now + rules.latency_interval
         for tier in self.roster.tiers:
             for member in slow_members(tier.members, rules):
-                self._eject(member, rules, now)
+                self._eject(member, rules, now, "latency")
 
-    def _eject(self, member: Member, rules: OutlierDetection, now: float) -> None:
-        """Eject ``member`` unless its tier's cap is reached."""
+    def _eject(self, member: Member, rules: OutlierDetection, now: float, reason: str) -> None:
+        """Eject ``member`` unless its tier's cap is reached; ``reason`` is the rule
+        that found it failing (``Member.ejected_for``, which watchers read)."""
         tier = self.roster.tiers[member.tier]
         if tier.ejected + 1 > max(1, math.floor(rules.max_ejected_share * len(tier.members))):
             return
@@ -252,6 +255,7 @@ class HealthRules:
             member.streak = 0
         member.streak += 1
         member.consecutive_local = member.consecutive_gateway = member.consecutive_5xx = 0
+        member.ejected_for = reason
         if member.refused and rules.probe_after is not None:
             member.probe_gap = rules.probe_after
             member.probe_at = now + rules.probe_after

@@ -51,6 +51,7 @@ class Member:
         "consecutive_gateway",
         "consecutive_local",
         "drain_deadline",
+        "ejected_for",
         "ejected_until",
         "ejections",
         "ewma",
@@ -102,6 +103,7 @@ class Member:
         self.ramp_start = 0.0
         self.ramp_until = 0.0
         self.ejections = 0
+        self.ejected_for = ""  # the rule that last ejected it (``OutlierDetection``'s field)
         self.streak = 0  # ejections in a row, for the growing ejection time
         self.last_ejection_end = -math.inf
         self.finished_mark = 0  # requests finished when last admitted (latency outliers)

@@ -1,6 +1,7 @@
 """Outlier detection rules: when passive health says an upstream should go.
 
-``failing()`` reads one member's consecutive failures, after each of its requests.
+``failing()`` reads one member's consecutive failures, after each of its requests,
+and says which rule they break.
 ``slow_members()`` finds latency outliers, upstreams much slower than the rest of
 their tier; the pool asks it at most every ``OutlierDetection.latency_interval``
 seconds, never per request: one pass over a tier and one median of its latency
@@ -17,16 +18,19 @@ from ._policies import OutlierDetection
 from ._state import SERVING
 
 
-def failing(member: Member, rules: OutlierDetection) -> bool:
-    """Whether ``member``'s failures in a row reach one of the consecutive rules."""
+def failing(member: Member, rules: OutlierDetection) -> str | None:
+    """The consecutive rule ``member``'s failures in a row reach (its field name in
+    ``OutlierDetection``), or ``None``."""
     local = rules.consecutive_local_failures
+    if local and member.consecutive_local >= local:
+        return "consecutive_local_failures"
     gateway = rules.consecutive_gateway_errors
+    if gateway and member.consecutive_gateway >= gateway:
+        return "consecutive_gateway_errors"
     any_5xx = rules.consecutive_5xx
-    return bool(
-        (local and member.consecutive_local >= local)
-        or (gateway and member.consecutive_gateway >= gateway)
-        or (any_5xx and member.consecutive_5xx >= any_5xx)
-    )
+    if any_5xx and member.consecutive_5xx >= any_5xx:
+        return "consecutive_5xx"
+    return None
 
 
 def slow_members(members: Iterable[Member], rules: OutlierDetection) -> list[Member]:

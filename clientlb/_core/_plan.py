@@ -68,6 +68,7 @@ class AttemptPlan:
         "_tried",
         "deadline",
         "explain",
+        "hedges",
         "history",
         "key",
         "lease",
@@ -75,6 +76,7 @@ class AttemptPlan:
         "pin",
         "policy",
         "pool",
+        "refused",
     )
 
     def __init__(
@@ -96,6 +98,8 @@ class AttemptPlan:
         timeout = self.policy.timeout
         self.deadline = None if timeout is None else pool.clock() + timeout
         self.history: list[Attempt] = []
+        self.hedges = 0  # hedges sent (the other attempts after the first are retries)
+        self.refused = 0  # retries and hedges the retry budget refused
         self.lease: Lease | None = None
         self._tried: list[Member] = []
         self._resends = 0
@@ -136,6 +140,7 @@ class AttemptPlan:
         The budget is drawn on only for a hedge that goes out."""
         pool = self.pool
         if not pool.has_retry():
+            self.refused += 1
             return None
         try:
             lease = pool.pick(self.key, frozenset(self._tried))
@@ -147,7 +152,9 @@ class AttemptPlan:
             return None
         if not pool.take_retry():  # another call took the last one meanwhile
             lease.finish(Outcome.CANCELLED)
+            self.refused += 1
             return None
+        self.hedges += 1
         self.lease = lease
         self._tried.append(lease.member)
         return lease
@@ -217,6 +224,7 @@ class AttemptPlan:
             if not policy.may_resend(self.method) or self._resends >= policy.max_retries:
                 return False
         if not self.pool.take_retry():
+            self.refused += 1
             return False
         if outcome is not Outcome.CONNECT_FAILURE:
             self._resends += 1

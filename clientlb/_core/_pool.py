@@ -53,6 +53,9 @@ DEFAULT_OUTLIER = OutlierDetection()
 UPDATE_STEP = 500
 
 Listener = Callable[[str, MemberState], None]
+#: What the package's own watchers (``Pool._watch``) hear of each active check
+#: result, beside the changes of state that every listener hears.
+CHECK_PASSED, CHECK_FAILED = "check-passed", "check-failed"
 
 
 class Pool:
@@ -277,6 +280,9 @@ class Pool:
             member = self._roster.get(as_upstream(upstream).key)
             if member is not None:
                 self._rules.check(member, passed, rise, fall, self.clock())
+                event = CHECK_PASSED if passed else CHECK_FAILED
+                for watcher in self._watchers:
+                    watcher(event, member)
 
     @property
     def probing(self) -> bool:
@@ -390,6 +396,17 @@ class Pool:
                 rules.end_pointless_holds(now)
                 roster.rebuild()
         return now
+
+    def _serving_tier(self) -> str:
+        """Who serves as of the last change: ``"primary"``, ``"standby"``,
+        ``"panic"`` (no tier may serve on its own) or ``"none"``. O(1) and
+        current inside a change, so watchers may call it (under the lock)."""
+        roster = self._roster
+        for tier in (PRIMARY, STANDBY):
+            if roster.sufficient(tier):
+                return roster.tiers[tier].name
+        live = len(roster) - roster.count(Health.DOWN) - roster.count(Health.DRAINING)
+        return "panic" if live else "none"
 
     @property
     def panicking(self) -> bool:
@@ -542,6 +559,7 @@ class Pool:
             if slots.version != seen:
                 wake()
             return waiter
+
     def _pinned(self, key: str, exclude: Collection[Member]) -> Member | None:
         """The member ``key`` names if it may serve a pinned client: it is in the
         pool, healthy or slow-starting (a pin skips the ramp: the client is

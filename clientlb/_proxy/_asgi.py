@@ -44,6 +44,7 @@ from .._errors_map import TOO_MANY_WEBSOCKETS, ErrorReply, outcome_of, refusal, 
 from .._http1 import ProtocolError
 from .._httpx import httpx
 from .._keys import HashOnOption
+from .._metrics import Metrics
 from .._options import UNSET, Unset, given
 from .._tls import Verify
 from .._tracing import annotate
@@ -150,6 +151,9 @@ class ProxyApp(ProxyBase):
       proxy``'s front end; other servers enforce their own).
     * **websockets** - a ``clientlb.WebSocketSettings``: message size,
       compression, how many at once, pings.
+    * **metrics** - a ``clientlb.Metrics`` that counts each request and the
+      pool's events (the pool named ``"default"`` unless the collector named it
+      already); ``None`` (the default) counts nothing.
     * **access_log** - one line per request on the ``clientlb.access`` logger:
       method, path, status, upstream, reason, attempts, duration, bytes each
       way (``clientlb._proxy._access``). Off by default.
@@ -191,6 +195,7 @@ class ProxyApp(ProxyBase):
         websockets: WebSocketSettings = DEFAULT_WEBSOCKETS,
         access_log: bool = False,
         decision_header: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(
             upstreams,
@@ -218,6 +223,7 @@ class ProxyApp(ProxyBase):
             websockets=websockets,
             access_log=access_log,
             decision_header=decision_header,
+            metrics=metrics,
         )
         self.key_of = scope_key(self.hash_on)
         if engine is not None and not callable(getattr(engine, "request", None)):
@@ -478,6 +484,8 @@ class ProxyApp(ProxyBase):
         finally:
             extensions[DECISION_EXTENSION] = decided = plan.decision()
             annotate(decided, plan.history)
+            if self.metrics is not None:
+                self.metrics.observe(plan)
         lease = answer.lease
         assert lease is not None
         cookie = self.set_cookie(token, lease.upstream) if self.pins is not None else None

@@ -14,6 +14,7 @@ from .._core._policies import flag
 from .._errors_map import ErrorReply
 from .._events import log_events
 from .._keys import HashOnOption, KeySource, check_key_need, parse_hash_on
+from .._metrics import Metrics, watch_pools
 from .._options import as_pool
 from .._tls import Verify, default_context, tls_context
 from ._engines import DEFAULT_TIMEOUTS, Timeouts
@@ -60,6 +61,7 @@ class ProxyBase:
         websockets: WebSocketSettings = DEFAULT_WEBSOCKETS,
         access_log: bool = False,
         decision_header: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if not isinstance(limits, Limits):
             raise ConfigError("limits", f"expected a clientlb.Limits, got {limits!r}")
@@ -91,6 +93,7 @@ class ProxyBase:
             raise ConfigError("upstreams", "give upstreams= (a list of URLs) or pool=")
         self.pool = as_pool(upstreams, standbys, options)
         log_events(self.pool)
+        self.metrics = watch_pools(metrics, {"default": self.pool})
         self.hash_on: KeySource = parse_hash_on(hash_on)
         check_key_need({"default": self.pool}, self.hash_on, client_address=True)
         if sticky is not None and not isinstance(sticky, StickyCookie):

@@ -59,6 +59,7 @@ class Settings:
 
     listen: tuple[str, int] = ("127.0.0.1", 8080)
     admin: tuple[str, int] | None = None
+    admin_token_file: str | None = None
     upstreams: tuple[Upstream, ...] = ()
     standbys: tuple[Upstream, ...] = ()
     algorithm: str = "round_robin"
@@ -209,6 +210,11 @@ def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
     if "admin" in data:
         admin = data.pop("admin")  # "" or false: no admin listener
         changes["admin"] = None if admin is False or admin == "" else parse_address(admin, "admin")
+    if "admin_token_file" in data:
+        path = data.pop("admin_token_file")
+        if not isinstance(path, str) or not path or "\0" in path:
+            raise ConfigError("admin_token_file", f"expected a file path, got {path!r}")
+        changes["admin_token_file"] = path
     for key in ("upstreams", "standbys"):
         if key in data:
             values = data.pop(key)
@@ -401,6 +407,13 @@ def check(settings: Settings) -> Settings:
             "--upstream", "give at least one upstream (--upstream URL or upstreams = [...])"
         )
     discovery_providers(settings)
+    if settings.admin_token_file is not None:
+        from .._admin_writes import Token
+
+        try:
+            Token(settings.admin_token_file)
+        except ConfigError as exc:
+            raise ConfigError("admin_token_file", str(exc).split(": ", 1)[-1]) from None
     hashing = {"default": Pool(algorithm=settings.algorithm, allow_empty=True)}
     try:
         check_key_need(hashing, parse_hash_on(settings.hash_on), client_address=True)

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
+import ipaddress
 import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._admin import admin_app
 from .._core import Pool
-from ._admin import admin_app
+from .._metrics import Metrics
 from ._asgi import ProxyApp
 from ._config import Settings, discovery_providers
 from ._engines import AsyncEngine
@@ -33,10 +36,15 @@ log = logging.getLogger("clientlb.proxy")
 
 
 def build_app(
-    settings: Settings, *, engine: AsyncEngine | None = None, pool: Pool | None = None
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    pool: Pool | None = None,
+    metrics: Metrics | None = None,
 ) -> ProxyApp:
     """The ``ProxyApp`` the settings describe; a reload passes the running
-    engine, and the running pool when the pool's options are unchanged."""
+    engine, the running pool when the pool's options are unchanged, and the
+    process's metrics collector (its counters outlive a reload)."""
     if pool is None:
         pool = Pool(
             settings.upstreams,
@@ -61,6 +69,7 @@ def build_app(
         access_log=settings.server["access_log"],
         decision_header=settings.server["decision_header"] or None,
         engine=engine,
+        metrics=metrics if metrics is not None else Metrics(),
     )
 
 
@@ -124,23 +133,36 @@ async def serve(
     """Serve until SIGTERM or SIGINT; ``ready`` is called once both listen.
     At SIGHUP, ``reload`` gives the new settings (the file read again)."""
     loop = asyncio.get_running_loop()
-    app = build_app(settings)
+    metrics = Metrics()
+    app = build_app(settings, metrics=metrics)
     await app.startup()
     fronts = [FrontEnd(app, settings.limits, loop)]
     fronts[0].serve(sockets[0])
     host, port = sockets[0].getsockname()[:2]
     extra = {"listen": f"{host}:{port}"}
     if sockets[1] is not None:
-        fronts.append(FrontEnd(admin_app(app.pool, extra), settings.limits, loop))
+        admin = admin_app(app, metrics=metrics, token_file=settings.admin_token_file, extra=extra)
+        _warn_if_exposed(sockets[1], settings.admin_token_file)
+        fronts.append(FrontEnd(admin, settings.limits, loop))
         fronts[1].serve(sockets[1])
 
     def switch(new: Settings, app: ProxyApp, new_pool: bool) -> None:
         fronts[0].use(app, new.limits)  # the new app writes the access log, if on
         if len(fronts) > 1:
-            admin = admin_app(app.pool, extra) if new_pool else fronts[1].app
+            admin = (
+                admin_app(app, metrics=metrics, token_file=new.admin_token_file, extra=extra)
+                if new_pool
+                else fronts[1].app
+            )
             fronts[1].use(admin, new.limits)
 
-    reloader = Reloader(settings, app, reload or (lambda: settings), build_app, switch)
+    def build(new: Settings, *, engine: AsyncEngine | None, pool: Pool | None) -> ProxyApp:
+        if pool is None:  # a new pool takes the old one's name in the metrics
+            for old in metrics.pools.values():
+                metrics.unwatch(old)
+        return build_app(new, engine=engine, pool=pool, metrics=metrics)
+
+    reloader = Reloader(settings, app, reload or (lambda: settings), build, switch)
     stop, hurry, hup = asyncio.Event(), asyncio.Event(), asyncio.Event()
     try:
         with _signals(stop, hurry, hup):
@@ -168,6 +190,23 @@ async def serve(
             hurried.cancel()
     finally:
         await reloader.shutdown()
+
+
+def _warn_if_exposed(sock: socket.socket, token_file: str | None) -> None:
+    """A warning when the admin listens beyond loopback with no token: it is
+    read-only then, but anyone who can reach it reads the upstreams and traffic."""
+    host = sock.getsockname()[0]
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and token_file is None:
+        log.warning(
+            "the admin listener on %s is reachable beyond this host and has no "
+            "--admin-token-file: it is read-only, but anyone who reaches it reads "
+            "the upstreams and their traffic; bind it to 127.0.0.1 or firewall it",
+            host,
+        )
 
 
 def _freeze_heap() -> None:

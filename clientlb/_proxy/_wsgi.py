@@ -37,6 +37,7 @@ from .._errors_map import ErrorReply, outcome_of, refusal, reply_for
 from .._http1 import ProtocolError
 from .._httpx import httpx
 from .._keys import HashOnOption
+from .._metrics import Metrics
 from .._options import UNSET, Unset, given
 from .._tls import Verify
 from .._tracing import annotate
@@ -124,8 +125,8 @@ class WSGIProxy(ProxyBase):
     ``fail_back_after``, ``health_check``, ``discovery``, ``max_connections``,
     ``max_pending``, and ``hash_on``, ``sticky``, ``trusted_proxies``,
     ``preserve_host``, ``retry_body_limit``, ``timeout``, ``verify``,
-    ``limits``, ``access_log``, ``decision_header``); a ``hash_on`` callable
-    receives the WSGI environ. ``engine``
+    ``limits``, ``access_log``, ``decision_header``, ``metrics``); a ``hash_on``
+    callable receives the WSGI environ. ``engine``
     is a sync engine (default:
     ``BlockingEngine``). Health checks and discovery run in daemon threads from
     construction until ``close()``. Safe to call from many worker threads at
@@ -158,6 +159,7 @@ class WSGIProxy(ProxyBase):
         limits: Limits = DEFAULT_LIMITS,
         access_log: bool = False,
         decision_header: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(
             upstreams,
@@ -184,6 +186,7 @@ class WSGIProxy(ProxyBase):
             limits=limits,
             access_log=access_log,
             decision_header=decision_header,
+            metrics=metrics,
         )
         self.key_of = environ_key(self.hash_on)
         if engine is not None and not callable(getattr(engine, "request", None)):
@@ -277,6 +280,8 @@ class WSGIProxy(ProxyBase):
         finally:
             environ[DECISION_EXTENSION] = decided = plan.decision()
             annotate(decided, plan.history)
+            if self.metrics is not None:
+                self.metrics.observe(plan)
         response = held.response
         assert held.lease is not None
         head = [

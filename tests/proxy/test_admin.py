@@ -10,9 +10,8 @@ import anyio
 import httpx
 import pytest
 
-from clientlb import Pool
-from clientlb._proxy import _admin
-from clientlb._proxy._admin import admin_app, metrics_text, stats_json
+from clientlb import AsyncBalancingTransport, Metrics, Pool, ProxyApp, ProxyMiddleware, admin_app
+from clientlb._admin import stats_json
 
 pytestmark = pytest.mark.anyio
 
@@ -28,12 +27,14 @@ def client(app: Any) -> httpx.AsyncClient:
 
 async def test_stats_status_and_metrics() -> None:
     pool = Pool(["http://10.0.0.1:8000", "http://10.0.0.2:8000/v2"], ["http://10.0.0.9:8000"])
-    async with client(admin_app(pool, {"listen": "127.0.0.1:8080"})) as admin:
+    async with client(admin_app(pool, extra={"listen": "127.0.0.1:8080"})) as admin:
         stats = (await admin.get("/stats")).json()
-        status = (await admin.get("/status")).text
+        status = await admin.get("/status")
         metrics = await admin.get("/metrics")
     assert stats["listen"] == "127.0.0.1:8080"
     assert list(stats) == [
+        "pool",
+        "serving",
         "algorithm",
         "panic",
         "max_connections",
@@ -41,14 +42,19 @@ async def test_stats_status_and_metrics() -> None:
         "pending",
         "rejected",
         "upstreams",
+        "events",
         "listen",
     ]
     assert [u["tier"] for u in stats["upstreams"]] == ["primary", "primary", "standby"]
-    assert status.count("<tr>") == 4 and "http://10.0.0.2:8000/v2" in status
+    assert stats["upstreams"][0]["p50"] is None and stats["serving"] == "primary"
+    assert "http://10.0.0.2:8000/v2" in status.text  # in the stats the page carries
+    assert "default-src 'none'" in status.headers["content-security-policy"]
     assert metrics.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    assert 'clientlb_upstream_up{state="healthy",upstream="http://10.0.0.9:8000"} 1.0' in (
-        metrics.text
+    line = (
+        'clientlb_upstream_state{pool="default",state="healthy",tier="standby",'
+        'upstream="http://10.0.0.9:8000"} 1.0'
     )
+    assert line in metrics.text and "clientlb_upstream_up" not in metrics.text
 
 
 def test_stats_json_is_the_snapshot() -> None:
@@ -60,53 +66,29 @@ def test_stats_json_is_the_snapshot() -> None:
     assert json.loads(text) == body
     assert text.count("\n") == 13  # one line per pool field and per upstream
     assert json.loads(stats_json({"upstreams": []})) == {"upstreams": []}
+    several = {"pools": {"a": body, "b": body}, "events": []}
+    assert json.loads(stats_json(several)) == several
 
 
-def _reference(snapshot: dict[str, Any]) -> bytes:
-    """What prometheus-client writes for the same families."""
-    pytest.importorskip("prometheus_client")
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    class Collector:
-        def collect(self) -> Any:
-            for key, name, kind, doc in _admin._PER_UPSTREAM:
-                cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-                family = cls(name, doc, labels=["upstream", "tier"])
-                for up in snapshot["upstreams"]:
-                    if up.get(key) is not None:
-                        family.add_metric([up["url"], up["tier"]], float(up[key]))
-                yield family
-            family = GaugeMetricFamily(
-                "clientlb_upstream_up", _admin._UP_DOC, labels=["upstream", "state"]
-            )
-            for up in snapshot["upstreams"]:
-                family.add_metric([up["url"], up["state"]], _admin._up(up["state"]))
-            yield family
-            panic = int(snapshot["panic"])
-            yield GaugeMetricFamily("clientlb_pool_panic", _admin._PANIC_DOC, value=panic)
-
-    registry = CollectorRegistry()
-    registry.register(Collector())
-    return bytes(generate_latest(registry))
+async def test_several_sources_by_name() -> None:
+    metrics = Metrics()
+    users, orders = Pool(["http://u:1"]), Pool(["http://o:1"])
+    transport = AsyncBalancingTransport(services={"users": users}, metrics=metrics)
+    proxy = ProxyApp(pool=orders)
+    async with client(admin_app(transport, {"shop": proxy}, metrics=metrics)) as admin:
+        stats = (await admin.get("/stats")).json()
+        text = (await admin.get("/metrics")).text
+    assert set(stats["pools"]) == {"users", "shop"}
+    assert 'clientlb_pool_panic{pool="shop"} 0.0' in text
 
 
-def test_metrics_are_what_prometheus_client_writes() -> None:
-    pool = Pool(["http://a:1/x", "http://b:1"], ["http://c:1"])
-    for status in (200, 503, 200):
-        lease = pool.pick()
-        lease.responded(status)
-        lease.finish()
-    snapshot = pool.snapshot()
-    snapshot["upstreams"][0]["url"] = 'http://a:1/x"y\\z'  # characters to escape
-    snapshot["upstreams"][1]["requests"] = 12_345_678  # Go prints an exponent
-    snapshot["upstreams"][2]["ewma_latency"] = 0.000123
-    text = metrics_text(snapshot)
-    assert text.encode() == _reference(snapshot)
-    assert (
-        'clientlb_upstream_requests_total{tier="primary",upstream="http://a:1/x\\"y\\\\z"}' in text
-    )
-    assert "1.2345678e+07" in text and text.endswith("clientlb_pool_panic 0.0\n")
+async def test_the_collector_of_a_source_is_the_one_reported() -> None:
+    metrics = Metrics()
+    proxy = ProxyMiddleware(object(), prefix="/api", upstreams=["http://a:1"], metrics=metrics)
+    app = admin_app(proxy)
+    async with client(app) as admin:
+        await admin.get("/metrics")
+    assert metrics.pools == {"default": proxy.proxy.pool}
 
 
 class Recording(Pool):

@@ -52,6 +52,7 @@ TABLE = frozenset({"table"})
 TOP: dict[str, frozenset[str]] = {
     "listen": frozenset({"str"}),
     "admin": frozenset({"str", "false"}),
+    "admin_token_file": frozenset({"str"}),
     "upstreams": frozenset({"list"}),
     "standbys": frozenset({"list"}),
     "algorithm": frozenset({"str"}),

@@ -12,9 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from clientlb import Pool
+from clientlb import Pool, admin_app
 from clientlb._proxy import ProxyMiddleware
-from clientlb._proxy._admin import admin_app
 from clientlb.discovery import Endpoints, File, _file
 
 from ..waiting import wait_for
@@ -90,7 +89,9 @@ def test_the_proxy_serves_while_a_large_file_is_parsed_and_pages_render(
             assert client.get(f"/api/r{i}").status_code == 200
         rendered.set()
         scrape.join(10)
-        assert metrics[0].text.count("clientlb_upstream_up{") == MEMBERS + 1
+        assert metrics[0].text.count('clientlb_upstream_state{pool="default",state="healthy"') == (
+            MEMBERS + 1
+        )
         pool.snapshot = snapshot  # type: ignore[method-assign]
 
         write(path, base)

@@ -1,0 +1,263 @@
+"""``clientlb.Metrics``: what it counts, and the text it writes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+import clientlb
+from clientlb import Metrics, OutlierDetection, Pool, RetryBudget, RetryPolicy
+from clientlb._exposition import Family, render
+
+NO_EJECTION = OutlierDetection(consecutive_local_failures=None, consecutive_gateway_errors=None)
+
+
+def answers(statuses: dict[str, int | Exception]) -> httpx.MockTransport:
+    """Each upstream (by host) answers its status, or raises its error."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        outcome = statuses[request.url.host]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return httpx.Response(outcome, text="x")
+
+    return httpx.MockTransport(handler)
+
+
+def samples(metrics: Metrics) -> dict[str, float]:
+    """Every sample of ``metrics.render()`` by its name and labels, as written."""
+    out = {}
+    for line in metrics.render().splitlines():
+        if not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_requests_attempts_retries_and_responses_by_class() -> None:
+    metrics = Metrics()
+    transport = clientlb.BalancingTransport(
+        ["http://a:1", "http://b:1"],
+        inner=answers({"a": 503, "b": 200}),
+        outlier=NO_EJECTION,
+        metrics=metrics,
+    )
+    with httpx.Client(transport=transport, base_url="http://svc") as client:
+        for _ in range(2):  # a first then b (retried at b), then b
+            assert client.get("/").status_code == 200
+    got = samples(metrics)
+    assert got['clientlb_requests_total{pool="default"}'] == 2
+    assert got['clientlb_attempts_total{pool="default"}'] == 3
+    assert got['clientlb_retries_total{pool="default"}'] == 1
+    assert got['clientlb_hedges_total{pool="default"}'] == 0
+    assert (
+        got['clientlb_upstream_responses_total{class="5xx",pool="default",upstream="http://a:1"}']
+        == 1
+    )
+    assert (
+        got['clientlb_upstream_responses_total{class="2xx",pool="default",upstream="http://b:1"}']
+        == 2
+    )
+    assert (
+        got[
+            'clientlb_upstream_request_duration_seconds_count{pool="default",upstream="http://b:1"}'
+        ]
+        == 2
+    )
+    inf = 'clientlb_upstream_request_duration_seconds_bucket{le="+Inf",pool="default",upstream="http://b:1"}'
+    assert got[inf] == 2
+
+
+def test_errors_with_no_response_and_the_budget() -> None:
+    metrics = Metrics()
+    stingy = RetryPolicy(budget=RetryBudget(ratio=0.0, min_per_second=0.0))
+    transport = clientlb.BalancingTransport(
+        ["http://a:1", "http://b:1"],
+        inner=answers({"a": httpx.ReadTimeout("slow"), "b": httpx.ReadTimeout("slow")}),
+        outlier=NO_EJECTION,
+        retry=stingy,
+        metrics=metrics,
+    )
+    client = httpx.Client(transport=transport, base_url="http://svc")
+    with client, pytest.raises(clientlb.NoUpstreamAvailable):
+        client.get("/")
+    got = samples(metrics)
+    assert (
+        got['clientlb_upstream_responses_total{class="error",pool="default",upstream="http://a:1"}']
+        == 1
+    )
+    assert got['clientlb_retry_budget_exhausted_total{pool="default"}'] == 1
+    assert got['clientlb_retries_total{pool="default"}'] == 0
+    # no response: no duration
+    assert not any(k.startswith("clientlb_upstream_request_duration") for k in got)
+
+
+def test_ejections_by_rule_and_health_check_results() -> None:
+    metrics = Metrics()
+    pool = Pool(
+        ["http://a:1", "http://b:1"], outlier=OutlierDetection(consecutive_gateway_errors=1)
+    )
+    metrics.watch(pool, "users")
+    lease = pool.pick()
+    lease.responded(503)
+    lease.finish()
+    pool.report_check("http://b:1", True)
+    pool.report_check("http://b:1", False, fall=3)
+    got = samples(metrics)
+    url = lease.upstream.url
+    ejected = (
+        'clientlb_upstream_ejections_total{pool="users",reason="consecutive_gateway_errors",'
+        f'upstream="{url}"}}'
+    )
+    assert got[ejected] == 1
+    assert (
+        got[
+            'clientlb_upstream_health_checks_total{pool="users",result="pass",upstream="http://b:1"}'
+        ]
+        == 1
+    )
+    assert (
+        got[
+            'clientlb_upstream_health_checks_total{pool="users",result="fail",upstream="http://b:1"}'
+        ]
+        == 1
+    )
+    [event] = [e for e in metrics.events() if e.event == "ejected"]
+    assert (event.pool, event.upstream, event.detail) == (
+        "users",
+        url,
+        "consecutive_gateway_errors",
+    )
+
+
+def test_a_state_gauge_per_state_with_fixed_labels() -> None:
+    metrics = Metrics()
+    pool = Pool(["http://a:1"], ["http://s:1"])
+    metrics.watch(pool)
+    before = {k for k in samples(metrics) if k.startswith("clientlb_upstream_state")}
+    pool.report_check("http://a:1", False)  # down
+    after = samples(metrics)
+    states = {k: v for k, v in after.items() if k.startswith("clientlb_upstream_state")}
+    assert set(states) == before and len(states) == 12  # 6 states x 2 upstreams, always
+    assert (
+        states[
+            'clientlb_upstream_state{pool="default",state="down",tier="primary",upstream="http://a:1"}'
+        ]
+        == 1
+    )
+    assert (
+        states[
+            'clientlb_upstream_state{pool="default",state="healthy",tier="primary",upstream="http://a:1"}'
+        ]
+        == 0
+    )
+    assert sum(states.values()) == 2
+    serving = [e.detail for e in metrics.events() if e.event == "serving"]
+    assert serving == ["standby"]  # the failover is an event of its own
+
+
+def test_one_collector_several_pools_by_name() -> None:
+    metrics = Metrics()
+    users, orders = Pool(["http://u:1"]), Pool(["http://o:1"])
+    clientlb.AsyncBalancingTransport(services={"users": users, "orders": orders}, metrics=metrics)
+    other = Pool(["http://x:1"])
+    assert metrics.watch(other) == "default"
+    assert metrics.watch(Pool(["http://y:1"])) == "default-2"
+    assert metrics.watch(users, "renamed") == "users"  # named once, for good
+    assert set(metrics.pools) == {"users", "orders", "default", "default-2"}
+    assert 'clientlb_pool_panic{pool="orders"} 0.0' in metrics.render()
+
+
+def test_a_wrong_metrics_argument_is_a_config_error() -> None:
+    with pytest.raises(clientlb.ConfigError, match="metrics"):
+        clientlb.BalancingTransport(["http://a:1"], metrics=object())  # type: ignore[arg-type]
+
+
+def test_text_is_what_prometheus_client_writes() -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = Metrics()
+    transport = clientlb.BalancingTransport(
+        ["http://a:1/x", "http://b:1"],
+        ["http://c:1"],
+        inner=answers({"a": 503, "b": 200, "c": httpx.ConnectError("refused")}),
+        metrics=metrics,
+    )
+    with httpx.Client(transport=transport, base_url="http://svc") as client:
+        for _ in range(4):
+            client.get("/")
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    text = metrics.render()
+    assert text.encode() == generate_latest(registry)
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert "clientlb_upstream_request_duration_seconds" in names
+
+
+def test_escaping_and_large_numbers_as_prometheus_client_writes_them() -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import Metric
+
+    families = [
+        Family("x_total", "counter", "A count.", [("", (("u", 'a"b\\c\nd'),), 12_345_678)]),
+        Family("y", "gauge", "A gauge.", [("", (("a", "1"), ("b", "2")), 0.000123)]),
+        Family("z", "gauge", "Empty.", []),
+    ]
+
+    class Collector:
+        def collect(self) -> Any:
+            for f in families:
+                name = f.name.removesuffix("_total") if f.kind == "counter" else f.name
+                metric = Metric(name, f.doc, f.kind)
+                for suffix, labels, value in f.samples:
+                    metric.add_sample(f.name + suffix, dict(labels), value)
+                yield metric
+
+    registry = CollectorRegistry()
+    registry.register(Collector())
+    text = render(families)
+    assert text.encode() == generate_latest(registry)
+    assert "1.2345678e+07" in text and re.search(r'u="a\\"b\\\\c\\nd"', text)
+
+
+def test_unwatch_forgets_the_pool() -> None:
+    metrics = Metrics()
+    pool = Pool(["http://a:1"])
+    metrics.watch(pool)
+    metrics.unwatch(pool)
+    pool.report_check("http://a:1", False)
+    assert metrics.pools == {} and samples(metrics) == {} and metrics.events() == []
+
+
+@pytest.mark.anyio
+async def test_hedges_are_counted_apart_from_retries() -> None:
+    import anyio
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "slow":
+            await anyio.sleep(5)
+        return httpx.Response(200, text="x")
+
+    metrics = Metrics()
+    transport = clientlb.AsyncBalancingTransport(
+        ["http://slow:1", "http://fast:1"],
+        algorithm="round_robin",
+        inner=httpx.MockTransport(handler),
+        retry=RetryPolicy(hedge_after=0.01),
+        metrics=metrics,
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        for _ in range(2):  # one of them starts at the slow upstream
+            assert (await client.get("/")).status_code == 200
+    got = samples(metrics)
+    assert got['clientlb_hedges_total{pool="default"}'] == 1
+    assert got['clientlb_retries_total{pool="default"}'] == 0
+    assert got['clientlb_attempts_total{pool="default"}'] == 3
+    lost = 'clientlb_upstream_responses_total{class="cancelled",pool="default",upstream="http://slow:1"}'
+    assert got[lost] == 1
