@@ -22,7 +22,7 @@ async def compare(duration: float, plot: str | None) -> list[Summary]:
     """Tell the story for every algorithm, ``duration`` seconds each; print the table."""
     print(
         f"clientlb demo --compare: the same story ({duration:g} s) for each of "
-        f"{len(ALGORITHMS)} algorithms; primary-3 is slow in phase 2, then crashes"
+        f"{len(ALGORITHMS)} algorithms (primary-3 slow from phase 2, primary-1 down from 3)"
     )
     for line in settings_note(None):
         print(line)
@@ -84,7 +84,8 @@ def draw(results: list[Summary], path: str) -> str:
     for q, label, offset in (("p50", "p50", -0.2), ("p99", "p99", 0.2)):
         values = [(getattr(s, q) or 0.0) * 1000 for s in results]
         latency.bar([t + offset for t in ticks], values, width=0.4, label=label)
-    latency.set_ylabel("latency (ms)")
+    latency.set_yscale("log")
+    latency.set_ylabel("latency (ms, log scale)")
     latency.set_title("The demo's story, per algorithm")
     latency.legend()
     bottom = [0.0] * len(results)
