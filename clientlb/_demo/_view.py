@@ -188,10 +188,14 @@ class RichView:
             values[2] = f"[{STATE_STYLES.get(row.state, '')}]{row.state}[/]"
             table.add_row(*values, style="dim" if row.requests == 0 else "")
         number = frame.phase + 1
-        head = Text.assemble(
-            (f"phase {number}/{len(PHASES)} ", "bold"),
-            (PHASES[frame.phase].title, "bold cyan"),
-            f"   {frame.elapsed:4.1f} s of {frame.total:g} s",
+        title = Text.assemble(
+            (f"phase {number}/{len(PHASES)} ", "bold"), (PHASES[frame.phase].title, "bold cyan")
+        )
+        head = Table.grid(padding=(0, 2))
+        head.add_row(
+            title,
+            ProgressBar(total=frame.total, completed=frame.elapsed, width=40),
+            f"{frame.elapsed:4.1f} s of {frame.total:g} s",
         )
         errors = "green" if frame.errors == 0 else "bold red"
         foot = Text.assemble(
@@ -199,9 +203,8 @@ class RichView:
             (str(frame.errors), errors),
             "   (share, p50, p99: the last second)",
         )
-        bar = ProgressBar(total=frame.total, completed=frame.elapsed, width=60)
         watch = Text(f"watch: {PHASES[frame.phase].watch}", style="dim")
-        return Group(head, bar, watch, table, foot)
+        return Group(head, watch, table, foot)
 
     def end(self) -> None:
         self.live.stop()
