@@ -49,7 +49,7 @@ def test_a_short_demo_tells_every_phase_and_sums_up() -> None:
     assert re.search(r"failover: \d+ requests? (was|were) retried within", summary)
     back = re.search(r"fail-back: a primary answered (\d+\.\d+) s after", summary)
     assert back is not None, summary
-    assert float(back.group(1)) < 1.0  # probes: within about 0.5 s of listening
+    assert float(back.group(1)) < 1.5  # probes: about 0.5 s after listening, more on a busy machine
 
 
 @pytest.mark.integration
