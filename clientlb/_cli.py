@@ -133,8 +133,29 @@ def parser() -> argparse.ArgumentParser:
     )
 
     demo = commands.add_parser("demo", help="watch the algorithms balance live replicas")
-    demo.add_argument("--algorithm", type=_algorithm, default="least_response_time", metavar="NAME")
-    demo.add_argument("--duration", type=_positive, default=3.0, metavar="SECONDS")
+    demo.add_argument(
+        "--algorithm",
+        type=_algorithm,
+        default="least_response_time",
+        metavar="NAME",
+        help="the algorithm to watch (default least_response_time)",
+    )
+    demo.add_argument(
+        "--duration",
+        type=_positive,
+        metavar="SECONDS",
+        help="length of the story (default 30; with --compare, per algorithm, default 6)",
+    )
+    demo.add_argument(
+        "--compare",
+        action="store_true",
+        help="tell the story once per algorithm and print the figures side by side",
+    )
+    demo.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="with --compare: draw the figures into FILE.png (needs matplotlib)",
+    )
     return top
 
 
@@ -283,5 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_proxy(args)
     from . import _demo
 
-    result: int = _demo.main(args.algorithm, args.duration)
+    if args.plot is not None and not args.compare:
+        print(f"{PROG} demo: error: --plot needs --compare", file=sys.stderr)
+        return 2
+    result: int = _demo.main(
+        args.algorithm, args.duration, compare_all=args.compare, plot=args.plot
+    )
     return result

@@ -42,6 +42,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["proxy", "--upstream", "http://a:1", "--health-path", "health"], "--health-path"),
         (["proxy", "--upstream", "http://a:1", "--config", "/nonexistent.toml"], "--config"),
         (["demo", "--duration", "-1"], "--duration"),
+        (["demo", "--plot", "x.png"], "--plot"),
         (["proxy", "--bogus"], "--bogus"),
     ],
 )
