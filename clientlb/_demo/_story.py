@@ -16,10 +16,11 @@ from typing import Any, Protocol
 import anyio
 import anyio.to_thread
 
+from .._admin import admin_app
 from .._attempts import ATTEMPTS_EXTENSION
 from .._core import ALGORITHMS, MemberState, Pool
 from .._httpx import httpx
-from .._proxy._admin import admin_app
+from .._metrics import Metrics
 from .._tls import default_context
 from .._transports import AsyncBalancingTransport
 from ._record import Recorder, quantile
@@ -216,14 +217,16 @@ async def tell(algorithm: str, duration: float, view: View, status_page: bool = 
         for replica in fleet.everyone:
             tg.start_soon(replica.astart)
     await _warm_up(fleet)
+    metrics = Metrics()  # the status page's latency quantiles and sparklines
     transport = AsyncBalancingTransport(
         [r.url for r in fleet.primaries],
         standbys=[fleet.standby.url],
         algorithm=algorithm,
         hash_on=f"header:{HASH_HEADER}" if ALGORITHMS[algorithm].hashes else None,
+        metrics=metrics,
     )
     pool = transport.pool
-    admin = LoopbackServer(admin_app(pool)) if status_page else None
+    admin = LoopbackServer(admin_app(transport, metrics=metrics)) if status_page else None
     began = time.monotonic()
 
     def on_change(event: str, state: MemberState) -> None:
