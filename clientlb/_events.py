@@ -27,6 +27,7 @@ log = logging.getLogger("clientlb.events")
 
 _TIERS = ("primary", "standby")
 _OUT = {Health.EJECTED.value, Health.DOWN.value}
+_STATE_EVENTS = {h.value for h in Health} | {"removed"}
 _lock = threading.Lock()
 _logged: weakref.WeakSet[Pool] = weakref.WeakSet()
 
@@ -41,6 +42,8 @@ def log_events(pool: Pool) -> None:
     states = {m.upstream.key: m.health.value for m in pool._live_members()}
 
     def on_member(event: str, member: Member) -> None:
+        if event not in _STATE_EVENTS:
+            return  # not a change of state (a check's result, for the metrics)
         upstream = member.upstream
         before = states.pop(upstream.key, None)
         if event != "removed":
