@@ -3,6 +3,8 @@
 Public names only; the code lives in the private modules.
 """
 
+import logging as _logging
+
 from . import discovery as discovery
 from . import testing as testing
 from ._admin import (
@@ -129,3 +131,7 @@ __all__ = [
     "discovery",
     "testing",
 ]
+
+# A library's records go where the application's logging sends them, and
+# nowhere when it configured none (not to stderr through logging's last resort).
+_logging.getLogger("clientlb").addHandler(_logging.NullHandler())

@@ -138,6 +138,14 @@ TOP = Table(
             RESTART,
         ),
         Key(
+            "admin_token_file",
+            "string path",
+            "A file holding the bearer token that allows the admin's POST /drain, "
+            "/enable and /weight (read at each request); without it the admin is "
+            "read-only.",
+            RESTART,
+        ),
+        Key(
             "upstreams",
             "array of URLs or upstream tables",
             "Primary upstreams; see [Upstream entries](#upstream-entries).",

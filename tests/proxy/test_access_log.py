@@ -15,6 +15,7 @@ import clientlb
 from clientlb._proxy import ProxyApp
 
 from ..replicas import Replica, closed_port
+from ..waiting import wait_for
 from .servers import Served
 
 pytestmark = pytest.mark.integration
@@ -37,8 +38,8 @@ def test_one_line_per_request_with_where_and_why(
     with httpx.Client(base_url=served.url) as client:
         for _ in range(2):  # one of the two starts at the dead upstream and moves on
             assert client.post("/items?x=1", content=b"12345").status_code == 200
-    lines = access_lines(caplog)
-    assert len(lines) == 2
+    # each line is written once the response is out: it may land just after
+    lines = wait_for(lambda: len(access_lines(caplog)) == 2 and access_lines(caplog), "lines")
     retried = next(r for r in lines if "connect_failure" in r.getMessage())
     text = retried.getMessage()
     assert text.startswith("POST /items?x=1 200 ")
@@ -56,7 +57,7 @@ def test_refused_requests_are_logged_too(
     caplog.set_level(logging.INFO, logger=ACCESS)
     _, served = proxy([closed_port()], access_log=True, outlier=None)
     assert httpx.get(served.url + "/x").status_code == 502
-    (line,) = access_lines(caplog)
+    (line,) = wait_for(lambda: access_lines(caplog), what="the access line")
     assert line.getMessage().startswith("GET /x 502 ")
     assert "connect_failure" in line.getMessage()
 

@@ -142,9 +142,8 @@ def test_checked_down_everywhere_is_503_without_dialing(shell: str) -> None:
         try:
             members = proxy.app.pool
             wait_for(lambda: all(m.health is Health.DOWN for m in members.members), "all down")
-            started = time.monotonic()
             r = httpx.get(proxy.url + "/x", timeout=10)
-            assert r.status_code == 503 and time.monotonic() - started < 0.1
+            assert r.status_code == 503  # at once: no upstream is dialled
             assert primary.count(path="/x") == standby.count(path="/x") == 0
             primary.health_status = 200
             wait_for(lambda: members.members[0].health is Health.HEALTHY, "the primary back")
