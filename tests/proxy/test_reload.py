@@ -26,6 +26,7 @@ def test_restart_keys_come_from_the_schema() -> None:
     assert set(RESTART_KEYS) == {
         "listen",
         "admin",
+        "admin_token_file",
         "verify",
         "limits.upstream_connections",
         "limits.upstream_idle_timeout",
