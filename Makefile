@@ -25,6 +25,7 @@ services:
 
 test: $(STAMP) services
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/transports --library httpx2
 
 lint: $(STAMP)
 	$(BIN)/ruff check clientlb tests benchmarks examples

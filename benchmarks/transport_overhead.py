@@ -20,6 +20,7 @@ transport, which the network does not blur, without and with a ``clientlb.Metric
     python benchmarks/transport_overhead.py [--rounds 5] [--seconds 0.6]
     python benchmarks/transport_overhead.py --inner shared  # one pool given as inner=
     python benchmarks/transport_overhead.py --profile   # where the transport's time goes
+    python benchmarks/transport_overhead.py --library httpx2  # clientlb.httpx2 vs httpx2
 
 It always exits 0: the figures are indicative, the more so on a shared machine.
 """
@@ -45,9 +46,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 
-import clientlb
+def _library() -> str:
+    """``--library``, read before the module's classes are built on it."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--library", choices=["httpx", "httpx2"], default="httpx")
+    name: str = early.parse_known_args()[0].library
+    return name
+
+
+#: httpx and clientlb's transports, or httpx2 and clientlb.httpx2's (--library):
+#: every side of a run uses the same client library.
+LIBRARY = _library()
+httpx: Any = importlib.import_module(LIBRARY)
+clientlb: Any = importlib.import_module("clientlb" if LIBRARY == "httpx" else "clientlb.httpx2")
 
 TARGET = 0.95
 #: The same for every client. At concurrency 32 the figures depend on how many
@@ -458,6 +470,12 @@ def main() -> int:
         help="the balancing transport's inner transport: one pool per upstream (the "
         "transport's default) or one shared pool given as inner=",
     )
+    parser.add_argument(
+        "--library",
+        choices=["httpx", "httpx2"],
+        default="httpx",
+        help="the client library of every side (httpx2: clientlb.httpx2's transports)",
+    )
     args = parser.parse_args()
 
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
@@ -469,7 +487,7 @@ def main() -> int:
         print(
             f"2 replicas (uvicorn, {http}, one process each); {args.rounds} rounds of "
             f"{args.seconds:g} s per side, alternating; median requests/s; inner "
-            f"transport: {args.inner}",
+            f"transport: {args.inner}; {LIBRARY} {httpx.__version__}",
             flush=True,
         )
         per_upstream = args.inner == "per-upstream"

@@ -20,7 +20,7 @@ ends the call:
   sync: the shell passes it to its I/O). An idempotent request unanswered after
   ``plan.hedge_delay()`` gets a hedge at another upstream (async only): the first
   answer wins, the other attempt is cancelled.
-* When the call's time runs out the call ends with ``httpx.ReadTimeout``; when
+* When the call's time runs out the call ends with ``rules.timeout_error``; when
   nothing was left to try, with the last attempt's error (or the plan's
   ``NoUpstream`` if nothing was tried at all). The shells turn that into what
   they raise or answer (``clientlb._errors_map``).
@@ -40,7 +40,7 @@ import tenacity
 
 from ._core import AttemptPlan, Lease, NoUpstream, Outcome
 from ._core._plan import OutOfTime
-from ._errors_map import outcome_of
+from ._errors_map import is_transport_error, outcome_of
 from ._httpx import httpx
 from ._slots import afirst_lease, first_lease
 
@@ -64,13 +64,16 @@ class Rules(Generic[R]):
     may be sent twice at once (``hedgeable``: held whole in memory); and how
     long a call may wait for a slot when every upstream is at its connection
     limit (``queue_timeout``: the shell's pool timeout; ``None`` for no bound
-    but the call's own deadline; see ``clientlb._slots``)."""
+    but the call's own deadline; see ``clientlb._slots``); and the error a call
+    or an attempt whose time ran out ends with (``timeout_error``: the
+    ``ReadTimeout`` of the shell's client library)."""
 
     status: Callable[[R], int]
     keep: Callable[[R, Lease], R]
     replayable: Callable[[], bool]
     hedgeable: bool = False
     queue_timeout: float | None = None
+    timeout_error: type[Exception] = httpx.ReadTimeout
 
 
 class _Call(Generic[R]):
@@ -91,7 +94,7 @@ class _Call(Generic[R]):
             return False
         plan, replayable = self.plan, self.rules.replayable()
         if error is not None:
-            if not isinstance(error, httpx.TransportError):
+            if not is_transport_error(error):
                 return False
             return plan.retry_after(outcome_of(error), replayable=replayable)
         assert result is not None
@@ -129,7 +132,7 @@ class _Call(Generic[R]):
             self.exhausted = True
             if self.result is not None:
                 return None
-            raise _out_of_time() from None
+            raise self.rules.timeout_error("the call's time ran out") from None
 
     def advance(self) -> tuple[Lease | None, R | None]:
         """Where the next attempt goes, with the result it replaces (the caller
@@ -138,7 +141,7 @@ class _Call(Generic[R]):
         if self.plan.out_of_time():
             self.exhausted = True
             if self.result is None:
-                raise _out_of_time()
+                raise self.rules.timeout_error("the call's time ran out")
             return None, self.result
         lease = self.next_lease()
         held, self.result = self.result, None
@@ -146,10 +149,6 @@ class _Call(Generic[R]):
             assert held is not None
             return None, held
         return lease, held
-
-
-def _out_of_time() -> httpx.ReadTimeout:
-    return httpx.ReadTimeout("the call's time ran out")
 
 
 def _attempt_failed(plan: AttemptPlan, lease: Lease, error: BaseException) -> None:
@@ -254,7 +253,7 @@ async def _one(
         with anyio.fail_after(timeout):
             result = await attempt(lease, timeout)
     except TimeoutError:
-        error = httpx.ReadTimeout("the attempt's time ran out")
+        error = call.rules.timeout_error("the attempt's time ran out")
         _attempt_failed(plan, lease, error)
         raise error from None
     except BaseException as error:

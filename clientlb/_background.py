@@ -63,7 +63,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any, Self
 
 import anyio
@@ -112,13 +112,16 @@ class _Base:
         discovery: Provider | Iterable[Provider] | None = None,
         owner: object = None,
         first_answer_timeout: float = FIRST_ANSWER_TIMEOUT,
+        library: ModuleType = httpx,
     ) -> None:
         if not isinstance(pool, Pool):
             raise TypeError(f"expected a Pool, got {pool!r}")
         self.pool = pool
         self.owner = owner
         self.first_answer_timeout = first_answer_timeout
-        self.checker = HealthChecker(pool, health_check) if health_check is not None else None
+        self.checker = (
+            HealthChecker(pool, health_check, library) if health_check is not None else None
+        )
         self.providers = _providers(discovery)
         self.prober = Prober(pool) if pool.probing else None
         self.started = False
@@ -181,6 +184,8 @@ class Background(_Base):
     * **owner** - the transport or proxy this runs for, when the pool may be
       shared: only the owner holding the pool's claim runs, the others stand by
       (see the module doc). ``None`` runs unconditionally.
+    * **library** - the client library of ``transport`` and of the checker's
+      own (httpx, or httpx2 for the transports of ``clientlb.httpx2``).
     """
 
     def __init__(
@@ -192,8 +197,11 @@ class Background(_Base):
         transport: httpx.BaseTransport | None = None,
         verify: bool | ssl.SSLContext = True,
         owner: object = None,
+        library: ModuleType = httpx,
     ) -> None:
-        super().__init__(pool, health_check=health_check, discovery=discovery, owner=owner)
+        super().__init__(
+            pool, health_check=health_check, discovery=discovery, owner=owner, library=library
+        )
         self.transport = transport
         self.verify = verify
         self._stop = threading.Event()
@@ -326,8 +334,11 @@ class AsyncBackground(_Base):
         transport: httpx.AsyncBaseTransport | None = None,
         verify: bool | ssl.SSLContext = True,
         owner: object = None,
+        library: ModuleType = httpx,
     ) -> None:
-        super().__init__(pool, health_check=health_check, discovery=discovery, owner=owner)
+        super().__init__(
+            pool, health_check=health_check, discovery=discovery, owner=owner, library=library
+        )
         self.transport = transport
         self.verify = verify
         self._group: anyio.abc.TaskGroup | None = None

@@ -26,28 +26,47 @@ catch it), carrying ``attempts``.
 The errors of the proxy's own I/O become httpx's classes first, here too:
 ``connect_error()`` (a failed dial), ``bad_response()`` (bytes that break
 HTTP/1.1) and ``opening_error()`` (a WebSocket upstream leg that failed to open).
+
+httpx2 (``clientlb.httpx2``) has httpx's classes under its own names: importing
+it adds its rows to the first column (``add_library``), so the same errors of
+either library say the same of an upstream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 from ._core import Attempt, NoUpstream, Outcome, Saturated
-from ._exceptions import NoUpstreamAvailable
+from ._exceptions import CallFailed, NoUpstreamAvailable
 from ._http1 import ProtocolError
 from ._httpx import httpx
 
-_OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
-    (httpx.ConnectError, Outcome.CONNECT_FAILURE),
-    (httpx.ConnectTimeout, Outcome.CONNECT_FAILURE),
-    (httpx.PoolTimeout, Outcome.CONNECT_FAILURE),
-    (httpx.TimeoutException, Outcome.TIMEOUT),
-    (httpx.ReadError, Outcome.RESET),
-    (httpx.WriteError, Outcome.RESET),
-    (httpx.CloseError, Outcome.RESET),
-    (httpx.RemoteProtocolError, Outcome.RESET),
-)
+_OUTCOMES: list[tuple[type[BaseException], Outcome]] = []
+_TRANSPORT_ERRORS: list[type[BaseException]] = []
+
+
+def add_library(module: ModuleType) -> None:
+    """Map the errors of ``module`` (httpx, or a library with its API) too."""
+    if module.TransportError in _TRANSPORT_ERRORS:
+        return
+    _TRANSPORT_ERRORS.append(module.TransportError)
+    _OUTCOMES.extend(
+        [
+            (module.ConnectError, Outcome.CONNECT_FAILURE),
+            (module.ConnectTimeout, Outcome.CONNECT_FAILURE),
+            (module.PoolTimeout, Outcome.CONNECT_FAILURE),
+            (module.TimeoutException, Outcome.TIMEOUT),
+            (module.ReadError, Outcome.RESET),
+            (module.WriteError, Outcome.RESET),
+            (module.CloseError, Outcome.RESET),
+            (module.RemoteProtocolError, Outcome.RESET),
+        ]
+    )
+
+
+add_library(httpx)
 
 
 def outcome_of(exc: BaseException) -> Outcome:
@@ -56,6 +75,12 @@ def outcome_of(exc: BaseException) -> Outcome:
         if isinstance(exc, cls):
             return outcome
     return Outcome.CANCELLED
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed exchange with an upstream (a ``TransportError``
+    of a library in use), the kind of error a plan may retry."""
+    return any(isinstance(exc, cls) for cls in _TRANSPORT_ERRORS)
 
 
 # -- what a proxy answers -------------------------------------------------------------
@@ -132,33 +157,40 @@ def refusal(exc: ProtocolError) -> ErrorReply:
 # -- what a transport raises ------------------------------------------------------------
 
 
-_BOTH: dict[type[httpx.TransportError], type[NoUpstreamAvailable]] = {}
+_BOTH: dict[tuple[type[CallFailed], type[BaseException]], type[CallFailed]] = {}
 
 
-def _both(cls: type[httpx.TransportError]) -> type[NoUpstreamAvailable]:
-    """A class that is ``NoUpstreamAvailable`` and ``cls`` at once (made once)."""
-    both = _BOTH.get(cls)
+def _both(base: type[CallFailed], cls: type[BaseException]) -> type[CallFailed]:
+    """A class that is ``base`` (a ``NoUpstreamAvailable``) and ``cls`` at once
+    (made once)."""
+    both = _BOTH.get((base, cls))
     if both is None:
-        both = _BOTH[cls] = type(f"NoUpstream{cls.__name__}", (NoUpstreamAvailable, cls), {})
+        both = _BOTH[base, cls] = type(f"NoUpstream{cls.__name__}", (base, cls), {})
     return both
 
 
-def call_failed(error: BaseException | None, attempts: Sequence[Attempt]) -> NoUpstreamAvailable:
+def call_failed(
+    error: BaseException | None,
+    attempts: Sequence[Attempt],
+    no_upstream: type[CallFailed] = NoUpstreamAvailable,
+    transport_error: type[BaseException] = httpx.TransportError,
+) -> CallFailed:
     """The error a call ends with when no attempt gave a response: plain
-    ``NoUpstreamAvailable`` when nothing was tried (``error`` the core's
-    ``NoUpstream``, if any, whose message it keeps and which is its cause),
-    else one that is also the last attempt's httpx class."""
+    ``no_upstream`` (the ``NoUpstreamAvailable`` of the transport's library) when
+    nothing was tried (``error`` the core's ``NoUpstream``, if any, whose message
+    it keeps and which is its cause), else one that is also the last attempt's
+    class (a ``transport_error`` of that library)."""
     if isinstance(error, NoUpstream):
-        failed = NoUpstreamAvailable(str(error), attempts=tuple(attempts))
+        failed = no_upstream(str(error), attempts=tuple(attempts))
         failed.__cause__ = error
         return failed
-    if error is None or not isinstance(error, httpx.TransportError):
+    if error is None or not isinstance(error, transport_error):
         message = "no upstream available" if not attempts else "every attempt failed"
-        return NoUpstreamAvailable(message, attempts=tuple(attempts))
-    if isinstance(error, NoUpstreamAvailable):
+        return no_upstream(message, attempts=tuple(attempts))
+    if isinstance(error, no_upstream):
         error.attempts = tuple(attempts)
         return error
-    raised = _both(type(error))(str(error), attempts=tuple(attempts))
+    raised = _both(no_upstream, type(error))(str(error), attempts=tuple(attempts))
     raised.__cause__ = error
     return raised
 

@@ -16,6 +16,7 @@ import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 
 import anyio
 
@@ -33,15 +34,17 @@ class HealthChecker:
     """Runs ``policy`` against the upstreams of ``pool``.
 
     ``transport`` is the httpx transport for the checks (the caller keeps
-    ownership; by default the checker opens and closes its own).
+    ownership; by default the checker opens and closes its own). ``library`` is
+    the client library of both (httpx, or httpx2 for ``clientlb.httpx2``).
     """
 
-    def __init__(self, pool: Pool, policy: HealthCheck) -> None:
+    def __init__(self, pool: Pool, policy: HealthCheck, library: ModuleType = httpx) -> None:
         if not isinstance(policy, HealthCheck):
             raise ConfigError("health_check", f"expected a clientlb.HealthCheck, got {policy!r}")
         self.pool = pool
         self.policy = policy
         self.rounds = 0  # completed rounds, for tests and benchmarks
+        self._library = library
 
     def targets(self) -> list[Member]:
         """The members to check this round: all but the draining ones (the pool's
@@ -74,7 +77,7 @@ class HealthChecker:
         Without a ``transport`` the checker makes its own, verifying HTTPS
         upstreams as ``verify`` says (httpx's meaning)."""
         own = transport is None
-        transport = transport or httpx.HTTPTransport(verify=verify)
+        transport = transport or self._library.HTTPTransport(verify=verify)
         workers = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="clientlb-health")
         try:
             due = time.monotonic()
@@ -95,12 +98,13 @@ class HealthChecker:
         """The check's request, sent straight to the transport: through an
         ``httpx.Client`` every passing check would be an INFO line of httpx's."""
         timeout = self.policy.timeout
-        return httpx.Request(
+        request: httpx.Request = self._library.Request(
             "GET",
             self.policy.url(member.upstream.url),
             headers=HEADERS,
             extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)},
         )
+        return request
 
     def _check(self, transport: httpx.BaseTransport, member: Member) -> None:
         status, error = None, ""
@@ -124,7 +128,7 @@ class HealthChecker:
     ) -> None:
         """Check every interval until cancelled (an anyio task); see ``run``."""
         own = transport is None
-        transport = transport or httpx.AsyncHTTPTransport(verify=verify)
+        transport = transport or self._library.AsyncHTTPTransport(verify=verify)
         try:
             due = anyio.current_time()
             while True:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
 from typing import Any
 
 from ._core import ConfigError, Pool, Upstream
@@ -66,48 +67,56 @@ def _no_key(request: httpx.Request) -> str | None:
     return None
 
 
-def upstream_request(request: httpx.Request, upstream: Upstream, stream: Any) -> httpx.Request:
-    """The request as ``upstream`` receives it: its scheme, host, port and path
-    prefix, the original path and query after it, and its own Host header."""
-    url = _upstream_url(request.url, upstream.base)
-    host = upstream.authority.encode("ascii")
-    headers = [
-        (name, host) if name.lower() == b"host" else (name, value)
-        for name, value in request.headers.raw
-    ]
-    return httpx.Request(
-        request.method, url, headers=headers, stream=stream, extensions=request.extensions
-    )
+class Readdress:
+    """The request as an upstream receives it, in one client library (httpx, or
+    a library with its API such as httpx2, given as ``module``)."""
 
+    def __init__(self, module: ModuleType) -> None:
+        self._request: type[httpx.Request] = module.Request
+        self._url: type[httpx.URL] = module.URL
+        self._parsed_base = functools.lru_cache(maxsize=4096)(self._parse_base)
+        self.url = self.joined_url if self._joins_as_parsed() else self.parsed_url
+        """``parsed_url`` or, where it gives the same URLs, ``joined_url``."""
 
-def _parsed_url(request_url: httpx.URL, base: str) -> httpx.URL:
-    """``base`` followed by the request's raw path and query, parsed again."""
-    return httpx.URL(base + request_url.raw_path.decode("ascii"))
+    def request(self, request: httpx.Request, upstream: Upstream, stream: Any) -> httpx.Request:
+        """The request as ``upstream`` receives it: its scheme, host, port and path
+        prefix, the original path and query after it, and its own Host header."""
+        url = self.url(request.url, upstream.base)
+        host = upstream.authority.encode("ascii")
+        headers = [
+            (name, host) if name.lower() == b"host" else (name, value)
+            for name, value in request.headers.raw
+        ]
+        return self._request(
+            request.method, url, headers=headers, stream=stream, extensions=request.extensions
+        )
 
+    def parsed_url(self, request_url: httpx.URL, base: str) -> httpx.URL:
+        """``base`` followed by the request's raw path and query, parsed again."""
+        return self._url(base + request_url.raw_path.decode("ascii"))
 
-@functools.lru_cache(maxsize=4096)
-def _parsed_base(base: str) -> Any:
-    return httpx.URL(base)._uri_reference
+    def _parse_base(self, base: str) -> Any:
+        return self._url(base)._uri_reference
 
+    def joined_url(self, request_url: httpx.URL, base: str) -> httpx.URL:
+        """The same URL as ``parsed_url`` without parsing it again: both parts were
+        validated and normalised when their own URL was built, and parsing is
+        most of what this module costs a request. Uses the URL's parsed form (a
+        private attribute), so it is taken only if the check below passes."""
+        parts = request_url._uri_reference
+        prefix = self._parsed_base(base)
+        url = self._url.__new__(self._url)
+        url._uri_reference = prefix._replace(
+            path=prefix.path + (parts.path or "/"), query=parts.query
+        )
+        return url
 
-def _joined_url(request_url: httpx.URL, base: str) -> httpx.URL:
-    """The same URL as ``_parsed_url`` without parsing it again: both parts were
-    validated and normalised when their own ``httpx.URL`` was built, and parsing
-    is most of what this module costs a request. Uses ``httpx.URL``'s parsed
-    form (a private attribute), so it is taken only if the check below passes."""
-    parts = request_url._uri_reference
-    prefix = _parsed_base(base)
-    url = httpx.URL.__new__(httpx.URL)
-    url._uri_reference = prefix._replace(path=prefix.path + (parts.path or "/"), query=parts.query)
-    return url
-
-
-def _joins_as_parsed() -> bool:
-    samples = [("http://svc/a%2Fb/c?x=1&x=2", "http://h:8000/v2"), ("http://svc", "https://h")]
-    try:
-        return all(_joined_url(httpx.URL(u), b) == _parsed_url(httpx.URL(u), b) for u, b in samples)
-    except Exception:  # another httpx: take the parsing path
-        return False
-
-
-_upstream_url = _joined_url if _joins_as_parsed() else _parsed_url
+    def _joins_as_parsed(self) -> bool:
+        samples = [("http://svc/a%2Fb/c?x=1&x=2", "http://h:8000/v2"), ("http://svc", "https://h")]
+        try:
+            return all(
+                self.joined_url(self._url(u), b) == self.parsed_url(self._url(u), b)
+                for u, b in samples
+            )
+        except Exception:  # another URL class: take the parsing path
+            return False

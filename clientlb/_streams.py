@@ -3,11 +3,17 @@ response body that holds its upstream's lease until it is closed.
 
 In-flight counts settle when the response body closes, not when headers arrive
 (as httpx sets ``response.elapsed`` when its stream closes).
+
+The classes here are the wrappers' behaviour only: httpx (and httpx2) check a
+body's class (``SyncByteStream`` or ``AsyncByteStream``), so each client library
+gets its own subclasses of them, from ``stream_classes()``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from ._core import Lease, Outcome
@@ -15,12 +21,7 @@ from ._errors_map import outcome_of
 from ._httpx import httpx
 
 
-def is_replayable(stream: Any) -> bool:
-    """A body held in memory can be sent again in full."""
-    return isinstance(stream, httpx.ByteStream)
-
-
-class TrackedSyncStream(httpx.SyncByteStream):
+class TrackedSyncStream:
     """A request body stream that notes when it starts to be read."""
 
     def __init__(self, stream: httpx.SyncByteStream) -> None:
@@ -35,7 +36,7 @@ class TrackedSyncStream(httpx.SyncByteStream):
         self.stream.close()
 
 
-class TrackedAsyncStream(httpx.AsyncByteStream):
+class TrackedAsyncStream:
     """The async twin of ``TrackedSyncStream``."""
 
     def __init__(self, stream: httpx.AsyncByteStream) -> None:
@@ -51,7 +52,7 @@ class TrackedAsyncStream(httpx.AsyncByteStream):
         await self.stream.aclose()
 
 
-class LeasedSyncStream(httpx.SyncByteStream):
+class LeasedSyncStream:
     """A response body that releases its lease when closed or when it fails."""
 
     def __init__(self, stream: httpx.SyncByteStream, lease: Lease) -> None:
@@ -74,7 +75,7 @@ class LeasedSyncStream(httpx.SyncByteStream):
             self.lease.finish(Outcome.SUCCESS)
 
 
-class LeasedAsyncStream(httpx.AsyncByteStream):
+class LeasedAsyncStream:
     """The async twin of ``LeasedSyncStream``; cancellation releases the lease too."""
 
     def __init__(self, stream: httpx.AsyncByteStream, lease: Lease) -> None:
@@ -96,3 +97,27 @@ class LeasedAsyncStream(httpx.AsyncByteStream):
             await self.stream.aclose()
         finally:
             self.lease.finish(Outcome.SUCCESS)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClasses:
+    """The wrappers as stream classes of one client library."""
+
+    tracked_sync: type[TrackedSyncStream]
+    tracked_async: type[TrackedAsyncStream]
+    leased_sync: type[LeasedSyncStream]
+    leased_async: type[LeasedAsyncStream]
+
+
+def stream_classes(module: ModuleType) -> StreamClasses:
+    """The wrappers for ``module`` (httpx, or a library with its API)."""
+
+    def derive(cls: type[Any], base: type[Any]) -> Any:
+        return type(cls.__name__, (cls, base), {"__module__": __name__})
+
+    return StreamClasses(
+        derive(TrackedSyncStream, module.SyncByteStream),
+        derive(TrackedAsyncStream, module.AsyncByteStream),
+        derive(LeasedSyncStream, module.SyncByteStream),
+        derive(LeasedAsyncStream, module.AsyncByteStream),
+    )

@@ -9,6 +9,9 @@ PEM file or a directory of hashed certificates, relative to the working
 directory), the form a config file can hold. Every connection and every
 upstream's inner transport shares one context: building one loads the whole
 bundle (30-50 ms), which ``httpx.HTTPTransport()`` would otherwise pay for each.
+
+The transports of ``clientlb.httpx2`` give ``module=httpx2``: there ``True`` and
+``False`` mean what they mean to httpx2 (whose default trusts the system's store).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import ssl
+from types import ModuleType
 from typing import TypeAlias
 
 from ._core import ConfigError
@@ -25,14 +29,15 @@ Verify: TypeAlias = bool | str | ssl.SSLContext
 
 
 @functools.cache
-def default_context() -> ssl.SSLContext:
-    """The verifying context ``verify=True`` means, built on first use."""
-    return httpx.create_ssl_context(verify=True)
+def default_context(module: ModuleType = httpx) -> ssl.SSLContext:
+    """The verifying context ``verify=True`` means to ``module``, built on first use."""
+    context: ssl.SSLContext = module.create_ssl_context(verify=True)
+    return context
 
 
-def tls_context(verify: object) -> ssl.SSLContext | None:
-    """The context for ``verify``; ``None`` stands for ``default_context()``,
-    which is built only when something needs it.
+def tls_context(verify: object, module: ModuleType = httpx) -> ssl.SSLContext | None:
+    """The context for ``verify`` (as ``module`` reads it); ``None`` stands for
+    ``default_context(module)``, which is built only when something needs it.
 
     Raises ``ConfigError`` naming ``verify`` for anything else, or a CA path
     that cannot be read.
@@ -40,7 +45,8 @@ def tls_context(verify: object) -> ssl.SSLContext | None:
     if verify is True:
         return None
     if verify is False:
-        return httpx.create_ssl_context(verify=False)
+        unverified: ssl.SSLContext = module.create_ssl_context(verify=False)
+        return unverified
     if isinstance(verify, ssl.SSLContext):
         return verify
     if isinstance(verify, str) and verify:

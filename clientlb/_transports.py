@@ -8,13 +8,17 @@ plan's): all a twin does here is one attempt at one upstream. A request may carr
 its own ``RetryPolicy`` in ``extensions["clientlb.retry"]``. A call that ends
 with no response raises ``NoUpstreamAvailable``, as the httpx class of its last
 error too (``clientlb._errors_map.call_failed``).
+
+The twins' bodies (``SyncShell``, ``AsyncShell``) take every class they build,
+check or raise from their ``Library``: the public classes here are those bodies
+on httpx, and ``clientlb.httpx2`` has the same bodies on httpx2.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable, Mapping
-from typing import Any, Self
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
 from ._attempts import (
     ATTEMPTS_EXTENSION,
@@ -40,30 +44,31 @@ from ._core import (
 )
 from ._errors_map import call_failed
 from ._events import log_events
-from ._exceptions import UnknownService
+from ._exceptions import NoUpstreamAvailable, UnknownService
 from ._httpx import httpx
 from ._inners import Inners
 from ._keys import check_key_need, parse_hash_on
+from ._library import Library
 from ._metrics import Metrics, watch_pools
 from ._options import UNSET, PoolSource, Unset, given
-from ._routing import HashOn, build_pools, key_function, upstream_request
-from ._streams import (
-    LeasedAsyncStream,
-    LeasedSyncStream,
-    TrackedAsyncStream,
-    TrackedSyncStream,
-    is_replayable,
-)
+from ._routing import HashOn, build_pools, key_function
 from ._tls import Verify, default_context, tls_context
 from ._tracing import annotate
 from .discovery import Provider
 
 RETRY_EXTENSION = "clientlb.retry"  # a request's own RetryPolicy
-DEFAULT_POOL_TIMEOUT = httpx.Timeout(5.0).pool  # httpx's own default
+DEFAULT_POOL_TIMEOUT = httpx.Timeout(5.0).pool  # httpx's own default (httpx2's too)
+
+HTTPX = Library(httpx, NoUpstreamAvailable, UnknownService)
+
+T = TypeVar("T")  # the library's BaseTransport (or AsyncBaseTransport)
+Q = TypeVar("Q")  # the library's Request, which a hash_on= callable takes
 
 
 class _Balancer:
     """What the twins share: configuration, routing and bookkeeping."""
+
+    _library: ClassVar[Library]
 
     def __init__(
         self,
@@ -85,11 +90,11 @@ class _Balancer:
         self._key = key_function(source)
         if inner_given and verify is not True:
             raise ConfigError("verify", "give verify= to the inner= transport, not to clientlb")
-        self._tls = tls_context(verify)
+        self._tls = tls_context(verify, self._library.module)
 
     def _ssl_context(self) -> ssl.SSLContext:
         """The one context every upstream's inner transport verifies with."""
-        return self._tls if self._tls is not None else default_context()
+        return self._tls if self._tls is not None else default_context(self._library.module)
 
     @property
     def pool(self) -> Pool:
@@ -121,6 +126,7 @@ class _Balancer:
                     "discovery": pool.discovery,
                     "verify": self._ssl_context() if pool.health_check is not None else True,
                     "owner": self,
+                    "library": self._library.module,
                 },
             )
             for pool in self.pools.values()
@@ -143,22 +149,6 @@ class _Balancer:
 
 def _status(response: httpx.Response) -> int:
     return response.status_code
-
-
-def _keep_sync(response: httpx.Response, lease: Lease) -> httpx.Response:
-    if response.is_closed:  # a body read in full already (mocks): nothing to hold
-        lease.finish(Outcome.SUCCESS)
-    else:
-        response.stream = LeasedSyncStream(response.stream, lease)  # type: ignore[arg-type]
-    return response
-
-
-def _keep_async(response: httpx.Response, lease: Lease) -> httpx.Response:
-    if response.is_closed:
-        lease.finish(Outcome.SUCCESS)
-    else:
-        response.stream = LeasedAsyncStream(response.stream, lease)  # type: ignore[arg-type]
-    return response
 
 
 def _within(request: httpx.Request, timeout: float | None) -> httpx.Request:
@@ -184,7 +174,254 @@ def _pool_timeout(request: httpx.Request) -> float | None:
     return pool
 
 
-class BalancingTransport(_Balancer, httpx.BaseTransport):
+class SyncShell(_Balancer, Generic[T, Q]):
+    """``BalancingTransport`` on any ``Library`` (``T``: its ``BaseTransport``,
+    ``Q``: its ``Request``)."""
+
+    def __init__(
+        self,
+        upstreams: PoolSource | None = None,
+        standbys: Iterable[str | Upstream] = (),
+        algorithm: str | Algorithm | Unset = UNSET,
+        *,
+        services: Mapping[str, PoolSource] | None = None,
+        fallback: T | None = None,
+        inner: T | None = None,
+        hash_on: Callable[[Q], str | None] | str | None = None,
+        retry: RetryPolicy | Unset | None = UNSET,
+        outlier: OutlierDetection | Unset | None = UNSET,
+        slow_start: float | Unset = UNSET,
+        fail_back_after: float | Unset = UNSET,
+        health_check: HealthCheck | Unset | None = UNSET,
+        discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
+        max_connections: int | Unset | None = UNSET,
+        max_pending: int | Unset = UNSET,
+        verify: Verify = True,
+        metrics: Metrics | None = None,
+    ) -> None:
+        options = given(
+            algorithm=algorithm,
+            retry=retry,
+            outlier=outlier,
+            slow_start=slow_start,
+            fail_back_after=fail_back_after,
+            health_check=health_check,
+            discovery=discovery,
+            max_connections=max_connections,
+            max_pending=max_pending,
+        )
+        key: HashOn = cast(HashOn, hash_on)
+        super().__init__(
+            upstreams, standbys, services, key, options, verify, inner is not None, metrics
+        )
+        library = self._library
+        self._fallback = cast("httpx.BaseTransport | None", fallback)
+        given_inner = cast("httpx.BaseTransport | None", inner)
+        self._inners: Inners[httpx.BaseTransport] = Inners(
+            given_inner,
+            lambda: library.HTTPTransport(verify=self._ssl_context()),
+            self.pools.values(),
+        )
+        self._background = [
+            Background(pool, transport=given_inner, **options).start()
+            for pool, options in self._background_work()
+        ]
+
+    def _keep(self, response: httpx.Response, lease: Lease) -> httpx.Response:
+        if response.is_closed:  # a body read in full already (mocks): nothing to hold
+            lease.finish(Outcome.SUCCESS)
+        else:
+            stream = cast(httpx.SyncByteStream, response.stream)
+            response.stream = self._library.streams.leased_sync(stream, lease)  # type: ignore[assignment]
+        return response
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for background in self._background:
+            background.ensure_running()
+        library = self._library
+        pool = self._route(request)
+        if pool is None:
+            if self._fallback is not None:
+                return self._fallback.handle_request(request)
+            raise library.unknown_service(f"no service named {request.url.host!r}", request=request)
+        plan = self._plan(pool, request)
+        stream: Any = request.stream
+        body = None
+        if not library.is_replayable(stream):
+            assert isinstance(stream, library.SyncByteStream)
+            stream = body = library.streams.tracked_sync(stream)
+        readdress = library.readdress.request
+
+        def attempt(lease: Lease, timeout: float | None) -> httpx.Response:
+            if self._inners.retired:
+                for retired in self._inners.take_retired():
+                    retired.close()
+            response = self._inners.get(lease.upstream).handle_request(
+                _within(readdress(request, lease.upstream, stream), timeout)
+            )
+            return response
+
+        rules = Rules(
+            _status,
+            self._keep,
+            lambda: body is None or not body.started,
+            body is None,
+            _pool_timeout(request),
+            library.ReadTimeout,
+        )
+        try:
+            response = drive(plan, attempt, rules, library.Response.close)
+        except NoUpstream as exc:
+            raise call_failed(exc, plan.history, library.no_upstream) from exc
+        except library.TransportError as error:
+            failed = call_failed(error, plan.history, library.no_upstream, library.TransportError)
+            raise failed from error
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe(plan)
+        response.extensions[ATTEMPTS_EXTENSION] = plan.history
+        response.extensions[DECISION_EXTENSION] = decision = plan.decision()
+        annotate(decision, plan.history)
+        return response
+
+    def close(self) -> None:
+        for background in self._background:
+            background.close()
+        for inner in self._inners.take_all():
+            inner.close()
+        if self._fallback is not None:
+            self._fallback.close()
+
+
+class AsyncShell(_Balancer, Generic[T, Q]):
+    """``AsyncBalancingTransport`` on any ``Library`` (``T``: its
+    ``AsyncBaseTransport``, ``Q``: its ``Request``)."""
+
+    def __init__(
+        self,
+        upstreams: PoolSource | None = None,
+        standbys: Iterable[str | Upstream] = (),
+        algorithm: str | Algorithm | Unset = UNSET,
+        *,
+        services: Mapping[str, PoolSource] | None = None,
+        fallback: T | None = None,
+        inner: T | None = None,
+        hash_on: Callable[[Q], str | None] | str | None = None,
+        retry: RetryPolicy | Unset | None = UNSET,
+        outlier: OutlierDetection | Unset | None = UNSET,
+        slow_start: float | Unset = UNSET,
+        fail_back_after: float | Unset = UNSET,
+        health_check: HealthCheck | Unset | None = UNSET,
+        discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
+        max_connections: int | Unset | None = UNSET,
+        max_pending: int | Unset = UNSET,
+        verify: Verify = True,
+        metrics: Metrics | None = None,
+    ) -> None:
+        options = given(
+            algorithm=algorithm,
+            retry=retry,
+            outlier=outlier,
+            slow_start=slow_start,
+            fail_back_after=fail_back_after,
+            health_check=health_check,
+            discovery=discovery,
+            max_connections=max_connections,
+            max_pending=max_pending,
+        )
+        key: HashOn = cast(HashOn, hash_on)
+        super().__init__(
+            upstreams, standbys, services, key, options, verify, inner is not None, metrics
+        )
+        library = self._library
+        self._fallback = cast("httpx.AsyncBaseTransport | None", fallback)
+        given_inner = cast("httpx.AsyncBaseTransport | None", inner)
+        self._inners: Inners[httpx.AsyncBaseTransport] = Inners(
+            given_inner,
+            lambda: library.AsyncHTTPTransport(verify=self._ssl_context()),
+            self.pools.values(),
+        )
+        self._background = [
+            AsyncBackground(pool, transport=given_inner, **options)
+            for pool, options in self._background_work()
+        ]
+
+    async def __aenter__(self) -> Self:
+        """Start the pools' health checks and discovery (``async with`` the client or
+        the transport); they stop in ``aclose()``."""
+        for background in self._background:
+            if background.idle:
+                await background.start()
+        return self
+
+    def _keep(self, response: httpx.Response, lease: Lease) -> httpx.Response:
+        if response.is_closed:
+            lease.finish(Outcome.SUCCESS)
+        else:
+            stream = cast(httpx.AsyncByteStream, response.stream)
+            response.stream = self._library.streams.leased_async(stream, lease)  # type: ignore[assignment]
+        return response
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for background in self._background:
+            if background.idle:  # nobody entered the transport: start with a request
+                await background.start_detached()
+        library = self._library
+        pool = self._route(request)
+        if pool is None:
+            if self._fallback is not None:
+                return await self._fallback.handle_async_request(request)
+            raise library.unknown_service(f"no service named {request.url.host!r}", request=request)
+        plan = self._plan(pool, request)
+        stream: Any = request.stream
+        body = None
+        if not library.is_replayable(stream):
+            assert isinstance(stream, library.AsyncByteStream)
+            stream = body = library.streams.tracked_async(stream)
+        readdress = library.readdress.request
+
+        async def attempt(lease: Lease, timeout: float | None) -> httpx.Response:
+            if self._inners.retired:
+                for retired in self._inners.take_retired():
+                    await retired.aclose()
+            response = await self._inners.get(lease.upstream).handle_async_request(
+                _within(readdress(request, lease.upstream, stream), timeout)
+            )
+            return response
+
+        rules = Rules(
+            _status,
+            self._keep,
+            lambda: body is None or not body.started,
+            body is None,
+            _pool_timeout(request),
+            library.ReadTimeout,
+        )
+        try:
+            response = await adrive(plan, attempt, rules, library.Response.aclose)
+        except NoUpstream as exc:
+            raise call_failed(exc, plan.history, library.no_upstream) from exc
+        except library.TransportError as error:
+            failed = call_failed(error, plan.history, library.no_upstream, library.TransportError)
+            raise failed from error
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe(plan)
+        response.extensions[ATTEMPTS_EXTENSION] = plan.history
+        response.extensions[DECISION_EXTENSION] = decision = plan.decision()
+        annotate(decision, plan.history)
+        return response
+
+    async def aclose(self) -> None:
+        for background in reversed(self._background):  # task groups close in reverse
+            await background.aclose()
+        for inner in self._inners.take_all():
+            await inner.aclose()
+        if self._fallback is not None:
+            await self._fallback.aclose()
+
+
+class BalancingTransport(SyncShell[httpx.BaseTransport, httpx.Request], httpx.BaseTransport):
     """A sync httpx transport that balances requests over upstream replicas.
 
     **Parameters:**
@@ -225,105 +462,12 @@ class BalancingTransport(_Balancer, httpx.BaseTransport):
     Safe to share between threads.
     """
 
-    def __init__(
-        self,
-        upstreams: PoolSource | None = None,
-        standbys: Iterable[str | Upstream] = (),
-        algorithm: str | Algorithm | Unset = UNSET,
-        *,
-        services: Mapping[str, PoolSource] | None = None,
-        fallback: httpx.BaseTransport | None = None,
-        inner: httpx.BaseTransport | None = None,
-        hash_on: HashOn = None,
-        retry: RetryPolicy | Unset | None = UNSET,
-        outlier: OutlierDetection | Unset | None = UNSET,
-        slow_start: float | Unset = UNSET,
-        fail_back_after: float | Unset = UNSET,
-        health_check: HealthCheck | Unset | None = UNSET,
-        discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
-        max_connections: int | Unset | None = UNSET,
-        max_pending: int | Unset = UNSET,
-        verify: Verify = True,
-        metrics: Metrics | None = None,
-    ) -> None:
-        options = given(
-            algorithm=algorithm,
-            retry=retry,
-            outlier=outlier,
-            slow_start=slow_start,
-            fail_back_after=fail_back_after,
-            health_check=health_check,
-            discovery=discovery,
-            max_connections=max_connections,
-            max_pending=max_pending,
-        )
-        super().__init__(
-            upstreams, standbys, services, hash_on, options, verify, inner is not None, metrics
-        )
-        self._fallback = fallback
-        self._inners = Inners(
-            inner, lambda: httpx.HTTPTransport(verify=self._ssl_context()), self.pools.values()
-        )
-        self._background = [
-            Background(pool, transport=inner, **options).start()
-            for pool, options in self._background_work()
-        ]
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        for background in self._background:
-            background.ensure_running()
-        pool = self._route(request)
-        if pool is None:
-            if self._fallback is not None:
-                return self._fallback.handle_request(request)
-            raise UnknownService(f"no service named {request.url.host!r}", request=request)
-        plan = self._plan(pool, request)
-        stream = request.stream
-        body = None
-        if not is_replayable(stream):
-            assert isinstance(stream, httpx.SyncByteStream)
-            stream = body = TrackedSyncStream(stream)
-
-        def attempt(lease: Lease, timeout: float | None) -> httpx.Response:
-            if self._inners.retired:
-                for retired in self._inners.take_retired():
-                    retired.close()
-            response = self._inners.get(lease.upstream).handle_request(
-                _within(upstream_request(request, lease.upstream, stream), timeout)
-            )
-            return response
-
-        rules = Rules(
-            _status,
-            _keep_sync,
-            lambda: body is None or not body.started,
-            body is None,
-            _pool_timeout(request),
-        )
-        try:
-            response = drive(plan, attempt, rules, httpx.Response.close)
-        except NoUpstream as exc:
-            raise call_failed(exc, plan.history) from exc
-        except httpx.TransportError as error:
-            raise call_failed(error, plan.history) from error
-        finally:
-            if self.metrics is not None:
-                self.metrics.observe(plan)
-        response.extensions[ATTEMPTS_EXTENSION] = plan.history
-        response.extensions[DECISION_EXTENSION] = decision = plan.decision()
-        annotate(decision, plan.history)
-        return response
-
-    def close(self) -> None:
-        for background in self._background:
-            background.close()
-        for inner in self._inners.take_all():
-            inner.close()
-        if self._fallback is not None:
-            self._fallback.close()
+    _library = HTTPX
 
 
-class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
+class AsyncBalancingTransport(
+    AsyncShell[httpx.AsyncBaseTransport, httpx.Request], httpx.AsyncBaseTransport
+):
     """The async twin of ``BalancingTransport`` (same parameters; by default each
     upstream gets an ``httpx.AsyncHTTPTransport()``). Works under asyncio and trio.
 
@@ -333,108 +477,4 @@ class AsyncBalancingTransport(_Balancer, httpx.AsyncBaseTransport):
     them with its first request, in a task of their own.
     """
 
-    def __init__(
-        self,
-        upstreams: PoolSource | None = None,
-        standbys: Iterable[str | Upstream] = (),
-        algorithm: str | Algorithm | Unset = UNSET,
-        *,
-        services: Mapping[str, PoolSource] | None = None,
-        fallback: httpx.AsyncBaseTransport | None = None,
-        inner: httpx.AsyncBaseTransport | None = None,
-        hash_on: HashOn = None,
-        retry: RetryPolicy | Unset | None = UNSET,
-        outlier: OutlierDetection | Unset | None = UNSET,
-        slow_start: float | Unset = UNSET,
-        fail_back_after: float | Unset = UNSET,
-        health_check: HealthCheck | Unset | None = UNSET,
-        discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
-        max_connections: int | Unset | None = UNSET,
-        max_pending: int | Unset = UNSET,
-        verify: Verify = True,
-        metrics: Metrics | None = None,
-    ) -> None:
-        options = given(
-            algorithm=algorithm,
-            retry=retry,
-            outlier=outlier,
-            slow_start=slow_start,
-            fail_back_after=fail_back_after,
-            health_check=health_check,
-            discovery=discovery,
-            max_connections=max_connections,
-            max_pending=max_pending,
-        )
-        super().__init__(
-            upstreams, standbys, services, hash_on, options, verify, inner is not None, metrics
-        )
-        self._fallback = fallback
-        self._inners = Inners(
-            inner, lambda: httpx.AsyncHTTPTransport(verify=self._ssl_context()), self.pools.values()
-        )
-        self._background = [
-            AsyncBackground(pool, transport=inner, **options)
-            for pool, options in self._background_work()
-        ]
-
-    async def __aenter__(self) -> Self:
-        """Start the pools' health checks and discovery (``async with`` the client or
-        the transport); they stop in ``aclose()``."""
-        for background in self._background:
-            if background.idle:
-                await background.start()
-        return self
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        for background in self._background:
-            if background.idle:  # nobody entered the transport: start with a request
-                await background.start_detached()
-        pool = self._route(request)
-        if pool is None:
-            if self._fallback is not None:
-                return await self._fallback.handle_async_request(request)
-            raise UnknownService(f"no service named {request.url.host!r}", request=request)
-        plan = self._plan(pool, request)
-        stream = request.stream
-        body = None
-        if not is_replayable(stream):
-            assert isinstance(stream, httpx.AsyncByteStream)
-            stream = body = TrackedAsyncStream(stream)
-
-        async def attempt(lease: Lease, timeout: float | None) -> httpx.Response:
-            if self._inners.retired:
-                for retired in self._inners.take_retired():
-                    await retired.aclose()
-            response = await self._inners.get(lease.upstream).handle_async_request(
-                _within(upstream_request(request, lease.upstream, stream), timeout)
-            )
-            return response
-
-        rules = Rules(
-            _status,
-            _keep_async,
-            lambda: body is None or not body.started,
-            body is None,
-            _pool_timeout(request),
-        )
-        try:
-            response = await adrive(plan, attempt, rules, httpx.Response.aclose)
-        except NoUpstream as exc:
-            raise call_failed(exc, plan.history) from exc
-        except httpx.TransportError as error:
-            raise call_failed(error, plan.history) from error
-        finally:
-            if self.metrics is not None:
-                self.metrics.observe(plan)
-        response.extensions[ATTEMPTS_EXTENSION] = plan.history
-        response.extensions[DECISION_EXTENSION] = decision = plan.decision()
-        annotate(decision, plan.history)
-        return response
-
-    async def aclose(self) -> None:
-        for background in reversed(self._background):  # task groups close in reverse
-            await background.aclose()
-        for inner in self._inners.take_all():
-            await inner.aclose()
-        if self._fallback is not None:
-            await self._fallback.aclose()
+    _library = HTTPX

@@ -5,8 +5,26 @@ from collections.abc import Iterator
 
 import pytest
 
+from . import library
 from .certs import Certs
 from .replicas import Replica
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--library",
+        choices=library.NAMES,
+        default="httpx",
+        help="the client library tests/transports run on (httpx2: clientlb.httpx2)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    library.use(config.getoption("library"))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"transport tests on: {config.getoption('library')}"
 
 
 @pytest.fixture

@@ -1,15 +1,87 @@
-"""Typed helpers shared by the transport tests."""
+"""Typed helpers shared by the transport tests.
+
+``httpx`` and ``clientlb`` here are the library the tests run on
+(``pytest --library``, see ``tests/library.py``): httpx and ``clientlb``, or
+httpx2 and ``clientlb.httpx2``. ``MockRouter`` is respx's on httpx; respx does
+not speak httpx2 (its handlers answer with httpx responses), so on httpx2 it is
+``Router``, the part of respx's API these tests use.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import respx
 
-import clientlb
+from .. import library
+
+httpx = library.httpx
+clientlb = library.clientlb
+
+
+class Route:
+    """A respx-like route: what it matches, how it answers, how often it was hit."""
+
+    def __init__(self, lookups: dict[str, Any]) -> None:
+        self.lookups = lookups
+        self.effect: Any = None
+        self.status = 200
+        self.call_count = 0
+
+    def matches(self, request: Any) -> bool:
+        host = request.url.host
+        return all(
+            host == value if name == "host" else host in value
+            for name, value in self.lookups.items()
+        )
+
+    def mock(self, side_effect: Any) -> Route:
+        self.effect = side_effect
+        return self
+
+    def respond(self, status: int = 200) -> Route:
+        self.status = status
+        return self
+
+    def answer(self, request: Any) -> Any:
+        self.call_count += 1
+        effect = self.effect
+        if isinstance(effect, BaseException):
+            raise effect
+        if isinstance(effect, type):
+            raise effect("Mock Error", request=request)
+        if effect is not None:
+            return effect(request)
+        return httpx.Response(self.status)
+
+
+class Router:
+    """A respx-like router for httpx2: ``route(host=..., host__in=...)``."""
+
+    def __init__(self, assert_all_called: bool = True) -> None:
+        self.routes: list[Route] = []
+
+    def route(self, **lookups: Any) -> Route:
+        assert set(lookups) <= {"host", "host__in"}, lookups
+        self.routes.append(Route(lookups))
+        return self.routes[-1]
+
+    def handler(self, request: Any) -> Any:
+        for route in self.routes:
+            if route.matches(request):
+                response = route.answer(request)
+                if isinstance(response.stream, httpx.ByteStream):
+                    response.read()  # as respx does
+                return response
+        raise AssertionError(f"no route for {request.url}")
+
+    async def async_handler(self, request: Any) -> Any:
+        return self.handler(request)
+
+
+MockRouter: Callable[..., Any] = respx.MockRouter if httpx.__name__ == "httpx" else Router
 
 
 class Flavour:
@@ -31,7 +103,7 @@ class Flavour:
             return clientlb.AsyncBalancingTransport(*args, **kwargs)
         return clientlb.BalancingTransport(*args, **kwargs)
 
-    def mock(self, router: respx.MockRouter) -> httpx.MockTransport:
+    def mock(self, router: Any) -> httpx.MockTransport:
         """An inner transport answered by a respx router."""
         return httpx.MockTransport(router.async_handler if self.is_async else router.handler)
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import logging
 
-import httpx
 import pytest
 
-import clientlb
 from clientlb.testing import FakeClock, ScriptedUpstreams
+
+from ._support import clientlb, httpx
+
+pytestmark = pytest.mark.skipif(
+    httpx.__name__ != "httpx", reason="clientlb.testing.ScriptedUpstreams is an httpx transport"
+)
 
 A, B, S = "http://a:1", "http://b:1", "http://s:1"
 

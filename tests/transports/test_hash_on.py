@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
-import respx
 
-import clientlb
 from clientlb import Pool
 
 from ..replicas import Replica
-from ._support import Flavour
+from ._support import Flavour, MockRouter, clientlb, httpx
 
 pytestmark = pytest.mark.anyio
 
@@ -123,7 +120,7 @@ def test_a_custom_hashing_algorithm_needs_a_key_too(cls: type) -> None:
 
 @pytest.mark.parametrize("algorithm", HASHING)
 async def test_cookie_keys_stick_and_spread(flavour: Flavour, algorithm: str) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route().mock(side_effect=where)
     transport = flavour.transport(
         ABC, algorithm=algorithm, hash_on="cookie:session", inner=flavour.mock(router)
@@ -140,7 +137,7 @@ async def test_cookie_keys_stick_and_spread(flavour: Flavour, algorithm: str) ->
 
 
 async def test_a_request_without_its_key_is_placed_at_random(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route().mock(side_effect=where)
     transport = flavour.transport(
         ABC, algorithm="consistent_hash", hash_on="cookie:session", inner=flavour.mock(router)
@@ -154,7 +151,7 @@ async def test_a_request_without_its_key_is_placed_at_random(flavour: Flavour) -
 
 
 async def test_an_empty_header_counts_as_no_key(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route().mock(side_effect=where)
     transport = flavour.transport(
         ABC, algorithm="ip_hash", hash_on="header:X-User", inner=flavour.mock(router)

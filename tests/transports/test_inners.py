@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
-import clientlb
-
 from ..replicas import Replica
+from ._support import clientlb, httpx
 
 pytestmark = pytest.mark.integration
 

@@ -16,15 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
-import clientlb
 from clientlb import OutlierDetection, Pool, RetryPolicy, Upstream
 
 from ..replicas import Replica, closed_port
 from ..waiting import await_for, wait_for
-from ._support import Flavour, in_flight
+from ._support import Flavour, clientlb, httpx, in_flight
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

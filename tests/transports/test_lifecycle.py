@@ -9,13 +9,11 @@ import time
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
-import clientlb
-from clientlb import NoUpstreamAvailable, OutlierDetection, RetryBudget, RetryPolicy
+from clientlb import OutlierDetection, RetryBudget, RetryPolicy
 
-from ._support import Flavour, WatchedBody, assert_idle, hosts
+from ._support import Flavour, WatchedBody, assert_idle, clientlb, hosts, httpx
 
 pytestmark = pytest.mark.anyio
 
@@ -94,7 +92,7 @@ async def test_the_call_timeout_bounds_the_whole_call(flavour: Flavour) -> None:
             await client.request("GET", "/slow")
         elapsed = time.monotonic() - started
     assert elapsed < 0.6
-    assert isinstance(info.value, NoUpstreamAvailable)
+    assert isinstance(info.value, clientlb.NoUpstreamAvailable)
     attempts = info.value.attempts
     assert attempts and attempts[0].outcome == "timeout"
     assert_idle(transport)
@@ -135,13 +133,13 @@ async def test_a_request_carries_its_own_policy(flavour: Flavour) -> None:
 
 
 async def test_a_call_whose_every_attempt_failed_is_both_errors(flavour: Flavour) -> None:
-    """``except httpx.ConnectError`` and ``except NoUpstreamAvailable`` both
+    """``except httpx.ConnectError`` and ``except clientlb.NoUpstreamAvailable`` both
     catch it, and it lists every attempt."""
     transport = flavour.transport(AB, inner=Script(a=["refuse"], b=["refuse"]), **QUIET)
     async with flavour.client(transport) as client:
         with pytest.raises(httpx.ConnectError) as info:
             await client.request("POST", "/x", content=b"once")
-    assert isinstance(info.value, NoUpstreamAvailable)
+    assert isinstance(info.value, clientlb.NoUpstreamAvailable)
     assert sorted(hosts(info.value.attempts)) == ["a", "b"]
     assert {a.outcome for a in info.value.attempts} == {"connect_failure"}
 
@@ -151,7 +149,7 @@ async def test_nothing_to_try_is_plain_no_upstream_available(flavour: Flavour) -
     for url in AB:
         transport.pool.drain(url)
     async with flavour.client(transport) as client:
-        with pytest.raises(NoUpstreamAvailable) as info:
+        with pytest.raises(clientlb.NoUpstreamAvailable) as info:
             await client.request("GET", "/x")
     assert not isinstance(info.value, httpx.ConnectError)
     assert info.value.attempts == ()

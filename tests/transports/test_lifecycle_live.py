@@ -10,15 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
-import clientlb
-from clientlb import HealthCheck, NoUpstreamAvailable, RetryPolicy
+from clientlb import HealthCheck, RetryPolicy
 
 from ..replicas import Replica, closed_port
 from ..waiting import await_for
-from ._support import Flavour, assert_idle, in_flight
+from ._support import Flavour, assert_idle, clientlb, httpx, in_flight
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -48,7 +46,7 @@ async def test_the_call_deadline_against_two_slow_replicas(
             await client.request("GET", "/slow")
         elapsed = time.monotonic() - started
     assert elapsed <= 0.6
-    assert isinstance(info.value, NoUpstreamAvailable)
+    assert isinstance(info.value, clientlb.NoUpstreamAvailable)
     assert [a.outcome for a in info.value.attempts] == ["timeout"]
     assert_idle(transport)
 
@@ -59,7 +57,7 @@ async def test_every_replica_dead_is_both_errors(flavour: Flavour) -> None:
     async with flavour.client(transport) as client:
         with pytest.raises(httpx.ConnectError) as info:
             await client.request("GET", "/x")
-    assert isinstance(info.value, NoUpstreamAvailable)
+    assert isinstance(info.value, clientlb.NoUpstreamAvailable)
     assert sorted(a.upstream for a in info.value.attempts) == sorted(dead)
     assert {a.outcome for a in info.value.attempts} == {"connect_failure"}
     assert_idle(transport)
@@ -79,7 +77,7 @@ async def test_checked_down_everywhere_fails_fast_without_dialing(flavour: Flavo
                 "every replica checked down",
             )
             started = time.monotonic()
-            with pytest.raises(NoUpstreamAvailable) as info:
+            with pytest.raises(clientlb.NoUpstreamAvailable) as info:
                 await client.request("GET", "/x")
             assert time.monotonic() - started < 0.1
             assert not isinstance(info.value, httpx.ConnectError)

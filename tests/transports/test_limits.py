@@ -11,15 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
-import clientlb
 from clientlb import Pool, Upstream
 
 from ..replicas import Replica
 from ..waiting import await_for
-from ._support import Client, Flavour, in_flight
+from ._support import Client, Flavour, clientlb, httpx, in_flight
 
 pytestmark = pytest.mark.anyio
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-import clientlb
-
 from ..replicas import Replica
-from ._support import Flavour
+from ._support import Flavour, clientlb
 
 pytestmark = pytest.mark.anyio
 

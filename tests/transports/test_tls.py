@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-import clientlb
 from clientlb import ConfigError, HealthCheck, Pool
 from clientlb._core import Health
 from clientlb._tls import default_context
@@ -16,6 +14,7 @@ from clientlb._tls import default_context
 from ..certs import Certs
 from ..proxy.servers import Named, Served
 from ..waiting import wait_for
+from ._support import clientlb, httpx
 
 pytestmark = pytest.mark.integration
 

@@ -10,14 +10,20 @@ from __future__ import annotations
 import time
 from itertools import pairwise
 
-import httpx
 import pytest
-import respx
 
-import clientlb
 from clientlb import Pool, RetryBudget, RetryPolicy
 
-from ._support import Flavour, Refusing, WatchedBody, assert_idle, hosts
+from ._support import (
+    Flavour,
+    MockRouter,
+    Refusing,
+    WatchedBody,
+    assert_idle,
+    clientlb,
+    hosts,
+    httpx,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -79,7 +85,7 @@ def echo(request: httpx.Request) -> httpx.Response:
 async def test_request_is_rewritten_onto_the_upstream(
     flavour: Flavour, upstream: str, request_url: str, sent_url: str, raw_path: str, host: str
 ) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     route = router.route().mock(side_effect=echo)
     transport = flavour.transport([upstream], inner=flavour.mock(router))
     async with flavour.client(transport) as client:
@@ -98,7 +104,7 @@ async def test_request_is_rewritten_onto_the_upstream(
 
 
 async def test_explicit_host_header_is_replaced(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route().mock(side_effect=echo)
     transport = flavour.transport(["http://h:8000"], inner=flavour.mock(router))
     async with flavour.client(transport) as client:
@@ -110,7 +116,7 @@ async def test_explicit_host_header_is_replaced(flavour: Flavour) -> None:
 
 
 async def test_services_route_by_request_host(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     users = router.route(host__in=("u1", "u2")).mock(side_effect=echo)
     orders = router.route(host="o1").mock(side_effect=echo)
     services = {
@@ -137,7 +143,7 @@ async def test_services_route_by_request_host(flavour: Flavour) -> None:
 
 
 async def test_unknown_service_raises(flavour: Flavour) -> None:
-    router = respx.MockRouter(assert_all_called=False)
+    router = MockRouter(assert_all_called=False)
     route = router.route().mock(side_effect=echo)
     transport = flavour.transport(
         services={"users": ["http://u1:8000"]}, inner=flavour.mock(router)
@@ -151,9 +157,9 @@ async def test_unknown_service_raises(flavour: Flavour) -> None:
 
 
 async def test_fallback_serves_unknown_hosts(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     balanced = router.route(host="u1").mock(side_effect=echo)
-    outside = respx.MockRouter()
+    outside = MockRouter()
     passed = outside.route().mock(side_effect=echo)
     transport = flavour.transport(
         services={"users": ["http://u1:8000"]},
@@ -171,7 +177,7 @@ async def test_fallback_serves_unknown_hosts(flavour: Flavour) -> None:
 
 
 async def test_no_upstream_available(flavour: Flavour) -> None:
-    router = respx.MockRouter(assert_all_called=False)
+    router = MockRouter(assert_all_called=False)
     route = router.route().mock(side_effect=echo)
     pool = Pool([], allow_empty=True)
     transport = flavour.transport(pool, inner=flavour.mock(router))
@@ -230,7 +236,7 @@ def test_bad_configuration_raises_config_error(cls: type, kwargs: dict[str, obje
 async def test_hash_on_header_sticks_a_key_to_one_upstream(
     flavour: Flavour, algorithm: str
 ) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route().mock(side_effect=echo)
     transport = flavour.transport(
         ABC, algorithm=algorithm, hash_on="header:X-User", inner=flavour.mock(router)
@@ -247,7 +253,7 @@ async def test_hash_on_header_sticks_a_key_to_one_upstream(
 
 
 async def test_hash_on_callable(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route().mock(side_effect=echo)
 
     def tenant(request: httpx.Request) -> str | None:
@@ -272,7 +278,7 @@ async def test_hash_on_callable(flavour: Flavour) -> None:
 
 
 async def test_response_lists_its_attempts(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route().respond(201)
     transport = flavour.transport(["http://a:8000"], inner=flavour.mock(router))
     async with flavour.client(transport) as client:
@@ -289,7 +295,7 @@ async def test_response_lists_its_attempts(flavour: Flavour) -> None:
 
 
 async def test_connect_error_retries_a_post_on_another_upstream(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     refused = router.route(host="a").mock(side_effect=httpx.ConnectError)
     served = router.route(host="b").mock(side_effect=echo)
     transport = flavour.transport(ABC[:2], inner=flavour.mock(router), **NO_EJECTION)
@@ -312,7 +318,7 @@ async def test_connect_error_retries_a_post_on_another_upstream(flavour: Flavour
 
 
 async def test_read_timeout_retries_get_but_not_post(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     slow = router.route(host="a").mock(side_effect=httpx.ReadTimeout)
     router.route(host="b").mock(side_effect=echo)
     transport = flavour.transport(ABC[:2], inner=flavour.mock(router), **NO_EJECTION)
@@ -346,7 +352,7 @@ async def test_read_timeout_retries_get_but_not_post(flavour: Flavour) -> None:
 
 
 async def test_timeout_on_every_upstream_raises_with_all_attempts(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     route = router.route().mock(side_effect=httpx.ReadTimeout)
     transport = flavour.transport(
         ABC, inner=flavour.mock(router), retry=RetryPolicy(max_retries=2, budget=None)
@@ -369,7 +375,7 @@ async def test_retryable_status_retries_get_and_closes_the_response(flavour: Fla
         bodies.append(body)
         return httpx.Response(503, stream=body)
 
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route(host="a").mock(side_effect=unavailable)
     router.route(host="b").mock(side_effect=echo)
     transport = flavour.transport(ABC[:2], inner=flavour.mock(router), **NO_EJECTION)
@@ -397,7 +403,7 @@ async def test_retryable_status_everywhere_returns_the_last_response(flavour: Fl
         bodies.append(body)
         return httpx.Response(503, stream=body)
 
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route().mock(side_effect=unavailable)
     transport = flavour.transport(ABC, inner=flavour.mock(router), **NO_EJECTION)
     async with flavour.client(transport) as client:
@@ -415,7 +421,7 @@ async def test_retryable_status_everywhere_returns_the_last_response(flavour: Fl
 
 
 async def test_status_not_configured_is_not_retried(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     route = router.route().respond(500)
     transport = flavour.transport(ABC, inner=flavour.mock(router), **NO_EJECTION)
     async with flavour.client(transport) as client:
@@ -424,7 +430,7 @@ async def test_status_not_configured_is_not_retried(flavour: Flavour) -> None:
 
 
 async def test_retry_budget_exhaustion_stops_retries(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     route = router.route().mock(side_effect=httpx.ReadTimeout)
     # one retry in the whole window: 0.1 per second over 10 s, nothing per request
     budget = RetryBudget(ratio=0.0, min_per_second=0.1, window=10.0)
@@ -480,7 +486,7 @@ async def test_streamed_body_partly_sent_is_not_resent(
         received.append(request.content)  # the mock read the whole body already
         raise error("failed after the body was sent", request=request)
 
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route().mock(side_effect=fail_after_reading)
     transport = flavour.transport(ABC, inner=flavour.mock(router), **NO_EJECTION)
     async with flavour.client(transport) as client:
@@ -503,7 +509,7 @@ async def test_streamed_body_partly_sent_is_not_resent(
 async def test_retry_never_goes_to_the_same_upstream_twice_in_a_row(
     flavour: Flavour, algorithm: str, upstreams: list[str]
 ) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route().mock(side_effect=httpx.ReadTimeout)
     hashes = clientlb.ALGORITHMS[algorithm].hashes
     transport = flavour.transport(
@@ -528,7 +534,7 @@ async def test_retry_never_goes_to_the_same_upstream_twice_in_a_row(
 
 
 async def test_single_upstream_is_not_retried(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     route = router.route().mock(side_effect=httpx.ReadTimeout)
     transport = flavour.transport(["http://a:8000"], inner=flavour.mock(router), **NO_EJECTION)
     async with flavour.client(transport) as client:
@@ -541,7 +547,7 @@ async def test_single_upstream_is_not_retried(flavour: Flavour) -> None:
 
 
 async def test_lease_is_held_until_the_response_body_is_closed(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route().mock(side_effect=lambda request: httpx.Response(200, stream=WatchedBody()))
     transport = flavour.transport(["http://a:8000"], inner=flavour.mock(router))
     async with flavour.client(transport) as client:
@@ -554,7 +560,7 @@ async def test_lease_is_held_until_the_response_body_is_closed(flavour: Flavour)
 
 
 async def test_shared_pool_is_one_state(flavour: Flavour) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route().mock(side_effect=lambda request: httpx.Response(200, stream=WatchedBody()))
     pool = Pool(ABC[:2], algorithm="least_connections")
     first = flavour.transport(pool, inner=flavour.mock(router))
@@ -593,7 +599,7 @@ async def test_failing_upstream_is_ejected_then_avoided(flavour: Flavour) -> Non
 async def test_streamed_body_sent_is_not_resent_after_a_retryable_status(
     flavour: Flavour,
 ) -> None:
-    router = respx.MockRouter()
+    router = MockRouter()
     route = router.route().respond(503)
     transport = flavour.transport(ABC, inner=flavour.mock(router), **NO_EJECTION)
     async with flavour.client(transport) as client:
@@ -605,7 +611,7 @@ async def test_streamed_body_sent_is_not_resent_after_a_retryable_status(
 async def test_retry_backoff_sleeps_on_every_runtime(flavour: Flavour) -> None:
     """A backoff makes the retry wait that long, before the first retry too:
     under trio as well (not asyncio.sleep)."""
-    router = respx.MockRouter()
+    router = MockRouter()
     router.route(host="a").mock(side_effect=httpx.ReadTimeout)
     router.route(host="b").mock(side_effect=echo)
     transport = flavour.transport(
