@@ -12,6 +12,9 @@ every target alike:
                         asyncio engine, on uvloop), over both upstreams
 * ``clientlb-asyncio``  the same on asyncio's own event loop, as where uvloop has
                         no wheels
+* ``clientlb-uvicorn``  ``ProxyApp`` under uvicorn with its default engine (the
+                        asyncio one), over both upstreams: the app as users
+                        mount it
 * ``clientlb-anyio``    ``ProxyApp`` under uvicorn with the anyio engine (what
                         runs under trio), over both upstreams
 * ``clientlb-aiohttp``  ``ProxyApp`` under uvicorn with an aiohttp engine (an
@@ -129,11 +132,15 @@ def serve(name: str, port: int, upstreams: list[str]) -> None:
     import uvicorn
 
     app: Any
-    if name in ("clientlb-anyio", "clientlb-aiohttp"):
+    if name in ("clientlb-uvicorn", "clientlb-anyio", "clientlb-aiohttp"):
         from clientlb._proxy import ProxyApp
         from clientlb._proxy._engines import AnyioEngine
 
-        engine: Any = AnyioEngine() if name == "clientlb-anyio" else AiohttpEngine()
+        engine: Any = None  # the default: the asyncio engine under uvicorn
+        if name == "clientlb-anyio":
+            engine = AnyioEngine()
+        elif name == "clientlb-aiohttp":
+            engine = AiohttpEngine()
         app = ProxyApp(upstreams, engine=engine)
     elif name == "asgiproxy":
         from asgiproxy.config import BaseURLProxyConfigMixin, ProxyConfig
@@ -232,9 +239,11 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def start(cmd: list[str], port: int, log: str) -> subprocess.Popen[Any]:
+def start(
+    cmd: list[str], port: int, log: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.Popen[Any]:
     out = open(log, "w")  # noqa: SIM115 - the child keeps it
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     wait_listening(port, proc)
     return proc
 
@@ -298,6 +307,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--only", nargs="*", help="run only these targets")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run clientlb and clientlb-uvicorn from the clientlb package in DIR "
+        "(an export of an earlier commit), as NAME@base, interleaved with the rest",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", action="append", default=[], help=argparse.SUPPRESS)
@@ -341,6 +356,19 @@ def main() -> int:
         def add(name: str, cmd: list[str] | None, note: str = "") -> None:
             if wanted is not None and name not in wanted:
                 return
+            if args.baseline and name in ("clientlb", "clientlb-uvicorn") and cmd is not None:
+                base = os.path.abspath(args.baseline)
+                env = {**os.environ, "PYTHONPATH": base}
+                add_one(f"{name}@base", cmd, "the baseline", env, base)
+            add_one(name, cmd, note)
+
+        def add_one(
+            name: str,
+            cmd: list[str] | None,
+            note: str = "",
+            env: dict[str, str] | None = None,
+            cwd: str | None = None,
+        ) -> None:
             port = free_port()
             if name == "direct":
                 targets.append(Target(name, p1, note=note))
@@ -348,7 +376,7 @@ def main() -> int:
             assert cmd is not None
             full = [arg.replace("{port}", str(port)) for arg in cmd]
             try:
-                proc = start([*pin(proxy_cpu), *full], port, f"{tmp}/{name}.log")
+                proc = start([*pin(proxy_cpu), *full], port, f"{tmp}/{name}.log", env, cwd)
             except RuntimeError as exc:
                 print(f"skipping {name}: {exc}")
                 return
@@ -397,7 +425,7 @@ def main() -> int:
             ],
             "the same on asyncio's own loop (where uvloop has no wheels)",
         )
-        for name in ("clientlb-anyio", "clientlb-aiohttp"):
+        for name in ("clientlb-uvicorn", "clientlb-anyio", "clientlb-aiohttp"):
             if name == "clientlb-aiohttp" and not installed("aiohttp"):
                 print(f"skipping {name}: aiohttp is not installed")
                 continue
@@ -459,7 +487,7 @@ def main() -> int:
                 target.p99.append(p99)
                 per_cpu = f"  {target.per_cpu[-1]:>8.0f} per CPU-s" if target.per_cpu else ""
                 print(
-                    f"  round {r + 1}: {target.name:<18} {rps:>9.0f} req/s  p99 {p99:7.2f} ms"
+                    f"  round {r + 1}: {target.name:<22} {rps:>9.0f} req/s  p99 {p99:7.2f} ms"
                     f"{per_cpu}",
                     flush=True,
                 )
@@ -478,7 +506,7 @@ def main() -> int:
 
 def report(targets: list[Target]) -> None:
     print()
-    print(f"{'target':<18} {'req/s':>9} {'p99 ms':>8} {'per CPU-s':>10}  notes")
+    print(f"{'target':<22} {'req/s':>9} {'p99 ms':>8} {'per CPU-s':>10}  notes")
     by_name = {}
     per_cpu: dict[str, float] = {}
     for t in targets:
@@ -490,7 +518,7 @@ def report(targets: list[Target]) -> None:
         if t.name == "clientlb" and t.proc is not None:
             note = f"peak RSS {rss_peak(t.proc.pid):.0f} MiB under load"
         cpu = f"{per_cpu[t.name]:>10.0f}" if t.name in per_cpu else f"{'-':>10}"
-        print(f"{t.name:<18} {rps:>9.0f} {p99:>8.2f} {cpu}  {note}")
+        print(f"{t.name:<22} {rps:>9.0f} {p99:>8.2f} {cpu}  {note}")
     ours = by_name.get("clientlb")
     peers = {n: v for n, v in by_name.items() if n in ("asgiproxy", "fastapi-proxy-lib")}
     if ours and peers:
@@ -510,12 +538,22 @@ def report(targets: list[Target]) -> None:
             f"per-round req/s ratios: {', '.join(f'{r:.2f}' for r in rounds)}"
             f" (median {statistics.median(rounds):.2f}x)"
         )
-    if ours and "nginx" in by_name:
-        line = f"clientlb / nginx: {ours[0] / by_name['nginx'][0]:.2f}x req/s"
-        if "clientlb" in per_cpu and per_cpu.get("nginx"):
-            line += f", {per_cpu['clientlb'] / per_cpu['nginx']:.2f}x requests per CPU-second"
-            line += f"; p99 {ours[1] / by_name['nginx'][1]:.1f}x nginx's"
-        print(line)
+    nginx = next((t for t in targets if t.name == "nginx"), None)
+    if nginx is None or not nginx.per_cpu:
+        return
+    # The goal's two figures, per round (nginx ran in the same round) and their median.
+    for t in targets:
+        if t.name.partition("@")[0] not in ("clientlb", "clientlb-uvicorn") or not t.per_cpu:
+            continue
+        cpu = [a / b for a, b in zip(t.per_cpu, nginx.per_cpu, strict=True)]
+        p99 = [a / b for a, b in zip(t.p99, nginx.p99, strict=True)]
+        print(
+            f"{t.name} / nginx: {by_name[t.name][0] / by_name['nginx'][0]:.2f}x req/s; "
+            f"per CPU-second {', '.join(f'{r:.2f}' for r in cpu)} "
+            f"(median {statistics.median(cpu):.2f}x, goal >= 0.4x); "
+            f"p99 {', '.join(f'{r:.1f}' for r in p99)} "
+            f"(median {statistics.median(p99):.1f}x nginx's, goal <= 2x)"
+        )
 
 
 if __name__ == "__main__":

@@ -250,8 +250,11 @@ async def _one(
     plan = call.plan
     timeout = plan.attempt_timeout()
     try:
-        with anyio.fail_after(timeout):
-            result = await attempt(lease, timeout)
+        if timeout is None:  # the common case: no cancel scope to enter and leave
+            result = await attempt(lease, None)
+        else:
+            with anyio.fail_after(timeout):
+                result = await attempt(lease, timeout)
     except TimeoutError:
         error = call.rules.timeout_error("the attempt's time ran out")
         _attempt_failed(plan, lease, error)

@@ -39,12 +39,13 @@ def _values(headers: Headers, name: bytes) -> list[bytes]:
 
 def wants_websocket(method: str, headers: Headers) -> bool:
     """Whether a request asks to switch to WebSocket."""
+    if method != "GET":
+        return False
     headers = list(headers)
-    return (
-        method == "GET"
-        and b"websocket" in _tokens(headers, b"upgrade")
-        and b"upgrade" in _tokens(headers, b"connection")
-    )
+    if not any(n.lower() == b"upgrade" for n, _ in headers):  # the usual: no token lists
+        return False
+    upgrade = _tokens(headers, b"upgrade")
+    return b"websocket" in upgrade and b"upgrade" in _tokens(headers, b"connection")
 
 
 def accept_key(key: bytes) -> bytes:

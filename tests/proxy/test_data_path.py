@@ -170,3 +170,22 @@ def test_an_unreadable_response_is_502_with_a_body(engine: str, mode: str) -> No
     assert status == 502
     assert body.startswith(b"502 Bad Gateway")
     assert b"Traceback" not in raw
+
+
+def test_each_request_has_its_own_scope_extensions() -> None:
+    """The app records a request's attempts and decision in its scope's
+    extensions: what one request put there never shows in another's."""
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        extensions = scope["extensions"]
+        seen.append(dict(extensions))
+        extensions["clientlb.attempts"] = [len(seen)]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with FrontServed(app) as front, httpx.Client(base_url=front.url) as client:
+        for _ in range(3):
+            assert client.get("/").status_code == 200
+    assert len(seen) == 3
+    assert all(set(s) == {"clientlb.disconnect"} for s in seen)

@@ -58,8 +58,10 @@ class Upstream(End, Protocol):
 
 _NO_BODY_STATUS = frozenset({204, 304})
 # What this server offers apps beyond ASGI: it cancels a request's task when its
-# client goes away (so an app need not watch ``receive()`` for that).
-_EXTENSIONS: dict[str, Any] = {"clientlb.disconnect": {}}
+# client goes away (so an app need not watch ``receive()`` for that). Each scope
+# gets its own extensions dict: the app records the request's attempts and
+# decision there, which must not leak into another request's scope.
+_DISCONNECT: dict[str, Any] = {}
 _UPGRADE_HOPS = frozenset({b"upgrade", b"connection", b"content-length", b"transfer-encoding"})
 
 
@@ -385,11 +387,11 @@ class ClientConnection(WriteFlow):
             "query_string": query,
             "headers": head.headers,
             "state": {},
-            "extensions": _EXTENSIONS,
+            "extensions": {"clientlb.disconnect": _DISCONNECT},
         }
         cycle = self.cycle = _Cycle(self, scope, head.http11)
         if head.http11 and wants_websocket(method, head.headers):
-            scope["extensions"] = {**_EXTENSIONS, "clientlb.tunnel": cycle}
+            scope["extensions"]["clientlb.tunnel"] = cycle
         reader = self.reader
         if reader.body_done:
             cycle.body_done = True
