@@ -22,6 +22,13 @@ def weighted(weights: list[int]) -> list[Upstream]:
     return [Upstream(u, weight=w) for u, w in zip(urls(len(weights)), weights, strict=True)]
 
 
+def turn_order(pool: Pool) -> list[Member]:
+    """The members in the order the algorithm offers turns: its rotation starts
+    at a random member, so that a fleet of clients does not move in step."""
+    _ = pool.members  # builds the candidates
+    return list(pool._tiers[0].algorithm.turns.members)  # type: ignore[attr-defined]
+
+
 def check_in_flight(pool: Pool, leases: list[Lease]) -> None:
     for m in pool._live_members():
         assert m.in_flight == sum(1 for lease in leases if lease.member is m)
@@ -43,7 +50,8 @@ def test_least_connections_takes_idle_turns_or_a_minimum(
     (and allowed), and otherwise a member with the fewest in flight per weight."""
     pool = make_pool(weighted(weights), "least_connections", seed=seed)
     members = pool._live_members()
-    turns = iter(nginx_reference([float(w) for w in weights], len(ops)))
+    order = turn_order(pool)
+    turns = iter(nginx_reference([m.weight for m in order], len(ops)))
     leases: list[Lease] = []
     for op in ops:
         if op < 45 or not leases:
@@ -52,7 +60,7 @@ def test_least_connections_takes_idle_turns_or_a_minimum(
                 exclude = frozenset({members[op % len(members)]})
             allowed = [m for m in members if m not in exclude]
             best = min(Fraction(m.in_flight + 1, int(m.weight)) for m in allowed)
-            turn = members[next(turns)]
+            turn = order[next(turns)]
             idle_turn = turn.in_flight == 0 and turn in allowed
             lease = pool.pick(exclude=exclude)
             chosen = lease.member
@@ -94,17 +102,23 @@ def sequence_of(pool: Pool, count: int, clock: FakeClock | None = None) -> str:
 def test_least_connections_one_at_a_time_follows_the_weights() -> None:
     ups = [Upstream("http://a", weight=5), Upstream("http://b"), Upstream("http://c")]
     pool = make_pool(ups, "least_connections")
-    assert sequence_of(pool, 140) == "aabacaa" * 20  # nginx's sequence: 5:1:1 every 7
+    order = [m.upstream.url.removeprefix("http://") for m in turn_order(pool)]
+    weights = [m.weight for m in turn_order(pool)]
+    expected = "".join(order[i] for i in nginx_reference(weights, 140))
+    got = sequence_of(pool, 140)
+    assert got == expected  # nginx's sequence over the rotation
+    assert all(sorted(got[i : i + 7]) == sorted("aaaaabc") for i in range(0, 140, 7))
 
 
 def test_least_connections_busy_turns_go_to_the_least_loaded() -> None:
     """A member busy at its turn does not take it: the least loaded does."""
     pool = make_pool(["http://a", "http://b", "http://c"], "least_connections")
-    held = [pool.pick() for _ in range(3)]  # turns a, b, c: each idle, each taken
-    assert [lease.upstream.url for lease in held] == ["http://a", "http://b", "http://c"]
+    first, second, third = turn_order(pool)
+    held = [pool.pick() for _ in range(3)]  # three turns: each idle, each taken
+    assert [lease.member for lease in held] == [first, second, third]
     held.pop().finish()
-    turn = pool.pick()  # a's turn, but a is busy
-    assert turn.upstream.url == "http://c"
+    turn = pool.pick()  # the first's turn again, but it is busy
+    assert turn.member is third
     for lease in [*held, turn]:
         lease.finish()
 
@@ -151,7 +165,8 @@ def test_least_response_time_takes_fast_idle_turns_or_the_minimum_score(
     ups = weighted(weights)
     pool = make_pool(ups, "least_response_time", clock=clock, outlier=None)
     members = pool._live_members()
-    turns = iter(nginx_reference([float(w) for w in weights], len(ops) + len(warm)))
+    order = turn_order(pool)
+    turns = iter(nginx_reference([m.weight for m in order], len(ops) + len(warm)))
     for up, latency in zip(ups, warm, strict=False):
         lease = pick_member(pool, up.url)
         next(turns)
@@ -167,7 +182,7 @@ def test_least_response_time_takes_fast_idle_turns_or_the_minimum_score(
             scores = {m: lrt_score(m, now) for m in members}
             best = min(scores.values())
             tops = [m for m in members if scores[m] <= best * (1 + 1e-9)]
-            turn = members[next(turns)]
+            turn = order[next(turns)]
             reach = [1.01 * lrt_estimate(m, now) for m in tops]
             idle_turn = not turn.in_flight and turn not in tops
             estimate = lrt_estimate(turn, now)
@@ -307,3 +322,42 @@ def test_a_slow_timeout_counts_its_full_time() -> None:
     clock.advance(30.0)
     lease.finish(Outcome.TIMEOUT)
     assert lease.member.ewma == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize("name", ["least_connections", "least_response_time"])
+def test_a_fleet_of_clients_does_not_move_in_step(name: str) -> None:
+    """Each client's rotation starts at a random member: 100 clients' first picks
+    over 100 upstreams spread out instead of all landing on the first."""
+    firsts = [make_pool(urls(100), name, seed=s).pick().upstream.url for s in range(100)]
+    assert max(firsts.count(u) for u in set(firsts)) <= 6
+    assert len(set(firsts)) >= 50
+
+
+def test_idle_unsampled_members_cost_nothing_as_time_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Never-sampled idle members have constant heap keys: with 1,000 of them and
+    the clock moving, a pick refreshes a handful of keys, not hundreds."""
+    from clientlb._core._algorithms._load import LeastResponseTime
+
+    clock = FakeClock()
+    pool = make_pool(urls(1000), "least_response_time", clock=clock)
+    algorithm = pool._tiers[0].algorithm
+    calls = 0
+    key = LeastResponseTime._key
+
+    def counted(self: LeastResponseTime, m: Member, now: float) -> float:
+        nonlocal calls
+        calls += 1
+        return key(self, m, now)
+
+    _ = pool.members
+    monkeypatch.setattr(LeastResponseTime, "_key", counted)
+    for _ in range(200):
+        clock.advance(0.01)
+        lease = pool.pick()
+        clock.advance(0.001)
+        lease.responded(200)
+        lease.finish()
+    assert isinstance(algorithm, LeastResponseTime)
+    assert calls / 200 < 10

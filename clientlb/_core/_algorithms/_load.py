@@ -15,9 +15,14 @@ _TINY = 1e-6
 
 
 def turns(algorithm: Algorithm, members: Sequence[Member]) -> WeightedRoundRobin:
-    """Smooth weighted round robin over ``members``, to offer each pick its turn."""
+    """Smooth weighted round robin over ``members``, to offer each pick its turn.
+
+    The rotation starts at a random member, as ``round_robin`` does: a fleet of
+    clients that all started at the first would offer their requests to the
+    same upstream at the same moment, one from each client (a herd)."""
     rotation = WeightedRoundRobin().bind(algorithm.rng, algorithm.clock)
-    rotation.rebuild(members)
+    start = algorithm.rng.randrange(len(members)) if members else 0
+    rotation.rebuild([*members[start:], *members[:start]])
     return rotation
 
 
@@ -139,7 +144,8 @@ class LeastResponseTime(Algorithm):
       taken that long already, so a member that stalls costs more at once, not
       only when its slow answers come back;
     * while the member is idle, faded towards zero over ``STALE_AFTER`` (10 s)
-      since its last sample, so that an upstream whose first answers were slow
+      since its last sample (one never sampled: since the candidates were
+      rebuilt), so that an upstream whose first answers were slow
       is tried again after a while instead of never (and the sample it then gets
       weighs more, being the only recent one). One 100 times slower than the
       others is retried once they look 100 times busier: with a few requests in
@@ -153,9 +159,11 @@ class LeastResponseTime(Algorithm):
 
     Scores live in an indexed heap, as ``log(score) + t / STALE_AFTER`` (``t``
     the time now): at any one time, ordering by it is ordering by score. An idle
-    member's key is then a constant (its fading cancels the ``t``); a busy or
-    unsampled one's only grows with time (its mean wait grows; its estimate
-    does not fade). The heap is lazy about increases: a stored key is never
+    member's key is then a constant (its fading cancels the ``t``), so a pool of
+    thousands of idle members costs no more per pick than a small one; a busy
+    one's only grows with time (its mean wait grows; its estimate does not
+    fade), and there are only as many busy members as requests in flight. The
+    heap is lazy about increases: a stored key is never
     above the true key, a decrease is applied at once (sift up), and an increase
     waits until the member reaches the top, where a pick refreshes it (sift
     down) before trusting it. The top is then exactly the minimum, at about two
@@ -183,12 +191,10 @@ class LeastResponseTime(Algorithm):
 
     def estimate(self, m: Member, now: float) -> float:
         """The member's latency estimate at ``now``, in seconds."""
-        if not m.sampled:
-            estimate = self.seed
-        elif m.in_flight:
-            estimate = m.ewma
-        else:
-            return max(m.ewma, _TINY) * math.exp((m.peak_stamp - now) / STALE_AFTER)
+        if not m.in_flight:  # idle: faded since its last sample (or since it joined)
+            base, stamp = (m.ewma, m.peak_stamp) if m.sampled else (self.seed, self.epoch)
+            return max(base, _TINY) * math.exp((stamp - now) / STALE_AFTER)
+        estimate = m.ewma if m.sampled else self.seed
         if m.waiting:
             waited = now - m.waiting_since / m.waiting
             if waited > estimate:
@@ -204,10 +210,9 @@ class LeastResponseTime(Algorithm):
 
     def _key(self, m: Member, now: float) -> float:
         """``log(score) + (now - epoch) / STALE_AFTER``: the heap's key."""
-        if m.sampled and not m.in_flight:  # the fading cancels the time
-            return (
-                math.log(max(m.ewma, _TINY) / m.weight) + (m.peak_stamp - self.epoch) / STALE_AFTER
-            )
+        if not m.in_flight:  # idle: the fading cancels the time
+            base, stamp = (m.ewma, m.peak_stamp) if m.sampled else (self.seed, self.epoch)
+            return math.log(max(base, _TINY) / m.weight) + (stamp - self.epoch) / STALE_AFTER
         return math.log(self.score(m, now)) + (now - self.epoch) / STALE_AFTER
 
     def changed(self, member: Member) -> None:
