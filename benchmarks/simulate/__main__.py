@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ._fleet import Fleet, Result, run
@@ -40,6 +41,8 @@ def scale(args: argparse.Namespace) -> None:
     study = Scale(
         servers=args.servers, clients=args.clients, duration=args.duration, seed=args.seed
     )
+    if args.homogeneous:
+        study = replace(study, older_share=0.0, slow_share=0.0, die_share=0.0)
     algorithms = sorted(
         args.algorithms,
         key=lambda a: (a not in COST_ORDER, COST_ORDER.index(a) if a in COST_ORDER else 0),
@@ -55,7 +58,8 @@ def scale(args: argparse.Namespace) -> None:
     results.sort(key=lambda r: args.algorithms.index(r.name))
     rate = fleets[0].rate
     print(
-        f"## scale: {study.servers:,} servers x {study.clients} clients, "
+        f"## scale{' (homogeneous)' if args.homogeneous else ''}: "
+        f"{study.servers:,} servers x {study.clients} clients, "
         f"{rate:,.0f} req/s ({study.load:.0%} of capacity), {study.duration:g} s "
         f"({study.warmup:g} s warm-up)\n"
     )
@@ -63,7 +67,8 @@ def scale(args: argparse.Namespace) -> None:
     total = sum(r.requests for r in results)
     print(f"\n{total:,} requests in {wall:.1f} s with {args.jobs} processes")
     if args.figures:
-        for path in plot_scale(results, study, Path(args.figures)):
+        suffix = "_homogeneous" if args.homogeneous else ""
+        for path in plot_scale(results, study, Path(args.figures), suffix):
             print(f"wrote {path}")
 
 
@@ -72,10 +77,15 @@ def main() -> None:
     parser.add_argument("--only", choices=["validate", "scale"])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2, help="processes for the scale study")
-    parser.add_argument("--servers", type=int, default=Scale.servers)
-    parser.add_argument("--clients", type=int, default=Scale.clients)
-    parser.add_argument("--duration", type=float, default=Scale.duration)
+    parser.add_argument("--servers", type=int, default=Scale().servers)
+    parser.add_argument("--clients", type=int, default=Scale().clients)
+    parser.add_argument("--duration", type=float, default=Scale().duration)
     parser.add_argument("--algorithms", nargs="+", default=DEFAULT_SCALE, choices=SCALE_ALGORITHMS)
+    parser.add_argument(
+        "--homogeneous",
+        action="store_true",
+        help="every server alike, none slowing down or dying (figures named *_homogeneous)",
+    )
     parser.add_argument("--figures", default="benchmarks/figures", help="'' for none")
     args = parser.parse_args()
     if args.only != "scale":

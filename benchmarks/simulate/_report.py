@@ -55,7 +55,9 @@ def scale_table(results: Sequence[Result], scale: Scale) -> str:
     return "\n".join(rows)
 
 
-def plot_scale(results: Sequence[Result], scale: Scale, directory: Path) -> list[Path]:
+def plot_scale(
+    results: Sequence[Result], scale: Scale, directory: Path, suffix: str = ""
+) -> list[Path]:
     """The latency tail per algorithm, and the herding picture: the most
     requests outstanding at any one server over time."""
     import matplotlib
@@ -71,9 +73,12 @@ def plot_scale(results: Sequence[Result], scale: Scale, directory: Path) -> list
         n = len(ordered)
         if not n:
             continue
-        ys = [1 - i / n for i in range(n)]
+        # about 2,000 points, denser in the tail: 1 - CDF from 1 down to 1/n
+        ranks = sorted({min(n - 1, int(n * (1 - 10 ** (-5 * k / 2000)))) for k in range(2001)})
         style = {"color": "black", "linestyle": "--"} if r.name == "oracle" else {}
-        ax.step([x * 1e3 for x in ordered], ys, where="post", label=r.name, **style)
+        ax.plot(
+            [ordered[i] * 1e3 for i in ranks], [1 - i / n for i in ranks], label=r.name, **style
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(1e-4, 1)
@@ -82,26 +87,32 @@ def plot_scale(results: Sequence[Result], scale: Scale, directory: Path) -> list
     ax.set_xlabel("latency, ms (log)")
     ax.set_ylabel("share of requests slower (1 - CDF, log)")
     ax.set_title(f"{scale.servers:,} servers x {scale.clients} clients, {scale.load:.0%} load")
-    ax.legend()
-    path = directory / "scale_latency.png"
+    ax.legend(loc="lower left")
+    path = directory / f"scale_latency{suffix}.png"
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     written.append(path)
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in results:
-        times = [i * r.step for i in range(len(r.peaks))]
+        steps = int(scale.duration / r.step)
+        times = [i * r.step for i in range(steps)]
         style = {"color": "black", "linestyle": "--"} if r.name == "oracle" else {}
-        ax.plot(times, r.peaks, label=r.name, **style)
-    for at, what in ((scale.slow_at, "slow"), (scale.die_at, "die"), (scale.return_at, "return")):
+        ax.plot(times, [max(p, 1) for p in r.peaks[:steps]], label=r.name, **style)
+    ax.set_yscale("log")
+    events = []
+    if scale.slow_share:
+        events.append((scale.slow_at, "slow"))
+    if scale.die_share:
+        events += [(scale.die_at, "die"), (scale.return_at, "return")]
+    for at, what in events:
         ax.axvline(at, color="grey", linewidth=0.5)
         ax.text(at, ax.get_ylim()[1], f" {what}", va="top", fontsize=8)
-    ax.set_yscale("symlog")
     ax.set_xlabel("simulated time, s")
     ax.set_ylabel("most requests outstanding at one server")
-    ax.set_title("Where requests pile up (per 0.25 s)")
-    ax.legend()
-    path = directory / "scale_herding.png"
+    ax.set_title("Where requests pile up (the most at one server, per 0.25 s)")
+    ax.legend(loc="lower right")
+    path = directory / f"scale_herding{suffix}.png"
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     written.append(path)

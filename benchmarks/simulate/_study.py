@@ -72,8 +72,8 @@ def stall(algorithm: str, seed: int = 1) -> Fleet:
 class Scale:
     """The scale study's fleet (the defaults are the study's).
 
-    ``servers`` servers with ``workers`` workers each; a quarter are an older
-    generation at twice the mean service time. Service times are lognormal
+    ``servers`` servers with ``workers`` workers each; ``older_share`` of them
+    are an older generation at twice the mean service time. Service times are lognormal
     (``sigma``). At ``slow_at`` a random ``slow_share`` of them get
     ``slow_factor`` times slower for good; at ``die_at`` another ``die_share``
     dies, and comes back at ``return_at``. The offered load is ``load`` of the
@@ -84,6 +84,7 @@ class Scale:
     clients: int = 100
     workers: int = 2
     mean: float = 0.12
+    older_share: float = 0.25
     sigma: float = 0.5
     load: float = 0.7
     duration: float = 30.0
@@ -102,7 +103,7 @@ class Scale:
         rng.shuffle(order)
         slowed = set(order[: round(self.slow_share * self.servers)])
         dying = set(order[len(slowed) : len(slowed) + round(self.die_share * self.servers)])
-        older = set(order[-self.servers // 4 :])
+        older = set(order[len(order) - round(self.older_share * self.servers) :])
         specs = []
         for i in range(self.servers):
             mean = self.mean * (2.0 if i in older else 1.0)
