@@ -55,6 +55,22 @@ def test_a_refused_connection_is_retried_on_the_other_upstream() -> None:
     assert (result.retries, result.failed, result.received) == (3, 0, [0, 3])
 
 
+def test_a_request_inside_a_dying_server_is_reset_and_retried() -> None:
+    """A (100 ms) dies at 50 ms with the first request inside: reset, retried on
+    B (10 ms): 60 ms. A is back at 200 ms and serves the second request in full;
+    the first request's old completion at 100 ms is ignored."""
+    fleet = Fleet(
+        (fixed(0.100, 1, Change(0.050, "die"), Change(0.200, "return")), fixed(0.010)),
+        "least_connections",
+        schedule=(0.0, 0.300),
+        warmup=0.0,
+        duration=1.0,
+    )
+    result = run(fleet)
+    assert [round(x * 1e3, 6) for x in result.latencies] == [60.0, 100.0]
+    assert (result.retries, result.failed, result.received) == (1, 0, [2, 1])
+
+
 def test_the_oracle_weighs_queues_by_speed() -> None:
     """A (10 ms) scores 0.01, then 0.02 with one inside, against B's 0.025: the
     first two go to A (the second waits 9 ms); with two at A (0.03) the third

@@ -10,6 +10,7 @@ inside are reset, new connections refused) and bring it back.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import deque
@@ -18,6 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._engine import Sim
+
+#: One ticket per accepted request: a completion is for the job only while the
+#: job still holds its ticket (not reset by a death, not sent elsewhere since).
+_TICKETS = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +84,7 @@ class ServerSpec:
 
 
 class Job(Protocol):
-    """A request as a server sees it: who to tell, and when it entered."""
+    """A request as a server sees it: who to tell, its ticket, when it arrived."""
 
     owner: Any
     gen: int
@@ -101,7 +106,6 @@ class Server:
         "connect_delay",
         "count",
         "factor",
-        "gen",
         "index",
         "inside",
         "last",
@@ -133,7 +137,6 @@ class Server:
         self._sample = spec.service.sampler(rng)
         self.factor = 1.0
         self.alive = True
-        self.gen = 0
         self.busy = 0
         self.queue: deque[tuple[Any, bool]] = deque()
         self.inside: dict[int, Any] = {}  # jobs in service, by id, for a reset on death
@@ -169,7 +172,7 @@ class Server:
         self.count += 1
         if measured:
             self.received += 1
-        job.gen = self.gen
+        job.gen = next(_TICKETS)
         every = self.spec.stall_every
         stalled = bool(every) and self.count % every == 0
         if self.busy < self.workers:
@@ -184,11 +187,13 @@ class Server:
         self.busy += 1
         took = self.spec.stall if stalled else self._sample() * self.factor
         self.inside[id(job)] = job
-        self.sim.at(self.sim.now + took, self._done, job)
+        self.sim.at(self.sim.now + took, self._done, (job, job.gen))
 
-    def _done(self, job: Job) -> None:
-        if job.gen != self.gen:  # the server died meanwhile: the job was reset
+    def _done(self, entry: tuple[Job, int]) -> None:
+        job, ticket = entry
+        if job.gen != ticket:  # the server died meanwhile: the job was reset
             return
+        job.gen = 0
         del self.inside[id(job)]
         self.account()
         self.busy -= 1
@@ -206,12 +211,12 @@ class Server:
         elif change.kind == "die":
             self.account()
             self.alive = False
-            self.gen += 1
             dropped = [*self.inside.values(), *(job for job, _ in self.queue)]
             self.inside.clear()
             self.queue.clear()
             self.busy = 0
             for job in dropped:
+                job.gen = 0
                 self.sim.at(self.sim.now, job.owner.reset, job)
         elif change.kind == "return":
             self.alive = True
