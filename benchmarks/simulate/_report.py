@@ -111,7 +111,7 @@ def plot_scale(
     ax.set_xlabel("simulated time, s")
     ax.set_ylabel("most requests outstanding at one server")
     ax.set_title("Where requests pile up (the most at one server, per 0.25 s)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
     path = directory / f"scale_herding{suffix}.png"
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
