@@ -35,10 +35,11 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python scripts/gen_config_docs.py
 
-# The proxy benchmark compares against peers installed here only (not dependencies).
+# The proxy benchmark compares against peers installed here only (not dependencies);
+# matplotlib draws the fleet simulator's figures.
 bench: $(STAMP)
 	@sh scripts/install-services.sh wrk nginx-light haproxy etcd-server dnsmasq-base
-	$(BIN)/python -m pip install -q asgiproxy fastapi-proxy-lib
+	$(BIN)/python -m pip install -q asgiproxy fastapi-proxy-lib matplotlib
 	$(BIN)/python benchmarks/pick.py
 	$(BIN)/python benchmarks/transport_overhead.py
 	$(BIN)/python benchmarks/proxy.py
@@ -49,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/large_pool.py
 	$(BIN)/python benchmarks/discovery_latency.py
 	$(BIN)/python benchmarks/hedging.py
+	$(BIN)/python -m benchmarks.simulate
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
