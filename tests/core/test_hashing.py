@@ -266,4 +266,4 @@ def test_the_fill_pauses_and_gives_the_paper_s_table() -> None:
             filled += 1
             if filled == size:
                 break
-    assert table == expected
+    assert list(table) == expected

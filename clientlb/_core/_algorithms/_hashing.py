@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random as _random
+from array import array
 from collections.abc import Callable, Collection, Generator, Sequence
 from typing import ClassVar, Self, TypeVar
 
@@ -49,7 +50,7 @@ def _next_prime(n: int) -> int:
 
 def fill(
     size: int, hashes: Sequence[int], weights: Sequence[float]
-) -> Generator[None, None, list[int]]:
+) -> Generator[None, None, Sequence[int]]:
     """Maglev's table of ``size`` entries (a prime): each member in turn takes the
     next free entry of its own permutation, lighter members skipping turns in
     proportion to their weight. Yields after about ``BUILD_CHUNK`` probes, so
@@ -65,7 +66,7 @@ def fill(
     top = max(weights)
     shares = None if min(weights) == top else [w / top for w in weights]
     counts = [0] * len(hashes)
-    table = [-1] * size
+    table = array("i", [-1]) * size  # not tracked by the collector: no pauses
     taken = bytearray(size)
     filled = 0
     pause = BUILD_CHUNK
@@ -133,7 +134,7 @@ class ConsistentHash(Algorithm):
         #: The version of the membership the table was built for (-1: none yet).
         self.version = -1
         self.members: tuple[Member, ...] = ()
-        self.table: list[int] = []
+        self.table: Sequence[int] = []
         self._signature: list[tuple[str, float]] = []
         self._hashes: dict[str, int] = {}
 
@@ -148,7 +149,7 @@ class ConsistentHash(Algorithm):
 
     def prepare(
         self, members: Sequence[Member]
-    ) -> Generator[None, None, tuple[tuple[Member, ...], list[tuple[str, float]], list[int]]]:
+    ) -> Generator[None, None, tuple[tuple[Member, ...], list[tuple[str, float]], Sequence[int]]]:
         """Build a table for ``members`` (a snapshot) without touching this
         algorithm's state, pausing (``yield``) every half millisecond or so;
         returns what ``install()`` takes. Needs no lock."""
@@ -177,7 +178,7 @@ class ConsistentHash(Algorithm):
         version: int,
         members: tuple[Member, ...],
         signature: list[tuple[str, float]],
-        table: list[int],
+        table: Sequence[int],
     ) -> bool:
         """Take a table ``prepare()`` built for membership ``version``, unless a
         newer one is in place already; under the pool's lock."""
@@ -188,7 +189,7 @@ class ConsistentHash(Algorithm):
         return True
 
     def _take(
-        self, members: tuple[Member, ...], signature: list[tuple[str, float]], table: list[int]
+        self, members: tuple[Member, ...], signature: list[tuple[str, float]], table: Sequence[int]
     ) -> None:
         self.members, self._signature, self.table = members, signature, table
 
