@@ -17,6 +17,15 @@ Every change here is O(1) per member (tiers are insertion-ordered dicts), so a
 change of k members costs O(k); the algorithms rebuild their index from the
 tiers on the next pick, in O(n). Nothing here decides health: the pool's
 ``HealthRules`` do, and report each change through ``recount()``.
+
+Hashing tables (``builds_apart``) are the exception: at 10,000 upstreams one
+takes about a second to build, too long to hold the lock. Each tier counts the
+changes of who is in its table (``Tier.version``: admissions, removals, drains,
+moves, new weights); the pool builds the table for a snapshot apart from the
+lock (``stale_tables()``, then ``ConsistentHash.prepare()`` and ``install()``),
+and ``rebuild()`` meanwhile keeps the last table, excluding its members that are
+gone or may not serve. Only a tier with no usable table (its first, or one none
+of whose members may serve) has its table built under the lock.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import cast
 
 from ._algorithms import Algorithm
+from ._algorithms._hashing import ConsistentHash, run
 from ._errors import ConfigError
 from ._member import PRIMARY, STANDBY, TIER_NAMES, Member, MemberState
 from ._slots import Slots
@@ -36,17 +46,21 @@ from ._upstream import Upstream, as_upstream
 class Tier:
     """One tier's members, in configuration order (newcomers last)."""
 
-    __slots__ = ("algorithm", "available", "counts", "members", "name", "unavailable")
+    __slots__ = ("algorithm", "available", "counts", "members", "name", "unavailable", "version")
 
     def __init__(self, name: str, algorithm: Algorithm) -> None:
         self.name = name
         self.algorithm = algorithm
         self.members: dict[Member, None] = {}  # a dict, so that removal is O(1)
-        self.available: list[Member] = []  # in a serving state, as of the last rebuild
+        # in a serving state, as of the last rebuild (not kept for hashing tiers)
+        self.available: list[Member] = []
         self.counts: dict[Health, int] = dict.fromkeys(Health, 0)  # always current
         # Hashing algorithms hold every member, so that an ejection does not move
         # other members' keys; the ones out are excluded at pick time instead.
         self.unavailable: frozenset[Member] = frozenset()
+        #: Counts the changes of who a hashing table holds (members not draining,
+        #: with their weights); the table built for the latest is current.
+        self.version = 0
 
     @property
     def ejected(self) -> int:
@@ -150,6 +164,7 @@ class Roster:
         tier = self.tiers[member.tier]
         tier.members[member] = None
         tier.counts[member.health] += 1
+        tier.version += 1
         self.by_key[member.upstream.key] = member
         self.dirty = True
         if self.slots.waiters:  # someone new to serve them
@@ -164,6 +179,8 @@ class Roster:
         tier = self.tiers[member.tier]
         del tier.members[member]
         tier.counts[member.health] -= 1
+        if member.health is not Health.DRAINING:  # a draining one left the table already
+            tier.version += 1
         self.dirty = True
         self.slots.full.discard(member)
         self.generation += 1
@@ -177,6 +194,8 @@ class Roster:
         member.tier = tier
         self.tiers[tier].members[member] = None
         self.tiers[tier].counts[member.health] += 1
+        old.version += 1
+        self.tiers[tier].version += 1
         self.dirty = True
 
     def reweigh(self, member: Member, upstream: Upstream) -> None:
@@ -187,13 +206,16 @@ class Roster:
         if limit != member.limit:
             member.limit = limit
             self.slots.relimit(member)
+        self.tiers[member.tier].version += 1
         self.dirty = True
 
     def recount(self, member: Member, old: Health, new: Health) -> None:
         """``member``'s state went from ``old`` to ``new``."""
-        counts = self.tiers[member.tier].counts
-        counts[old] -= 1
-        counts[new] += 1
+        tier = self.tiers[member.tier]
+        tier.counts[old] -= 1
+        tier.counts[new] += 1
+        if old is Health.DRAINING or new is Health.DRAINING:
+            tier.version += 1
         if old not in SERVING or new not in SERVING:  # else who serves is the same
             self.dirty = True
 
@@ -242,23 +264,57 @@ class Roster:
         """A member of some tier is in a serving state (O(1))."""
         return any(tier.serving() for tier in self.tiers)
 
+    # -- hashing tables -------------------------------------------------------------
+
+    def _table_exclusions(self, tier: Tier) -> frozenset[Member]:
+        """The members of ``tier``'s table that a pick must skip: gone, moved,
+        draining or not serving. A table none of whose members may serve is
+        built again at once (under the lock: the tier's first table too)."""
+        table = cast("ConsistentHash", tier.algorithm)
+        if table.version == tier.version and tier.serving() == len(tier.members):
+            return frozenset()  # the table is current and all of it serves: O(1)
+        members = tier.members
+        out = frozenset(m for m in table.members if m.health not in SERVING or m not in members)
+        if len(out) < len(table.members):
+            return out
+        listed = [m for m in members if m.health is not Health.DRAINING]
+        table.install(tier.version, *run(table.prepare(listed)))
+        return frozenset(m for m in listed if m.health not in SERVING)
+
+    def stale_tables(self) -> list[tuple[ConsistentHash, int, list[Member]]]:
+        """The hashing tables that lag their tier's membership: each algorithm,
+        the version, and a snapshot of who its new table holds. Under the lock."""
+        stale = []
+        for tier in self.tiers:
+            table = cast("ConsistentHash", tier.algorithm)
+            if table.builds_apart and table.version != tier.version:
+                listed = [m for m in tier.members if m.health is not Health.DRAINING]
+                stale.append((table, tier.version, listed))
+        return stale
+
     # -- who serves ---------------------------------------------------------------
 
     def rebuild(self) -> None:
         """Candidates of each tier, the order a pick tries them in, and panic."""
         for tier in self.tiers:
+            algorithm = tier.algorithm
+            if algorithm.builds_apart:
+                tier.available = []
+                up = tier.serving()
+                tier.unavailable = self._table_exclusions(tier) if up else frozenset()
+                continue
             tier.available = [m for m in tier.members if m.health in SERVING]
-            if tier.algorithm.hashes and tier.available:
+            if algorithm.hashes and tier.available:
                 listed = [m for m in tier.members if m.health is not Health.DRAINING]
                 tier.unavailable = frozenset(listed).difference(tier.available)
-                tier.algorithm.rebuild(listed)
+                algorithm.rebuild(listed)
             else:
                 tier.unavailable = frozenset()
-                tier.algorithm.rebuild(tier.available)
+                algorithm.rebuild(tier.available)
         threshold = self.panic_threshold
         sufficient = tuple(t for t in self.tiers if t.sufficient(threshold))
         if sufficient:
-            below = tuple(t for t in self.tiers if t.available and t not in sufficient)
+            below = tuple(t for t in self.tiers if t.serving() and t not in sufficient)
             self.order = sufficient + below
             self.panic = None
         else:

@@ -43,7 +43,7 @@ from ._pool_checks import check_pool_options, discovery_providers
 from ._slots import AT_LIMIT, Saturated, Slots, SlotWait
 from ._state import PANIC_ELIGIBLE, SERVING, Health
 from ._turns import taking_turns
-from ._updates import apply_in_steps, check_update
+from ._updates import apply_in_steps, check_update, refresh_tables
 from ._upstream import Upstream, as_upstream
 
 _NO_EXCLUSIONS: frozenset[Member] = frozenset()
@@ -211,17 +211,27 @@ class Pool:
             tier = STANDBY if standby else PRIMARY
             member = self._roster.create(as_upstream(upstream, field), tier, field)
             self._rules.admit(member, True, self.clock())
+        self._refresh_tables()
 
     def remove(self, upstream: str | Upstream) -> None:
         """Remove an upstream at once; its requests in flight still finish."""
         with self._lock:
             self._roster.drop(self._roster.lookup(upstream))
+        self._refresh_tables()
 
     def drain(self, upstream: str | Upstream, timeout: float | None = None) -> None:
         """Stop picking ``upstream``; remove it when its last request ends (or after
         ``timeout`` seconds)."""
         with self._lock:
             self._rules.drain(self._roster.lookup(upstream), timeout, self.clock())
+        self._refresh_tables()
+
+    def _refresh_tables(self) -> None:
+        """After a change of membership: build the hashing tables it made stale,
+        in the caller's thread and apart from the lock (``refresh_tables()``)."""
+        if self.algorithm.builds_apart:
+            for _ in refresh_tables(self._lock, self._roster):
+                pass
 
     def update(
         self,
@@ -235,12 +245,17 @@ class Pool:
         Survivors keep their statistics (their weight follows the new value), new
         upstreams are added under slow start, and missing ones are drained. O(n)
         in the size of the pool and of the lists; see ``update_steps()`` for the
-        same change in short holds of the pool's lock.
+        same change in short holds of the pool's lock. A hashing table is built
+        after the lock is released: picks use the last one until then.
         """
-        steps = self.update_steps(upstreams, standbys, drain_timeout=drain_timeout, step=0)
+        wanted, fresh = check_update(self._roster.by_key, upstreams, standbys)
+        steps = apply_in_steps(
+            self._lock, self._rules, self.clock, wanted, fresh, drain_timeout, sys.maxsize, False
+        )
         with self._lock:
             for _ in steps:
                 pass
+        self._refresh_tables()
 
     def update_steps(
         self,
@@ -262,6 +277,11 @@ class Pool:
         state; picks between steps see a mix of the old and the new membership.
         ``step=0`` applies everything in one step. A driver that stops early
         leaves the change part-applied; calling again with the same lists ends it.
+
+        With a hashing algorithm, the new table is built apart from the lock after
+        the joins and again at the end, yielding the same number every half
+        millisecond of the build or so; picks meanwhile use the last table, minus
+        the upstreams that left.
         """
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ConfigError("step", f"must be a whole number >= 0, got {step!r}")
@@ -512,7 +532,8 @@ class Pool:
             algorithm, members = roster.panic, [m for m in roster if m.health in PANIC_ELIGIBLE]
         else:
             tier = self._tiers[member.tier]
-            algorithm, members = tier.algorithm, tier.available or [member]
+            serving = tier.available or [m for m in tier.members if m.health in SERVING]
+            algorithm, members = tier.algorithm, serving or [member]
         scored = [(algorithm.score_of(m), m) for m in members]
         scored.sort(key=lambda pair: (pair[0] is None, pair[0] or 0.0))
         return tuple(

@@ -7,6 +7,10 @@ then makes the change under the lock, at most ``step`` members per hold, joining
 and staying first and leaving last, so that the pool is never empty between two
 steps. Each member costs O(1) (``Roster``); drains and slow start go through the
 ``HealthRules`` like any other change.
+
+``refresh_tables()`` then builds the hashing tables the change made stale apart
+from the lock (after the joins, and again after the leaves), pausing every half
+millisecond or so: the pool's picks wait for none of it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from ._errors import ConfigError
 from ._health_rules import HealthRules
 from ._member import PRIMARY, STANDBY, Member
+from ._membership import Roster
 from ._state import Health
 from ._turns import taking_turns
 from ._upstream import Upstream, as_upstream
@@ -58,35 +63,64 @@ def apply_in_steps(
     fresh: dict[str, Member],
     drain_timeout: float | None,
     step: int,
+    apart: bool = True,
 ) -> Iterator[int]:
     """Make the membership ``wanted``, ``step`` changes per hold of ``lock``;
-    yield the number applied so far after each full step."""
+    yield the number applied so far after each full step. With ``apart``, build
+    the hashing tables after the joins and at the end (``refresh_tables()``),
+    yielding the same number between its pauses."""
     roster = rules.roster
     with lock:
         # slow start protects newcomers from a load others carry: none to protect
         # when no one serves (the first answer of a discovery, or a pool in panic)
         ramp = roster.any_serving()
         leaving = [m for key, m in roster.by_key.items() if key not in wanted]
-    # joining and staying first, leaving last: the pool is never empty between steps
-    work: Iterator[tuple[str, tuple[Upstream, int] | Member]] = itertools.chain(
-        wanted.items(), ((m.upstream.key, m) for m in leaving)
+    # joining and staying first, leaving last: the pool is never empty between steps;
+    # the tables are built for the joined before anyone leaves (None marks it)
+    between = [("", None)] if apart and leaving else []
+    work: Iterator[tuple[str, tuple[Upstream, int] | Member | None]] = itertools.chain(
+        wanted.items(), between, ((m.upstream.key, m) for m in leaving)
     )
     done = 0
     while True:
+        joined = False
         with lock:
             batch = 0
             now = clock()
-            for key, item in itertools.islice(work, step):
+            for key, item in work:
+                if item is None:
+                    joined = True
+                    break
                 batch += 1
                 if isinstance(item, Member):
                     if roster.get(key) is item and item.health is not Health.DRAINING:
                         rules.drain(item, drain_timeout, now)
                 else:
                     _apply(rules, key, item, fresh, ramp, now)
+                if batch == step:
+                    break
             done += batch
-        if batch < step:
+        if joined or batch < step:
+            for _ in refresh_tables(lock, roster) if apart else ():
+                yield done
+            if joined:
+                continue
             return
         yield done
+
+
+def refresh_tables(lock: threading.RLock, roster: Roster) -> Iterator[None]:
+    """Build every stale hashing table on a snapshot taken under ``lock``, apart
+    from it, pausing (``yield``) every half millisecond or so, then install it
+    under ``lock``, unless a newer one is in place by then. A change made
+    meanwhile is built by whoever made it; until then picks use this table."""
+    with lock:
+        stale = roster.stale_tables()
+    for table, version, members in stale:
+        built = yield from table.prepare(members)
+        with lock:
+            if table.install(version, *built):
+                roster.dirty = True
 
 
 def _apply(

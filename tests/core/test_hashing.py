@@ -11,7 +11,9 @@ from collections import Counter
 import pytest
 
 from clientlb import ConfigError, Outcome, Pool, Upstream
-from clientlb._core import ConsistentHash
+from clientlb._core import ConsistentHash, Member
+from clientlb._core._algorithms._hashing import fill, hash64, run
+from clientlb._core._updates import refresh_tables
 
 from .helpers import fail, make_pool, member, state, urls
 
@@ -180,3 +182,88 @@ def test_an_ejection_moves_only_the_ejected_members_keys(name: str) -> None:
         assert a == b or b == ups[3]
         assert a != ups[3]
     assert sum(b == ups[3] for b in before) > 0
+
+
+@pytest.mark.parametrize("name", HASHING)
+def test_a_pick_during_a_pending_rebuild_skips_the_removed_and_moves_no_other_key(
+    name: str,
+) -> None:
+    ups = urls(10)
+    pool = make_pool(ups, name)
+    keys = KEYS[:3000]
+    before = owners(pool, keys)
+    table = pool._tiers[0].algorithm.table  # type: ignore[attr-defined]
+    with pool._lock:  # as update_steps() leaves it between its lock holds
+        pool._roster.drop(member(pool, ups[3]))
+        pool._roster.admit(Member(Upstream(urls(11)[10]), 0))
+    during = owners(pool, keys)
+    assert pool._tiers[0].algorithm.table is table  # the old table, still
+    for b, a in zip(before, during, strict=True):
+        assert a == b or b == ups[3]  # only the removed member's keys move
+        assert a != ups[3]
+    for _ in refresh_tables(pool._lock, pool._roster):
+        pass
+    after = owners(pool, keys)
+    assert owners(make_pool([*ups[:3], *ups[4:], urls(11)[10]], name), keys) == after
+
+
+def test_a_table_prepared_for_an_older_membership_never_replaces_a_newer_one() -> None:
+    ups = urls(12)
+    pool = make_pool(ups[:10], "consistent_hash")
+    pool.pick("k").finish()
+    algorithm = pool._tiers[0].algorithm
+    assert isinstance(algorithm, ConsistentHash)
+    with pool._lock:
+        pool._roster.admit(Member(Upstream(ups[10]), 0))
+        _, old_version, old_members = pool._roster.stale_tables()[0]  # the primaries
+    old_build = algorithm.prepare(old_members)  # prepared apart from the lock ...
+    pool.add(ups[11])  # ... while the membership changes again and is built
+    newer = algorithm.table
+    assert len(algorithm.members) == 12
+    with pool._lock:
+        assert not algorithm.install(old_version, *run(old_build))
+    assert algorithm.table is newer
+    assert owners(pool, KEYS[:500]) == owners(make_pool(ups, "consistent_hash"), KEYS[:500])
+
+
+def test_a_table_is_the_same_whatever_the_history_of_changes() -> None:
+    ups = urls(30)
+    pool = make_pool(ups[:20], "consistent_hash")
+    pool.pick("k").finish()
+    for url in ups[20:]:
+        pool.add(url)
+    pool.remove(ups[0])
+    for _ in pool.update_steps(ups[1:25], step=3):
+        pass
+    fresh = make_pool(ups[1:25], "consistent_hash", seed=5)
+    assert owners(pool, KEYS) == owners(fresh, KEYS)
+
+
+def test_the_fill_pauses_and_gives_the_paper_s_table() -> None:
+    hashes = [hash64(u) for u in urls(50)]
+    size = 65_537
+    build = fill(size, hashes, [1.0] * 50)
+    pauses = 0
+    while True:
+        try:
+            next(build)
+            pauses += 1
+        except StopIteration as done:
+            table = done.value
+            break
+    assert pauses > 10
+    # the paper's formulation: offset + j * skip (mod size), one member per turn
+    offsets = [h % size for h in hashes]
+    skips = [(h >> 32) % (size - 1) + 1 for h in hashes]
+    expected, nexts, filled = [-1] * size, [0] * 50, 0
+    while filled < size:
+        for i in range(50):
+            j = nexts[i]
+            while expected[(offsets[i] + j * skips[i]) % size] >= 0:
+                j += 1
+            expected[(offsets[i] + j * skips[i]) % size] = i
+            nexts[i] = j + 1
+            filled += 1
+            if filled == size:
+                break
+    assert list(table) == expected

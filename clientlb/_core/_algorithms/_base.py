@@ -18,6 +18,9 @@ class Algorithm:
     hashes: ClassVar[bool] = False
     #: Wants ``changed(member)`` after in-flight or latency changes.
     tracks_load: ClassVar[bool] = False
+    #: Builds its index apart from the pool's lock (``prepare()``, ``install()``,
+    #: ``version``: see ``ConsistentHash``) and picks from the last one meanwhile.
+    builds_apart: ClassVar[bool] = False
 
     rng: _random.Random
     clock: Callable[[], float]

@@ -1,14 +1,31 @@
-"""Consistent hashing (Maglev): ``consistent_hash`` and ``ip_hash``."""
+"""Consistent hashing (Maglev): ``consistent_hash`` and ``ip_hash``.
+
+A table is a function of the membership alone (the upstream keys, weights and
+order), so that every process with the same upstreams sends a key to the same
+one. Building it is the costly part (about a second of CPU at 10,000 upstreams,
+whose table has a million entries), so a pool builds it apart from its lock
+(``prepare()`` on a snapshot, then ``install()``) and picks from the last table
+meanwhile, skipping its members that are gone or may not serve: a key moves
+only if its upstream left (to the next owner along the table, as for an
+ejection) until the new table, where it moves only if its upstream left or a
+newcomer took its slot. See ``Roster.rebuild()`` and ``refresh_tables()``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Collection, Sequence
+import random as _random
+from array import array
+from collections.abc import Callable, Collection, Generator, Sequence
+from typing import ClassVar, Self, TypeVar
 
 from .._errors import ConfigError
 from .._member import Member
 from ._base import Algorithm
+
+#: Work (probes of the table) between two pauses of a build, about 0.5 ms.
+BUILD_CHUNK = 8192
 
 
 def hash64(text: str) -> int:
@@ -31,6 +48,68 @@ def _next_prime(n: int) -> int:
     return n
 
 
+def fill(
+    size: int, hashes: Sequence[int], weights: Sequence[float]
+) -> Generator[None, None, Sequence[int]]:
+    """Maglev's table of ``size`` entries (a prime): each member in turn takes the
+    next free entry of its own permutation, lighter members skipping turns in
+    proportion to their weight. Yields after about ``BUILD_CHUNK`` probes, so
+    that a caller may let other threads run; returns the table (member indexes).
+
+    Member ``i`` walks ``offset + j * skip (mod size)``; stepping by ``skip`` and
+    marking taken entries in a ``bytearray`` gives the same table as the paper's
+    formulation several times faster. Most of the cost is the end of the fill,
+    when a member probes about ``size / free`` entries for each one it takes.
+    """
+    slots = [h % size for h in hashes]
+    skips = [(h >> 32) % (size - 1) + 1 for h in hashes]
+    top = max(weights)
+    shares = None if min(weights) == top else [w / top for w in weights]
+    counts = [0] * len(hashes)
+    table = array("i", [-1]) * size  # not tracked by the collector: no pauses
+    taken = bytearray(size)
+    filled = 0
+    pause = BUILD_CHUNK
+    turn = 0
+    members = range(len(hashes))
+    while True:
+        turn += 1
+        for i in members:
+            if shares is not None:
+                if counts[i] >= turn * shares[i]:
+                    continue  # a lighter member waits its turn
+                counts[i] += 1
+            slot, skip = slots[i], skips[i]
+            while taken[slot]:
+                slot += skip
+                if slot >= size:
+                    slot -= size
+            taken[slot] = 1
+            table[slot] = i
+            slot += skip
+            slots[i] = slot - size if slot >= size else slot
+            filled += 1
+            if filled == size:
+                return table
+            pause -= size // (size - filled)  # the probes one entry costs now
+            if pause <= 0:
+                pause = BUILD_CHUNK
+                yield
+
+
+T = TypeVar("T")
+
+
+def run(build: Generator[None, None, T]) -> T:
+    """Drive a build to its end without pausing."""
+    while True:
+        try:
+            next(build)
+        except StopIteration as done:
+            table: T = done.value
+            return table
+
+
 class ConsistentHash(Algorithm):
     """Maglev consistent hashing of a request key (``hash_on=``).
 
@@ -46,55 +125,73 @@ class ConsistentHash(Algorithm):
 
     name = "consistent_hash"
     hashes = True
+    builds_apart: ClassVar[bool] = True
 
     def __init__(self, table_size: int | None = None) -> None:
         if table_size is not None and (not isinstance(table_size, int) or table_size < 2):
             raise ConfigError("table_size", f"must be a whole number >= 2, got {table_size!r}")
         self.table_size = table_size
+        #: The version of the membership the table was built for (-1: none yet).
+        self.version = -1
+        self.members: tuple[Member, ...] = ()
+        self.table: Sequence[int] = []
+        self._signature: list[tuple[str, float]] = []
+        self._hashes: dict[str, int] = {}
+
+    def bind(self, rng: _random.Random, clock: Callable[[], float]) -> Self:
+        clone = super().bind(rng, clock)
+        clone._hashes = {}  # each tier's own, read and written apart from the lock
+        return clone
 
     def rebuild(self, members: Sequence[Member]) -> None:
-        signature = [(m.upstream.key, m.weight) for m in members]
-        if getattr(self, "signature", None) == signature:
-            self.members = list(members)  # the same upstreams: the table stands
-            return
-        self.signature = signature
-        self.members = list(members)
-        n = len(self.members)
-        if not n:
-            self.table: list[int] = []
-            return
-        size = self.table_size or max(MIN_TABLE_SIZE, 1 << (101 * n - 1).bit_length())
-        self.table = self._populate(_next_prime(size))
+        """Build the table for ``members`` at once (a first build, panic)."""
+        self._take(*run(self.prepare(members)))
 
-    def _populate(self, size: int) -> list[int]:
-        offsets, skips = [], []
-        for m in self.members:
-            h = hash64(m.upstream.key)
-            offsets.append(h % size)
-            skips.append((h >> 32) % (size - 1) + 1)
-        top = max(m.weight for m in self.members)
-        shares = [m.weight / top for m in self.members]
-        table = [-1] * size
-        nexts = [0] * len(self.members)
-        counts = [0] * len(self.members)
-        filled = 0
-        turn = 0
-        while True:
-            turn += 1
-            for i, share in enumerate(shares):
-                if counts[i] >= turn * share:
-                    continue  # a lighter member waits its turn
-                offset, skip, j = offsets[i], skips[i], nexts[i]
-                slot = (offset + j * skip) % size
-                while table[slot] >= 0:
-                    j += 1
-                    slot = (offset + j * skip) % size
-                table[slot] = i
-                nexts[i] = j + 1
-                counts[i] += 1
-                filled += 1
-                if filled == size:
-                    return table
+    def prepare(
+        self, members: Sequence[Member]
+    ) -> Generator[None, None, tuple[tuple[Member, ...], list[tuple[str, float]], Sequence[int]]]:
+        """Build a table for ``members`` (a snapshot) without touching this
+        algorithm's state, pausing (``yield``) every half millisecond or so;
+        returns what ``install()`` takes. Needs no lock."""
+        chosen = tuple(members)
+        signature = [(m.upstream.key, m.weight) for m in chosen]
+        if signature == self._signature:
+            return chosen, signature, self.table  # the same upstreams: the table stands
+        n = len(chosen)
+        if not n:
+            return chosen, signature, []
+        known = self._hashes
+        if len(known) > 2 * n:
+            known = self._hashes = {}  # forget members long gone
+        hashes = []
+        for key, _ in signature:
+            h = known.get(key)
+            if h is None:
+                h = known[key] = hash64(key)
+            hashes.append(h)
+        size = self.table_size or max(MIN_TABLE_SIZE, 1 << (101 * n - 1).bit_length())
+        table = yield from fill(_next_prime(size), hashes, [w for _, w in signature])
+        return chosen, signature, table
+
+    def install(
+        self,
+        version: int,
+        members: tuple[Member, ...],
+        signature: list[tuple[str, float]],
+        table: Sequence[int],
+    ) -> bool:
+        """Take a table ``prepare()`` built for membership ``version``, unless a
+        newer one is in place already; under the pool's lock."""
+        if version <= self.version:
+            return False
+        self.version = version
+        self._take(members, signature, table)
+        return True
+
+    def _take(
+        self, members: tuple[Member, ...], signature: list[tuple[str, float]], table: Sequence[int]
+    ) -> None:
+        self.members, self._signature, self.table = members, signature, table
 
     def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
         table = self.table
