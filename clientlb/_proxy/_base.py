@@ -146,11 +146,19 @@ class ProxyBase:
 
     def hash_key(self, request: Any, client: str | None) -> str | None:
         """The key a hashing algorithm hashes: ``hash_on``'s, else the client
-        address; ``None`` for the other algorithms."""
+        address; ``None`` for the other algorithms. A ``hash_on`` callable that
+        raises is logged and the client address used: the request still goes."""
         if not self.pool.algorithm.hashes:
             return None
         key_of = self.key_of
-        return (key_of(request) if key_of is not None else None) or client
+        if key_of is None:
+            return client
+        try:
+            key = key_of(request)
+        except Exception:
+            log.exception("hash_on raised; hashing the client address instead")
+            return client
+        return key or client
 
     def pin(self, token: str | None) -> str | None:
         """The upstream key a sticky cookie's ``token`` pins the client to."""

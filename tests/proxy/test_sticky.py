@@ -145,6 +145,20 @@ def test_a_callable_gets_the_asgi_scope(proxy: Start, three: list[Replica]) -> N
             assert len({replica(client.get(f"/?t{t}")) for _ in range(3)}) == 1
 
 
+def test_a_callable_that_raises_falls_back_to_the_client_address(
+    proxy: Start, three: list[Replica], caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(scope: Any) -> str | None:
+        raise KeyError("tenant")
+
+    _, served = proxy([r.url for r in three], algorithm="ip_hash", hash_on=broken)
+    with httpx.Client(base_url=served.url) as client:
+        answers = [client.get("/") for _ in range(3)]
+    assert all(r.status_code == 200 for r in answers)
+    assert len({replica(r) for r in answers}) == 1  # one client address, one replica
+    assert any("hash_on raised" in r.getMessage() for r in caplog.records)
+
+
 # -- sticky cookie -----------------------------------------------------------------------------
 
 
