@@ -114,11 +114,11 @@ class Endpoints:
         return bool(self.primaries or self.standbys)
 
     def same_as(self, other: Endpoints | None) -> bool:
-        """Same URLs, tiers and weights."""
+        """Same URLs, tiers, weights and connection limits."""
 
         def signature(e: Endpoints) -> tuple[object, ...]:
-            return tuple((u.key, u.weight) for u in e.primaries), tuple(
-                (u.key, u.weight) for u in e.standbys
+            return tuple((u.key, u.weight, u.max_connections) for u in e.primaries), tuple(
+                (u.key, u.weight, u.max_connections) for u in e.standbys
             )
 
         return other is not None and signature(self) == signature(other)
@@ -128,18 +128,24 @@ class Endpoints:
 
 
 def parse_entry(value: object, where: str) -> tuple[Upstream, bool]:
-    """An endpoint from a registry: a URL, or ``{"url", "weight", "tier"}``."""
+    """An endpoint from a registry: a URL, or ``{"url", "weight", "tier",
+    "max_connections"}``."""
     try:
         if isinstance(value, str):
             return Upstream(value), False
         if isinstance(value, dict):
-            unknown = set(value) - {"url", "weight", "tier"}
+            unknown = set(value) - {"url", "weight", "tier", "max_connections"}
             if unknown:
                 raise InvalidAnswer(f"{where}: unknown fields {sorted(unknown)}")
             tier = value.get("tier", "primary")
             if tier not in TIERS:
                 raise InvalidAnswer(f"{where}: tier must be 'primary' or 'standby', got {tier!r}")
-            return Upstream(value.get("url", ""), value.get("weight", 1)), tier == "standby"
+            upstream = Upstream(
+                value.get("url", ""),
+                value.get("weight", 1),
+                max_connections=value.get("max_connections"),
+            )
+            return upstream, tier == "standby"
     except ConfigError as exc:
         raise InvalidAnswer(f"{where}: {exc}") from None
     raise InvalidAnswer(f"{where}: expected a URL or an object with a url, got {value!r}")

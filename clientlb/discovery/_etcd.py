@@ -163,7 +163,8 @@ class EtcdView:
 
 class Etcd(Provider):
     """Endpoints from etcd: every key under ``prefix`` is one endpoint, its value
-    ``{"url": ..., "weight": 1, "tier": "primary" | "standby"}`` (or a bare URL).
+    ``{"url": ..., "weight": 1, "tier": "primary" | "standby", "max_connections": 100}``
+    (all but the url optional; or a bare URL).
 
     **Parameters:**
 

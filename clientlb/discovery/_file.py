@@ -33,7 +33,7 @@ RACY_WINDOW = 2.0
 
 def parse_document(data: bytes, fmt: str) -> Endpoints:
     """``upstreams = [...]`` and ``standbys = [...]``: URLs or
-    ``{url, weight}`` tables (TOML) / objects (JSON)."""
+    ``{url, weight, max_connections}`` tables (TOML) / objects (JSON)."""
     try:
         text = data.decode()
         document = json.loads(text) if fmt == "json" else tomllib.loads(text)

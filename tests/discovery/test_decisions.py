@@ -47,6 +47,16 @@ def test_endpoints_are_deduplicated_with_primaries_first() -> None:
     assert not Endpoints()
 
 
+def test_an_entry_may_carry_its_connection_limit() -> None:
+    upstream, standby = parse_entry({"url": "http://a:1", "max_connections": 8}, "key")
+    assert upstream.max_connections == 8 and not standby
+    limited = Endpoints((upstream,), ())
+    assert not limited.same_as(Endpoints((Upstream("http://a:1"),), ()))  # a change to apply
+    pool = Pool(["http://a:1"])
+    pool.update(limited.primaries)
+    assert pool.snapshot()["upstreams"][0]["max_connections"] == 8
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -56,6 +66,7 @@ def test_endpoints_are_deduplicated_with_primaries_first() -> None:
         {"url": "http://a:1", "weight": 0},
         {"url": "http://a:1", "tier": "x"},
         {"url": "http://a:1", "color": "red"},
+        {"url": "http://a:1", "max_connections": 0},
         {"weight": 1},
     ],
 )
