@@ -342,6 +342,8 @@ _DOCS = {
     "ejections": "Ejections of the upstream, by the outlier rule that ejected it.",
     "checks": "Active health check results.",
     "panic": "Whether the pool balances over every upstream, healthy or not.",
+    "pending": "Requests waiting for a connection slot (max_pending).",
+    "rejected": "Requests refused because every upstream was at max_connections.",
 }
 
 
@@ -357,6 +359,8 @@ def _families(
     checks = Family("clientlb_upstream_health_checks_total", "counter", _DOCS["checks"])
     per_pool = [Family(name, "counter", doc) for _, name, doc in _PER_POOL]
     panic = Family("clientlb_pool_panic", "gauge", _DOCS["panic"])
+    pending = Family("clientlb_pool_pending", "gauge", _DOCS["pending"])
+    rejected = Family("clientlb_pool_rejected_total", "counter", _DOCS["rejected"])
     les = [_le(b) for b in bounds] + ["+Inf"]
     for watched, snapshot in snapshots:
         pool = ("pool", watched.name)
@@ -401,7 +405,20 @@ def _families(
         for (attribute, *_), family in zip(_PER_POOL, per_pool, strict=True):
             family.samples.append(("", (pool,), getattr(watched, attribute)))
         panic.samples.append(("", (pool,), int(bool(snapshot["panic"]))))
-    return [state, *per_upstream, duration, responses, ejections, checks, *per_pool, panic]
+        pending.samples.append(("", (pool,), snapshot["pending"]))
+        rejected.samples.append(("", (pool,), snapshot["rejected"]))
+    return [
+        state,
+        *per_upstream,
+        duration,
+        responses,
+        ejections,
+        checks,
+        *per_pool,
+        panic,
+        pending,
+        rejected,
+    ]
 
 
 def _le(bound: float) -> str:

@@ -11,6 +11,7 @@ import pytest
 
 import clientlb
 from clientlb import Metrics, OutlierDetection, Pool, RetryBudget, RetryPolicy
+from clientlb._core._slots import Saturated
 from clientlb._exposition import Family, render
 
 NO_EJECTION = OutlierDetection(consecutive_local_failures=None, consecutive_gateway_errors=None)
@@ -269,3 +270,18 @@ async def test_hedges_are_counted_apart_from_retries() -> None:
     assert got['clientlb_attempts_total{pool="default"}'] == 3
     lost = 'clientlb_upstream_responses_total{class="cancelled",pool="default",upstream="http://slow:1"}'
     assert got[lost] == 1
+
+
+def test_requests_refused_at_the_connection_limit_are_counted() -> None:
+    metrics = Metrics()
+    pool = Pool(["http://a:1"], max_connections=1)
+    metrics.watch(pool)
+    lease = pool.pick()
+    with pytest.raises(Saturated) as full:
+        pool.pick()
+    with pytest.raises(Saturated):  # max_pending is 0: no room to wait
+        pool.wait_for_slot(lambda: None, full.value.version)
+    got = samples(metrics)
+    assert got['clientlb_pool_rejected_total{pool="default"}'] == 1
+    assert got['clientlb_pool_pending{pool="default"}'] == 0
+    lease.finish()
