@@ -42,18 +42,16 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import importlib.util
 import json
 import math
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from _replicas import http_implementation, serve
 
 import clientlb
 
@@ -61,11 +59,10 @@ import clientlb
 RATIO_TARGET = 1.5
 EXTRA_TARGET = 0.05
 
-#: The replicas: four uvicorn servers on one asyncio loop in one process. Argv:
-#: replicas, service ms, jitter, stall ms, stall every, http implementation.
-SERVER = r"""
-import asyncio, contextlib, json, os, random, signal, socket, sys, threading
-import uvicorn
+#: The head of the replicas' script (see ``_replicas``). Argv: replicas, service
+#: ms, jitter, stall ms, stall every, http implementation.
+REPLICA = r"""
+import asyncio, json, random, sys
 
 replicas, service, jitter = int(sys.argv[1]), float(sys.argv[2]) / 1e3, float(sys.argv[3])
 stall, every, http = float(sys.argv[4]) / 1e3, int(sys.argv[5]), sys.argv[6]
@@ -96,78 +93,14 @@ def replica(index):
         await send({"type": "http.response.body", "body": body})
 
     return app
-
-
-class Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self):  # the parent stops this process: no signal handling
-        yield
-
-
-signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-# the parent gone (stdin closed), this process goes too
-threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
-sockets = []
-for _ in range(replicas):
-    # IPPROTO_TCP named so that asyncio sets TCP_NODELAY on accepted connections
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    sockets.append(sock)
-print(" ".join(str(s.getsockname()[1]) for s in sockets), flush=True)
-
-
-async def main():
-    servers = [
-        Server(uvicorn.Config(replica(i), http=http, log_level="warning", access_log=False,
-                              lifespan="off"))
-        for i in range(replicas)
-    ]
-    await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in zip(servers, sockets)))
-
-
-asyncio.run(main())
 """
 
 
-@contextlib.contextmanager
-def replicas(count: int, args: argparse.Namespace) -> Iterator[list[str]]:
+def replicas(count: int, args: argparse.Namespace) -> contextlib.AbstractContextManager[list[str]]:
     """Start the replicas' process; its replicas' URLs. It is stopped on exit."""
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     argv = [str(count), str(args.service_ms), str(args.jitter), str(args.stall_ms)]
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVER, *argv, str(args.stall_every), http],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        ports = process.stdout.readline().split()
-        if len(ports) != count or not all(p.isdigit() for p in ports):
-            raise RuntimeError("the replicas did not start")
-        urls = [f"http://127.0.0.1:{p}" for p in ports]
-        deadline = time.monotonic() + 10
-        for url in urls:  # until each one answers
-            while True:
-                try:
-                    httpx.get(f"{url}/count", timeout=1).raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise RuntimeError("the replicas did not start") from None
-                    time.sleep(0.02)
-        yield urls
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        for pipe in (process.stdin, process.stdout):
-            if pipe is not None:
-                pipe.close()
+    argv += [str(args.stall_every), http_implementation()]
+    return serve(REPLICA, argv, count, ready_path="/count")
 
 
 @dataclass(frozen=True)

@@ -29,15 +29,13 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import importlib.util
 import math
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+from _replicas import http_implementation, serve
 
 import clientlb
 
@@ -49,12 +47,11 @@ ALGORITHMS = [
     "peak_ewma",
 ]
 
-#: The replicas: uvicorn servers on one asyncio loop in one process. Argv:
-#: replicas, fast ms (low, high), slow ms (low, high), http implementation. The
-#: last replica is the slow one.
-SERVER = r"""
-import asyncio, contextlib, os, random, signal, socket, sys, threading
-import uvicorn
+#: The head of the replicas' script (see ``_replicas``). Argv: replicas, fast ms
+#: (low, high), slow ms (low, high), http implementation. The last replica is the
+#: slow one.
+REPLICA = r"""
+import asyncio, random, sys
 
 replicas = int(sys.argv[1])
 fast = (float(sys.argv[2]) / 1e3, float(sys.argv[3]) / 1e3)
@@ -62,7 +59,9 @@ slow = (float(sys.argv[4]) / 1e3, float(sys.argv[5]) / 1e3)
 http = sys.argv[6]
 
 
-def replica(low, high):
+def replica(index):
+    low, high = slow if index == replicas - 1 else fast
+
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
@@ -72,80 +71,15 @@ def replica(low, high):
         await send({"type": "http.response.body", "body": b"ok"})
 
     return app
-
-
-class Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self):  # the parent stops this process: no signal handling
-        yield
-
-
-signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-# the parent gone (stdin closed), this process goes too
-threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
-sockets = []
-for _ in range(replicas):
-    # IPPROTO_TCP named so that asyncio sets TCP_NODELAY on accepted connections
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    sockets.append(sock)
-print(" ".join(str(s.getsockname()[1]) for s in sockets), flush=True)
-
-
-async def main():
-    servers = [
-        Server(uvicorn.Config(replica(*(slow if i == replicas - 1 else fast)), http=http,
-                              log_level="warning", access_log=False, lifespan="off"))
-        for i in range(replicas)
-    ]
-    await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in zip(servers, sockets)))
-
-
-asyncio.run(main())
 """
 
 
-@contextlib.contextmanager
-def replicas(count: int, args: argparse.Namespace) -> Iterator[list[str]]:
+def replicas(count: int, args: argparse.Namespace) -> contextlib.AbstractContextManager[list[str]]:
     """Start the replicas' process; its replicas' URLs. It is stopped on exit."""
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     fast, slow = args.fast_ms, args.slow_ms
-    argv = [str(count), str(fast), str(2 * fast), str(slow), str(2 * slow), http]
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVER, *argv],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        ports = process.stdout.readline().split()
-        if len(ports) != count or not all(p.isdigit() for p in ports):
-            raise RuntimeError("the replicas did not start")
-        urls = [f"http://127.0.0.1:{p}" for p in ports]
-        wait = 2 * slow / 1e3 + 1.0  # the slow one's longest answer, and then some
-        deadline = time.monotonic() + 10 + wait
-        for url in urls:  # until each one answers
-            while True:
-                try:
-                    httpx.get(url, timeout=wait).raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise RuntimeError("the replicas did not start") from None
-                    time.sleep(0.02)
-        yield urls
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        for pipe in (process.stdin, process.stdout):
-            if pipe is not None:
-                pipe.close()
+    argv = [str(count), str(fast), str(2 * fast), str(slow), str(2 * slow)]
+    wait = 2 * slow / 1e3 + 1.0  # the slow one's longest answer, and then some
+    return serve(REPLICA, [*argv, http_implementation()], count, answer_within=wait)
 
 
 @dataclass
