@@ -9,9 +9,12 @@ import sys
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clientlb import ConfigError, Outcome, Pool, Upstream
 from clientlb._core import ConsistentHash, Member
+from clientlb._core._algorithms import _maglev_arrays as numpy_fill
 from clientlb._core._algorithms._hashing import fill, hash64, run
 from clientlb._core._updates import refresh_tables
 
@@ -267,3 +270,61 @@ def test_the_fill_pauses_and_gives_the_paper_s_table() -> None:
             if filled == size:
                 break
     assert list(table) == expected
+
+
+needs_numpy = pytest.mark.skipif(not numpy_fill.available(), reason="numpy is not installed")
+
+
+@needs_numpy
+@settings(max_examples=150, deadline=None)
+@given(
+    size=st.sampled_from([2, 3, 5, 7, 11, 13, 31, 101, 257, 1009, 4099]),
+    hashes=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=40),
+    data=st.data(),
+)
+def test_the_numpy_fill_gives_the_same_table_as_the_plain_one(
+    size: int, hashes: list[int], data: st.DataObject
+) -> None:
+    weights = data.draw(
+        st.lists(
+            st.sampled_from([1.0, 0.5, 2.0, 3.0, 0.1, 7.0]),
+            min_size=len(hashes),
+            max_size=len(hashes),
+        )
+    )
+    assert list(run(numpy_fill.fill(size, hashes, weights))) == list(
+        run(fill(size, hashes, weights))
+    )
+
+
+@needs_numpy
+@pytest.mark.parametrize(("n", "weighted"), [(300, False), (700, True), (2_000, False)])
+def test_the_numpy_fill_matches_at_pool_sizes(n: int, weighted: bool) -> None:
+    hashes = [hash64(u) for u in urls(n)]
+    weights = [float(1 + i % 3) if weighted else 1.0 for i in range(n)]
+    size = 131_101 if n > 1_000 else 65_537
+    assert run(numpy_fill.fill(size, hashes, weights)) == run(fill(size, hashes, weights))
+
+
+@needs_numpy
+def test_large_pools_build_with_numpy_and_small_ones_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    vectorized = numpy_fill.fill
+
+    def counting(size: int, hashes: list[int], weights: list[float]) -> object:
+        calls.append(len(hashes))
+        return vectorized(size, hashes, weights)
+
+    monkeypatch.setattr(numpy_fill, "fill", counting)
+    small = make_pool(urls(numpy_fill.MIN_MEMBERS - 1), "consistent_hash")
+    small.pick("k").finish()
+    assert calls == []
+    large = make_pool(urls(numpy_fill.MIN_MEMBERS), "consistent_hash")
+    large.pick("k").finish()
+    assert calls == [numpy_fill.MIN_MEMBERS]
+    # and the table is the plain fill's, so processes with and without numpy agree
+    monkeypatch.setattr(numpy_fill, "available", lambda: False)
+    plain = make_pool(urls(numpy_fill.MIN_MEMBERS), "consistent_hash")
+    assert owners(large, KEYS[:2_000]) == owners(plain, KEYS[:2_000])

@@ -3,7 +3,8 @@
 A table is a function of the membership alone (the upstream keys, weights and
 order), so that every process with the same upstreams sends a key to the same
 one. Building it is the costly part (about a second of CPU at 10,000 upstreams,
-whose table has a million entries), so a pool builds it apart from its lock
+whose table has a million entries; a sixth of that with numpy, which gives the
+same table: ``_maglev_arrays``), so a pool builds it apart from its lock
 (``prepare()`` on a snapshot, then ``install()``) and picks from the last table
 meanwhile, skipping its members that are gone or may not serve: a key moves
 only if its upstream left (to the next owner along the table, as for an
@@ -22,6 +23,7 @@ from typing import ClassVar, Self, TypeVar
 
 from .._errors import ConfigError
 from .._member import Member
+from . import _maglev_arrays
 from ._base import Algorithm
 
 #: Work (probes of the table) between two pauses of a build, about 0.5 ms.
@@ -170,7 +172,10 @@ class ConsistentHash(Algorithm):
                 h = known[key] = hash64(key)
             hashes.append(h)
         size = self.table_size or max(MIN_TABLE_SIZE, 1 << (101 * n - 1).bit_length())
-        table = yield from fill(_next_prime(size), hashes, [w for _, w in signature])
+        weights = [w for _, w in signature]
+        fast = n >= _maglev_arrays.MIN_MEMBERS and _maglev_arrays.available()
+        build = _maglev_arrays.fill if fast else fill
+        table = yield from build(_next_prime(size), hashes, weights)
         return chosen, signature, table
 
     def install(
