@@ -164,3 +164,30 @@ def test_the_ejected_count_follows_every_change() -> None:
             pass
         for tier in pool._tiers:
             assert tier.ejected == sum(m.health is Health.EJECTED for m in tier.members)
+
+
+def test_an_answer_repeating_known_urls_parses_none_of_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from clientlb._core import _upstream
+
+    listed = urls(500)
+    pool = make_pool(listed, "round_robin")
+    parsed: list[object] = []
+    real = _upstream.parse_upstream_url
+
+    def counting(url: object) -> tuple[str, str, int, str]:
+        parsed.append(url)
+        return real(url)
+
+    monkeypatch.setattr(_upstream, "parse_upstream_url", counting)
+    pool.update([*listed[1:], "http://10.9.9.9:80"])
+    assert parsed == ["http://10.9.9.9:80"]
+
+
+def test_a_url_string_still_resets_a_weight_and_limit_given_before() -> None:
+    url = "http://10.0.0.1:80"
+    pool = Pool([Upstream(url, weight=3, max_connections=2), "http://10.0.0.2:80"])
+    pool.update([url, "http://10.0.0.2:80"])
+    (row,) = [r for r in pool.snapshot()["upstreams"] if r["url"] == url]
+    assert (row["weight"], row["max_connections"]) == (1, None)
