@@ -31,7 +31,7 @@ of whose members may serve) has its table built under the lock.
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Container, Iterator
 from typing import cast
 
 from ._algorithms import Algorithm
@@ -41,6 +41,29 @@ from ._member import PRIMARY, STANDBY, TIER_NAMES, Member, MemberState
 from ._slots import Slots
 from ._state import PANIC_ELIGIBLE, SERVING, Health
 from ._upstream import Upstream, as_upstream
+
+
+class TableSkips:
+    """The members of a hashing table that a pick must skip: gone from the tier,
+    moved, draining or not serving, and ``also``. Tested member by member when a
+    pick asks (O(1)), not listed after every change (O(n): a millisecond at
+    10,000 upstreams, under the lock)."""
+
+    __slots__ = ("also", "current")
+
+    def __init__(self, current: dict[Member, None], also: Container[Member] = frozenset()) -> None:
+        self.current = current
+        self.also = also
+
+    def __contains__(self, member: object) -> bool:
+        return (
+            member in self.also
+            or cast("Member", member).health not in SERVING
+            or member not in self.current
+        )
+
+    def union(self, also: Container[Member]) -> TableSkips:
+        return TableSkips(self.current, also)
 
 
 class Tier:
@@ -57,7 +80,7 @@ class Tier:
         self.counts: dict[Health, int] = dict.fromkeys(Health, 0)  # always current
         # Hashing algorithms hold every member, so that an ejection does not move
         # other members' keys; the ones out are excluded at pick time instead.
-        self.unavailable: frozenset[Member] = frozenset()
+        self.unavailable: frozenset[Member] | TableSkips = frozenset()
         #: Counts the changes of who a hashing table holds (members not draining,
         #: with their weights); the table built for the latest is current.
         self.version = 0
@@ -266,7 +289,7 @@ class Roster:
 
     # -- hashing tables -------------------------------------------------------------
 
-    def _table_exclusions(self, tier: Tier) -> frozenset[Member]:
+    def _table_exclusions(self, tier: Tier) -> frozenset[Member] | TableSkips:
         """The members of ``tier``'s table that a pick must skip: gone, moved,
         draining or not serving. A table none of whose members may serve is
         built again at once (under the lock: the tier's first table too)."""
@@ -274,22 +297,22 @@ class Roster:
         if table.version == tier.version and tier.serving() == len(tier.members):
             return frozenset()  # the table is current and all of it serves: O(1)
         members = tier.members
-        out = frozenset(m for m in table.members if m.health not in SERVING or m not in members)
-        if len(out) < len(table.members):
-            return out
+        if any(m.health in SERVING and m in members for m in table.members):
+            return TableSkips(members)  # found at once unless most are out
         listed = [m for m in members if m.health is not Health.DRAINING]
         table.install(tier.version, *run(table.prepare(listed)))
-        return frozenset(m for m in listed if m.health not in SERVING)
+        return TableSkips(members)
 
     def stale_tables(self) -> list[tuple[ConsistentHash, int, list[Member]]]:
         """The hashing tables that lag their tier's membership: each algorithm,
-        the version, and a snapshot of who its new table holds. Under the lock."""
+        the version, and a snapshot of the tier's members (its new table holds
+        those not draining: sifting them is the caller's, apart from the lock).
+        Under the lock."""
         stale = []
         for tier in self.tiers:
             table = cast("ConsistentHash", tier.algorithm)
             if table.builds_apart and table.version != tier.version:
-                listed = [m for m in tier.members if m.health is not Health.DRAINING]
-                stale.append((table, tier.version, listed))
+                stale.append((table, tier.version, list(tier.members)))
         return stale
 
     # -- who serves ---------------------------------------------------------------

@@ -199,9 +199,7 @@ class AttemptPlan:
     def record(self, lease: Lease, outcome: Outcome | str, status: int | None = None) -> None:
         """Add one attempt to the history."""
         label = outcome.value if isinstance(outcome, Outcome) else outcome
-        self.history.append(
-            Attempt(lease.upstream.url, label, status, lease.elapsed, lease.reason)
-        )
+        self.history.append(Attempt(lease.upstream.url, label, status, lease.elapsed, lease.reason))
 
     def retry_after(
         self, outcome: Outcome | None, *, status: int | None = None, replayable: bool

@@ -82,7 +82,8 @@ def apply_in_steps(
         # slow start protects newcomers from a load others carry: none to protect
         # when no one serves (the first answer of a discovery, or a pool in panic)
         ramp = roster.any_serving()
-        leaving = [m for key, m in roster.by_key.items() if key not in wanted]
+        known = list(roster.by_key.values())  # a copy at C speed; sifted apart from the lock
+    leaving = [m for m in known if m.upstream.key not in wanted]
     # joining and staying first, leaving last: the pool is never empty between steps;
     # the tables are built for the joined before anyone leaves (None marks it)
     between = [("", None)] if apart and leaving else []
@@ -125,10 +126,13 @@ def refresh_tables(lock: threading.RLock, roster: Roster) -> Iterator[None]:
     with lock:
         stale = roster.stale_tables()
     for table, version, members in stale:
-        built = yield from table.prepare(members)
+        listed = [m for m in members if m.health is not Health.DRAINING]
+        built = yield from table.prepare(listed)
         with lock:
+            retired = table.held()  # freed after the lock: 10,000 entries take a millisecond
             if table.install(version, *built):
                 roster.dirty = True
+        del retired
 
 
 def _apply(

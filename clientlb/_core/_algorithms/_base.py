@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import random as _random
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import ClassVar, Self
 
 from .._member import Member
@@ -36,7 +36,7 @@ class Algorithm:
         """Take a new candidate list (in configuration order)."""
         raise NotImplementedError
 
-    def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
+    def pick(self, key: str | None, exclude: Container[Member]) -> Member | None:
         """One candidate not in ``exclude``, or ``None`` if there is none."""
         raise NotImplementedError
 
@@ -50,7 +50,7 @@ class Algorithm:
         return None
 
 
-def remaining(members: Sequence[Member], exclude: Collection[Member]) -> list[Member]:
+def remaining(members: Sequence[Member], exclude: Container[Member]) -> list[Member]:
     return [m for m in members if m not in exclude]
 
 

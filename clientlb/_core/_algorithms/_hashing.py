@@ -18,7 +18,7 @@ import hashlib
 import math
 import random as _random
 from array import array
-from collections.abc import Callable, Collection, Generator, Sequence
+from collections.abc import Callable, Container, Generator, Sequence
 from typing import ClassVar, Self, TypeVar
 
 from .._errors import ConfigError
@@ -193,19 +193,23 @@ class ConsistentHash(Algorithm):
         self._take(members, signature, table)
         return True
 
+    def held(self) -> tuple[object, ...]:
+        """What ``install()`` replaces, for a caller to let go of apart from the lock."""
+        return self.members, self._signature, self.table
+
     def _take(
         self, members: tuple[Member, ...], signature: list[tuple[str, float]], table: Sequence[int]
     ) -> None:
         self.members, self._signature, self.table = members, signature, table
 
-    def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
+    def pick(self, key: str | None, exclude: Container[Member]) -> Member | None:
         table = self.table
         if not table:
             return None
         slot = int(self.rng.random() * len(table)) if key is None else hash64(key) % len(table)
         m = self.members[table[slot]]
         if exclude and m in exclude:
-            if len(exclude) >= len(self.members) and all(x in exclude for x in self.members):
+            if all(x in exclude for x in self.members):  # stops at the first usable
                 return None
             size = len(table)
             for step in range(1, size):  # the next owner along the table

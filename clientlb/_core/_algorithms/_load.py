@@ -4,7 +4,7 @@ choices and peak-EWMA."""
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Container, Sequence
 
 from .._member import STALE_AFTER, Member
 from ._base import Algorithm, load_per_weight, remaining
@@ -102,7 +102,7 @@ class LeastConnections(Algorithm):
     def score_of(self, member: Member) -> float | None:
         return load_per_weight(member)
 
-    def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
+    def pick(self, key: str | None, exclude: Container[Member]) -> Member | None:
         groups = self.groups
         if not groups:
             return None
@@ -262,7 +262,7 @@ class LeastResponseTime(Algorithm):
             heap[i] = member
             pos[member] = i
 
-    def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
+    def pick(self, key: str | None, exclude: Container[Member]) -> Member | None:
         if not self.heap:
             return None
         now = self.clock()
@@ -296,7 +296,7 @@ class PowerOfTwo(Algorithm):
     def score_of(self, member: Member) -> float | None:
         return self.cost(member)
 
-    def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
+    def pick(self, key: str | None, exclude: Container[Member]) -> Member | None:
         a, b = self._two(self.members)
         if exclude and (a in exclude or b in exclude):  # redraw among the allowed only
             a, b = self._two(remaining(self.members, exclude))

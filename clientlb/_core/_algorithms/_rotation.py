@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Collection, Sequence
+from collections.abc import Container, Sequence
 from itertools import accumulate
 
 from .._member import Member
@@ -23,7 +23,7 @@ class RoundRobin(Algorithm):
         self.members = list(members)
         self.next = self.rng.randrange(len(members)) if members else 0
 
-    def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
+    def pick(self, key: str | None, exclude: Container[Member]) -> Member | None:
         members = self.members
         n = len(members)
         for _ in range(n):
@@ -74,7 +74,7 @@ class WeightedRoundRobin(Algorithm):
         self.t = 0
         self.fallback = 0
 
-    def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
+    def pick(self, key: str | None, exclude: Container[Member]) -> Member | None:
         if not self.members:
             return None
         t = self.t + 1
@@ -101,7 +101,7 @@ class WeightedRoundRobin(Algorithm):
                 cohort.picks = 0
         return member
 
-    def _skip(self, exclude: Collection[Member]) -> Member | None:
+    def _skip(self, exclude: Container[Member]) -> Member | None:
         """A retry: the next allowed member in order, leaving the sequence as it is."""
         n = len(self.members)
         for _ in range(n):
@@ -123,7 +123,7 @@ class Random(Algorithm):
         self.uniform = len(set(weights)) <= 1
         self.cumulative = list(accumulate(weights))
 
-    def pick(self, key: str | None, exclude: Collection[Member]) -> Member | None:
+    def pick(self, key: str | None, exclude: Container[Member]) -> Member | None:
         members = self.members
         if not members:
             return None
