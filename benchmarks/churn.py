@@ -5,8 +5,15 @@ different key each time) and records each pick's latency, while another changes
 the membership once a second, alternately removing one upstream and adding it
 back, through ``Pool.update_steps()`` with the whole list, as discovery does
 (``time.sleep(0)`` between steps). Reported: p50/p99/p99.9/max pick latency
-during the churn; the CPU time of one table build at 1,000 and 10,000 upstreams;
-the share of keys that change upstream when one member leaves and comes back.
+during the churn; the longest time the changing thread held the pool's lock (the
+most a pick can wait for a change); the CPU time of one table build at 1,000 and
+10,000 upstreams; the share of keys that change upstream when one member leaves
+and comes back.
+
+Two controls run in the same process with the same picker: *quiet* (nothing else
+running) and *busy* (another thread burns, once a second, the same CPU time a
+change took, in pure Python with no pool: what any busy thread costs a picker
+through the GIL).
 
 ``--compare REV`` runs the same measurement on the code of git revision ``REV``
 too (extracted to a temporary directory), in its own process, side by side.
@@ -40,10 +47,63 @@ def build_cpu(n: int) -> float:
     """CPU seconds of one table build for ``n`` upstreams (a fresh pool's first pick)."""
     from clientlb import Pool
 
+    Pool(upstream_urls(300), algorithm="consistent_hash").pick("warm").finish()  # imports
     pool = Pool(upstream_urls(n), algorithm="consistent_hash")
     started = time.process_time()
     pool.pick("first").finish()
     return time.process_time() - started
+
+
+class TimedLock:
+    """A pool's lock that records how long each outermost hold by one thread
+    (``watched``) lasts, in microseconds: wall time (which includes waits for the
+    GIL while holding it) and the thread's CPU time (the work done under it)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.watched: int | None = None
+        self.holds = array("d")
+        self.work = array("d")
+        self._depth = 0
+        self._since = self._since_cpu = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got: bool = self.inner.acquire(blocking, timeout)
+        if got and threading.get_ident() == self.watched:
+            self._depth += 1
+            if self._depth == 1:
+                self._since, self._since_cpu = time.perf_counter_ns(), time.thread_time_ns()
+        return got
+
+    def release(self) -> None:
+        if threading.get_ident() == self.watched:
+            self._depth -= 1
+            if self._depth == 0:
+                self.holds.append((time.perf_counter_ns() - self._since) / 1000)
+                self.work.append((time.thread_time_ns() - self._since_cpu) / 1000)
+        self.inner.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def burn(seconds: float) -> None:
+    """Pure-Python work for ``seconds`` of this thread's CPU, giving way as the
+    library's own loops do (``time.sleep(0)`` about every millisecond)."""
+    from urllib.parse import urlsplit
+
+    end = time.thread_time() + seconds
+    turn = time.perf_counter() + 0.001
+    i = 0
+    while time.thread_time() < end:
+        urlsplit(f"http://10.0.{i % 256}.1:{8000 + i % 1000}/p")
+        i += 1
+        if time.perf_counter() >= turn:
+            time.sleep(0)
+            turn = time.perf_counter() + 0.001
 
 
 def owners(pool: Any, keys: list[str]) -> list[str]:
@@ -75,16 +135,20 @@ def key_movement(n: int, count: int) -> tuple[float, float]:
     return moved(before, removed), moved(removed, added)
 
 
-def churn(n: int, seconds: float) -> dict[str, Any]:
-    """Pick latencies (us) while the membership changes once a second."""
+def churn(n: int, seconds: float, other: str = "changes", cpu: float = 0.0) -> dict[str, Any]:
+    """Pick latencies (us) while the membership changes once a second (``other``
+    "changes"), while another thread burns ``cpu`` seconds a second ("busy"), or
+    alone ("quiet")."""
     from clientlb import Pool
 
     urls = upstream_urls(n)
     pool = Pool(urls, algorithm="consistent_hash")
     pool.pick("first").finish()  # the first table, before the clock starts
+    lock = pool._lock = TimedLock(pool._lock)  # type: ignore[assignment]
     stop = threading.Event()
     latencies = array("d")  # not scanned by the collector, unlike a list of 10^7 floats
     changes: list[float] = []
+    change_cpu: list[float] = []
 
     def picker() -> None:
         rng = random.Random(1)
@@ -100,13 +164,20 @@ def churn(n: int, seconds: float) -> dict[str, Any]:
             i += 1
 
     def changer() -> None:
+        lock.watched = threading.get_ident()
         for k in range(int(seconds)):
             stop.wait(max(0.0, started + k + 0.5 - time.perf_counter()))
-            members = urls[1:] if k % 2 == 0 else urls
-            begin = time.perf_counter()
-            for _ in pool.update_steps(members, drain_timeout=0.0):
-                time.sleep(0)
+            if other == "quiet":
+                continue
+            begin, begin_cpu = time.perf_counter(), time.thread_time()
+            if other == "busy":
+                burn(cpu)
+            else:
+                members = urls[1:] if k % 2 == 0 else urls
+                for _ in pool.update_steps(members, drain_timeout=0.0):
+                    time.sleep(0)
             changes.append(time.perf_counter() - begin)
+            change_cpu.append(time.thread_time() - begin_cpu)
 
     started = time.perf_counter()
     threads = [threading.Thread(target=picker), threading.Thread(target=changer)]
@@ -130,13 +201,21 @@ def churn(n: int, seconds: float) -> dict[str, Any]:
         "over_1ms": sum(x > 1000 for x in latencies),
         "changes": len(changes),
         "change_s": statistics.median(changes) if changes else 0.0,
+        "change_cpu_s": statistics.median(change_cpu) if change_cpu else 0.0,
+        "lock_max": max(lock.holds, default=0.0),
+        "lock_over_1ms": sum(x > 1000 for x in lock.holds),
+        "lock_cpu_max": max(lock.work, default=0.0),
+        "lock_cpu_over_1ms": sum(x > 1000 for x in lock.work),
     }
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    changing = churn(args.upstreams, args.seconds)
     return {
         "build_cpu": {str(n): build_cpu(n) for n in args.build_sizes},
-        "churn": churn(args.upstreams, args.seconds),
+        "churn": changing,
+        "busy": churn(args.upstreams, args.seconds, "busy", changing["change_cpu_s"]),
+        "quiet": churn(args.upstreams, args.seconds, "quiet"),
         "moved": key_movement(args.upstreams, args.keys),
     }
 
@@ -163,15 +242,35 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     for size in args.build_sizes:
         cells = "".join(f"{results[n]['build_cpu'][str(size)] * 1000:>14.0f}" for n in names)
         print(f"  {size:>7,} upstreams{'':17}{cells}")
-    print(f"\npick latency during churn, us ({args.seconds:g} s, one change a second)")
-    for field in ("picks", "p50", "p99", "p99.9", "max", "over_1ms", "changes", "change_s"):
-        cells = "".join(
-            f"{results[n]['churn'][field]:>14,.1f}"
-            if isinstance(results[n]["churn"][field], float)
-            else f"{results[n]['churn'][field]:>14,}"
-            for n in names
-        )
-        print(f"  {field:<32}{cells}")
+    fields = ("picks", "p50", "p99", "p99.9", "max", "over_1ms")
+    for phase, title, extra in (
+        (
+            "churn",
+            "during churn, one change a second",
+            (
+                "changes",
+                "change_s",
+                "change_cpu_s",
+                "lock_max",
+                "lock_over_1ms",
+                "lock_cpu_max",
+                "lock_cpu_over_1ms",
+            ),
+        ),
+        ("busy", "beside a thread burning the same CPU (no pool)", ("change_cpu_s",)),
+        ("quiet", "alone", ()),
+    ):
+        print(f"\npick latency {title}, us ({args.seconds:g} s)")
+        for field in fields + extra:
+            cells = "".join(
+                f"{results[n][phase].get(field, 0):>14,.3f}"
+                if field.endswith("_s")
+                else f"{results[n][phase].get(field, 0):>14,.1f}"
+                if isinstance(results[n][phase].get(field, 0), float)
+                else f"{results[n][phase].get(field, 0):>14,}"
+                for n in names
+            )
+            print(f"  {field:<32}{cells}")
     print(f"\nkeys that change upstream ({args.keys:,} keys), %")
     for i, what in enumerate(("one upstream removed", "and added back")):
         cells = "".join(f"{results[n]['moved'][i] * 100:>14.3f}" for n in names)
