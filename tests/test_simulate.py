@@ -121,3 +121,34 @@ def test_the_same_seed_gives_the_same_run(algorithm: str) -> None:
 
 def _fields(study: Scale) -> dict[str, object]:
     return {name: getattr(study, name) for name in Scale.__dataclass_fields__}
+
+
+def test_subsets_put_every_server_in_as_many_pools() -> None:
+    """Six servers, three clients with subsets of four: client c holds servers
+    4c..4c+3 (mod 6), so each server is in exactly two pools, and a client
+    sends nothing outside its own four."""
+    fleet = Fleet(
+        tuple(fixed(0.001, None) for _ in range(6)),
+        "round_robin",
+        clients=3,
+        rate=3_000.0,
+        duration=1.0,
+        warmup=0.0,
+        subset=4,
+    )
+    result = run(fleet)
+    assert all(n > 0 for n in result.received)
+    # round robin over four servers per client: every server gets two clients'
+    # quarter shares, so the spread is even within Poisson noise
+    assert max(result.received) / min(result.received) < 1.2
+
+    lonely = Fleet(
+        tuple(fixed(0.001, None) for _ in range(6)),
+        "round_robin",
+        clients=1,
+        rate=1_000.0,
+        duration=1.0,
+        warmup=0.0,
+        subset=4,
+    )
+    assert run(lonely).received[4:] == [0, 0]

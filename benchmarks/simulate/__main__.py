@@ -2,12 +2,16 @@
 
     python -m benchmarks.simulate [--only validate|scale] [--jobs 2] [--seed 1]
                                   [--servers 1000] [--clients 100] [--duration 30]
-                                  [--algorithms ...] [--figures benchmarks/figures]
+                                  [--algorithms ...] [--homogeneous | --weighted]
+                                  [--subset K]
+                                  [--figures benchmarks/figures]
 
 Run from the repository's root. ``validate`` repeats two loopback benchmarks
 (``tails.py``, ``hedging.py`` without hedging) in simulation; ``scale`` runs the
 scale study (one process per algorithm, ``--jobs`` at a time) and writes its
-figures. Prints Markdown tables; the same seed gives the same figures.
+figures; ``--homogeneous`` adds two references: one server fed Poisson
+arrivals, and fed by periodic streams with independent phases. Prints Markdown tables; the
+same seed gives the same figures.
 """
 
 from __future__ import annotations
@@ -41,11 +45,17 @@ def scale(args: argparse.Namespace) -> None:
     )
     if args.homogeneous:
         study = replace(study, older_share=0.0, slow_share=0.0, die_share=0.0)
+    if args.weighted:
+        study = replace(study, weighted=True)
+    if args.subset:
+        study = replace(study, subset=args.subset)
     algorithms = sorted(
         args.algorithms,
         key=lambda a: (a not in COST_ORDER, COST_ORDER.index(a) if a in COST_ORDER else 0),
     )
     fleets: list[Fleet] = [study.fleet(a) for a in algorithms]
+    references = study.references() if args.homogeneous and not args.subset else ()
+    fleets.extend(references)
     started = time.perf_counter()
     if args.jobs > 1:
         with multiprocessing.get_context("fork").Pool(args.jobs) as workers:
@@ -53,10 +63,14 @@ def scale(args: argparse.Namespace) -> None:
     else:
         results = [run(f) for f in fleets]
     wall = time.perf_counter() - started
-    results.sort(key=lambda r: args.algorithms.index(r.name))
+    order = [*args.algorithms, *(f.name for f in references)]
+    results.sort(key=lambda r: order.index(r.name))
     rate = fleets[0].rate
+    kind = " (homogeneous)" if args.homogeneous else " (weighted)" if args.weighted else ""
+    if args.subset:
+        kind += f", {args.subset} servers per client"
     print(
-        f"## scale{' (homogeneous)' if args.homogeneous else ''}: "
+        f"## scale{kind}: "
         f"{study.servers:,} servers x {study.clients} clients, "
         f"{rate:,.0f} req/s ({study.load:.0%} of capacity), {study.duration:g} s "
         f"({study.warmup:g} s warm-up)\n"
@@ -65,7 +79,8 @@ def scale(args: argparse.Namespace) -> None:
     total = sum(r.requests for r in results)
     print(f"\n{total:,} requests in {wall:.1f} s with {args.jobs} processes")
     if args.figures:
-        suffix = "_homogeneous" if args.homogeneous else ""
+        suffix = "_homogeneous" if args.homogeneous else "_weighted" if args.weighted else ""
+        suffix += f"_subset{args.subset}" if args.subset else ""
         for path in plot_scale(results, study, Path(args.figures), suffix):
             print(f"wrote {path}")
 
@@ -83,6 +98,17 @@ def main() -> None:
         "--homogeneous",
         action="store_true",
         help="every server alike, none slowing down or dying (figures named *_homogeneous)",
+    )
+    parser.add_argument(
+        "--weighted",
+        action="store_true",
+        help="pools weigh each server by its capacity (figures named *_weighted)",
+    )
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=0,
+        help="each client balances over this many servers only (figures named *_subsetK)",
     )
     parser.add_argument("--figures", default="benchmarks/figures", help="'' for none")
     args = parser.parse_args()

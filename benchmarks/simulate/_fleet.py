@@ -41,6 +41,11 @@ class Fleet:
     outlier: bool = True
     connect_delay: float = 0.001
     step: float = 0.25  # the timeline's resolution, seconds
+    #: Each upstream's weight in the clients' pools (all 1 when empty).
+    weights: tuple[float, ...] = ()
+    #: Each client's pool holds only this many servers (0: all), in consecutive
+    #: blocks, so that every server is in as many pools as any other.
+    subset: int = 0
     label: str = field(default="")
 
     @property
@@ -68,10 +73,14 @@ class Result:
     seconds: float
 
 
-def upstreams(count: int) -> list[Upstream]:
+def upstreams(count: int, weights: tuple[float, ...] = ()) -> list[Upstream]:
     """``count`` distinct upstreams, shared by every pool of a run."""
     return [
-        Upstream(f"http://10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:8080") for i in range(count)
+        Upstream(
+            f"http://10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:8080",
+            weights[i] if weights else 1.0,
+        )
+        for i in range(count)
     ]
 
 
@@ -99,11 +108,13 @@ def run(fleet: Fleet) -> Result:
             end=fleet.duration,
         )
     else:
-        ups = upstreams(len(servers))
+        ups = upstreams(len(servers), fleet.weights)
         outlier = OutlierDetection() if fleet.outlier else None
         for c in range(fleet.clients):
+            k = fleet.subset
+            mine = [ups[(c * k + j) % len(ups)] for j in range(k)] if k else ups
             pool = Pool(
-                ups,
+                mine,
                 algorithm=fleet.algorithm,
                 outlier=outlier,
                 clock=sim,

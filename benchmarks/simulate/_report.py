@@ -86,7 +86,10 @@ def plot_scale(
         ax.axhline(q, color="grey", linewidth=0.5)
     ax.set_xlabel("latency, ms (log)")
     ax.set_ylabel("share of requests slower (1 - CDF, log)")
-    ax.set_title(f"{scale.servers:,} servers x {scale.clients} clients, {scale.load:.0%} load")
+    each = f", {scale.subset} servers per client" if scale.subset else ""
+    ax.set_title(
+        f"{scale.servers:,} servers x {scale.clients} clients{each}, {scale.load:.0%} load"
+    )
     ax.legend(loc="lower left")
     path = directory / f"scale_latency{suffix}.png"
     fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -95,6 +98,8 @@ def plot_scale(
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in results:
+        if len(r.received) == 1:
+            continue  # a one-server reference: its peak is not a fleet's
         steps = int(scale.duration / r.step)
         times = [i * r.step for i in range(steps)]
         style = {"color": "black", "linestyle": "--"} if r.name == "oracle" else {}

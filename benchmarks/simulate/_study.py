@@ -95,6 +95,12 @@ class Scale:
     die_at: float = 15.0
     die_share: float = 0.02
     return_at: float = 20.0
+    #: Weights in proportion to each server's capacity (what an operator who
+    #: knows the generations configures), instead of all 1.
+    weighted: bool = False
+    #: Each client's pool holds ``subset`` servers (0: all), in blocks that put
+    #: every server in the same number of pools (deterministic subsetting).
+    subset: int = 0
     seed: int = 1
 
     def specs(self) -> tuple[ServerSpec, ...]:
@@ -120,6 +126,7 @@ class Scale:
     def fleet(self, algorithm: str) -> Fleet:
         specs = self.specs()
         rate = self.load * sum(s.capacity for s in specs)
+        top = max(s.capacity for s in specs)
         return Fleet(
             specs,
             algorithm,
@@ -128,6 +135,40 @@ class Scale:
             duration=self.duration,
             warmup=self.warmup,
             seed=self.seed,
+            weights=tuple(s.capacity / top for s in specs) if self.weighted else (),
+            subset=0 if algorithm == ORACLE else self.subset,
+        )
+
+    def references(self, requests: int = 200_000) -> tuple[Fleet, Fleet]:
+        """One server of the homogeneous fleet at ``load``, fed two ways: Poisson
+        arrivals (an M/G/k queue: what a server gets from clients that pick at
+        random, since many independent thin streams merge into a Poisson one),
+        and ``clients`` strictly periodic streams with independent random phases
+        (the most regular a server's arrivals get from clients that each keep a
+        perfect rotation but know nothing of the others)."""
+        spec = ServerSpec(Service("lognormal", self.mean, self.sigma), self.workers)
+        rate = self.load * spec.capacity
+        duration = requests / rate
+        warmup = 0.01 * duration
+        period = self.clients / rate  # each client's visits to one server
+        rng = random.Random(f"phases {self.seed}")
+        times: list[float] = []
+        for _ in range(self.clients):
+            t = rng.uniform(0.0, period)
+            while t < duration:
+                times.append(t)
+                t += period
+        times.sort()
+        common = {"duration": duration, "warmup": warmup, "seed": self.seed}
+        return (
+            Fleet((spec,), "round_robin", rate=rate, label="one server: Poisson", **common),
+            Fleet(
+                (spec,),
+                "round_robin",
+                schedule=tuple(times),
+                label=f"one server: {self.clients} periodic streams",
+                **common,
+            ),
         )
 
     def slowed(self) -> list[int]:
