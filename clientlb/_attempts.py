@@ -92,16 +92,16 @@ class _Call(Generic[R]):
         """The plan's verdict on the attempt that just ended."""
         if self.exhausted:
             return False
-        plan, replayable = self.plan, self.rules.replayable()
+        plan, rules = self.plan, self.rules
         if error is not None:
             if not is_transport_error(error):
                 return False
-            return plan.retry_after(outcome_of(error), replayable=replayable)
+            return plan.retry_after(outcome_of(error), replayable=rules.replayable())
         assert result is not None
-        status = self.rules.status(result)
+        status = rules.status(result)
         if status not in plan.policy.retry_on_status:
             return False
-        return plan.retry_after(None, status=status, replayable=replayable)
+        return plan.retry_after(None, status=status, replayable=rules.replayable())
 
     def retry(self, state: tenacity.RetryCallState) -> bool:
         outcome = state.outcome
@@ -230,16 +230,16 @@ async def _next_attempt(
     return call.result
 
 
-async def _attempt(
+def _attempt(
     call: _Call[R],
     attempt: Callable[[Lease, float | None], Awaitable[R]],
     discard: Callable[[R], Awaitable[None]],
     lease: Lease,
-) -> R:
+) -> Awaitable[R]:
     delay = call.plan.hedge_delay() if call.rules.hedgeable else None
     if delay is not None:
-        return await _hedged(call, attempt, discard, lease, delay)
-    return await _one(call, attempt, lease)
+        return _hedged(call, attempt, discard, lease, delay)
+    return _one(call, attempt, lease)
 
 
 async def _one(

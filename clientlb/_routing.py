@@ -74,11 +74,16 @@ class Readdress:
     def __init__(self, module: ModuleType) -> None:
         self._request: type[httpx.Request] = module.Request
         self._url: type[httpx.URL] = module.URL
+        self._headers: type[httpx.Headers] = module.Headers
         self._parsed_base = functools.lru_cache(maxsize=4096)(self._parse_base)
         self.url = self.joined_url if self._joins_as_parsed() else self.parsed_url
         """``parsed_url`` or, where it gives the same URLs, ``joined_url``."""
+        self.request = self.copied_request if self._copies_as_built() else self.built_request
+        """``built_request`` or, where it gives the same requests, ``copied_request``."""
 
-    def request(self, request: httpx.Request, upstream: Upstream, stream: Any) -> httpx.Request:
+    def built_request(
+        self, request: httpx.Request, upstream: Upstream, stream: Any
+    ) -> httpx.Request:
         """The request as ``upstream`` receives it: its scheme, host, port and path
         prefix, the original path and query after it, and its own Host header."""
         url = self.url(request.url, upstream.base)
@@ -91,12 +96,66 @@ class Readdress:
             request.method, url, headers=headers, stream=stream, extensions=request.extensions
         )
 
+    def copied_request(
+        self, request: httpx.Request, upstream: Upstream, stream: Any
+    ) -> httpx.Request:
+        """The same request as ``built_request`` without checking and normalising
+        again what the original's constructor did: its headers' list is copied
+        with the Host value replaced, and the request's attributes are set as the
+        constructor sets them. Uses private attributes, so it is taken only if
+        the check below passes."""
+        host = upstream.authority.encode("ascii")
+        headers = self._headers.__new__(self._headers)
+        headers._list = [
+            (name, lower, host) if lower == b"host" else (name, lower, value)
+            for name, lower, value in request.headers._list
+        ]
+        headers._encoding = None
+        copy = self._request.__new__(self._request)
+        copy.method = request.method
+        copy.url = self.url(request.url, upstream.base)
+        copy.headers = headers
+        copy.extensions = dict(request.extensions)
+        copy.stream = stream
+        return copy
+
+    def _copies_as_built(self) -> bool:
+        upstream = Upstream("http://h:8000/v2")
+        stream = object()
+        try:
+            request = self._request(
+                "get",
+                "http://svc/a?x=1",
+                headers=[("Accept", "*/*"), ("HOST", "svc"), ("X-A", "1"), ("host", "again")],
+                extensions={"timeout": {"pool": 1.0}},
+            )
+            built = self.built_request(request, upstream, stream)
+            copied = self.copied_request(request, upstream, stream)
+            return (
+                type(copied) is type(built)
+                and vars(copied).keys() == vars(built).keys()
+                and (copied.method, copied.url, copied.extensions, copied.stream)
+                == (built.method, built.url, built.extensions, built.stream)
+                and copied.extensions is not request.extensions
+                and type(copied.headers) is type(built.headers)
+                and vars(copied.headers) == vars(built.headers)
+            )
+        except Exception:  # another Request or Headers class: take the building path
+            return False
+
     def parsed_url(self, request_url: httpx.URL, base: str) -> httpx.URL:
         """``base`` followed by the request's raw path and query, parsed again."""
         return self._url(base + request_url.raw_path.decode("ascii"))
 
-    def _parse_base(self, base: str) -> Any:
-        return self._url(base)._uri_reference
+    def _parse_base(self, base: str) -> tuple[type[Any], tuple[Any, ...], str, tuple[Any, ...]]:
+        """The parsed form of ``base``: its class, the fields before its path,
+        its path, and the fields after the query (which must come next)."""
+        prefix = self._url(base)._uri_reference
+        fields = type(prefix)._fields
+        at = fields.index("path")
+        if fields[at + 1] != "query":
+            raise TypeError(f"unexpected URL fields: {fields}")
+        return type(prefix), tuple(prefix[:at]), prefix.path, tuple(prefix[at + 2 :])
 
     def joined_url(self, request_url: httpx.URL, base: str) -> httpx.URL:
         """The same URL as ``parsed_url`` without parsing it again: both parts were
@@ -104,10 +163,10 @@ class Readdress:
         most of what this module costs a request. Uses the URL's parsed form (a
         private attribute), so it is taken only if the check below passes."""
         parts = request_url._uri_reference
-        prefix = self._parsed_base(base)
+        parsed, before, path, after = self._parsed_base(base)
         url = self._url.__new__(self._url)
-        url._uri_reference = prefix._replace(
-            path=prefix.path + (parts.path or "/"), query=parts.query
+        url._uri_reference = tuple.__new__(
+            parsed, (*before, path + (parts.path or "/"), parts.query, *after)
         )
         return url
 

@@ -91,6 +91,7 @@ class _Balancer:
         if inner_given and verify is not True:
             raise ConfigError("verify", "give verify= to the inner= transport, not to clientlb")
         self._tls = tls_context(verify, self._library.module)
+        self._replayable_rules: dict[float | None, Rules[httpx.Response]] = {}
 
     def _ssl_context(self) -> ssl.SSLContext:
         """The one context every upstream's inner transport verifies with."""
@@ -140,21 +141,51 @@ class _Balancer:
 
     def _plan(self, pool: Pool, request: httpx.Request) -> AttemptPlan:
         key = self._key(request) if pool.algorithm.hashes else None
-        policy = request.extensions.get(RETRY_EXTENSION)
+        extensions = request.extensions
+        policy = extensions.get(RETRY_EXTENSION)
         if policy is not None and not isinstance(policy, RetryPolicy):
             raise ConfigError(RETRY_EXTENSION, f"expected a clientlb.RetryPolicy, got {policy!r}")
-        explain = request.extensions.get(EXPLAIN_EXTENSION) is True
+        explain = extensions.get(EXPLAIN_EXTENSION) is True
         return AttemptPlan(pool, request.method, key, policy, explain=explain)
+
+    def _keep(self, response: httpx.Response, lease: Lease) -> httpx.Response:
+        raise NotImplementedError
+
+    def _rules(self, request: httpx.Request, body: Any) -> Rules[httpx.Response]:
+        """The driver's rules for ``request``; ``body``: its tracked stream, or
+        ``None`` when it is held in memory. Those of a body in memory differ only
+        by the pool timeout, which clients set for all their requests: one each
+        is kept (a few dozen at most)."""
+        queue_timeout = _pool_timeout(request)
+        if body is not None:
+            return Rules(
+                _status,
+                self._keep,
+                lambda: not body.started,
+                False,
+                queue_timeout,
+                self._library.ReadTimeout,
+            )
+        rules = self._replayable_rules.get(queue_timeout)
+        if rules is None:
+            rules = Rules(
+                _status, self._keep, _replayable, True, queue_timeout, self._library.ReadTimeout
+            )
+            if len(self._replayable_rules) < 32:
+                self._replayable_rules[queue_timeout] = rules
+        return rules
+
+
+def _replayable() -> bool:
+    return True
 
 
 def _status(response: httpx.Response) -> int:
     return response.status_code
 
 
-def _within(request: httpx.Request, timeout: float | None) -> httpx.Request:
+def _within(request: httpx.Request, timeout: float) -> httpx.Request:
     """``request`` with httpx's timeouts no longer than ``timeout``."""
-    if timeout is None:
-        return request
     given = request.extensions.get("timeout") or {}
     bounded = {
         name: timeout if given.get(name) is None else min(given[name], timeout)
@@ -251,26 +282,20 @@ class SyncShell(_Balancer, Generic[T, Q]):
             assert isinstance(stream, library.SyncByteStream)
             stream = body = library.streams.tracked_sync(stream)
         readdress = library.readdress.request
+        inners = self._inners
 
         def attempt(lease: Lease, timeout: float | None) -> httpx.Response:
-            if self._inners.retired:
-                for retired in self._inners.take_retired():
+            if inners.retired:
+                for retired in inners.take_retired():
                     retired.close()
-            response = self._inners.get(lease.upstream).handle_request(
-                _within(readdress(request, lease.upstream, stream), timeout)
-            )
-            return response
+            upstream = lease.upstream
+            sent = readdress(request, upstream, stream)
+            if timeout is not None:
+                sent = _within(sent, timeout)
+            return inners.get(upstream).handle_request(sent)
 
-        rules = Rules(
-            _status,
-            self._keep,
-            lambda: body is None or not body.started,
-            body is None,
-            _pool_timeout(request),
-            library.ReadTimeout,
-        )
         try:
-            response = drive(plan, attempt, rules, library.Response.close)
+            response = drive(plan, attempt, self._rules(request, body), library.Response.close)
         except NoUpstream as exc:
             raise call_failed(exc, plan.history, library.no_upstream) from exc
         except library.TransportError as error:
@@ -279,9 +304,10 @@ class SyncShell(_Balancer, Generic[T, Q]):
         finally:
             if self.metrics is not None:
                 self.metrics.observe(plan)
-        response.extensions[ATTEMPTS_EXTENSION] = plan.history
-        response.extensions[DECISION_EXTENSION] = decision = plan.decision()
-        annotate(decision, plan.history)
+        extensions = response.extensions
+        extensions[ATTEMPTS_EXTENSION] = history = plan.history
+        extensions[DECISION_EXTENSION] = decision = plan.decision()
+        annotate(decision, history)
         return response
 
     def close(self) -> None:
@@ -379,26 +405,22 @@ class AsyncShell(_Balancer, Generic[T, Q]):
             assert isinstance(stream, library.AsyncByteStream)
             stream = body = library.streams.tracked_async(stream)
         readdress = library.readdress.request
+        inners = self._inners
 
         async def attempt(lease: Lease, timeout: float | None) -> httpx.Response:
-            if self._inners.retired:
-                for retired in self._inners.take_retired():
+            if inners.retired:
+                for retired in inners.take_retired():
                     await retired.aclose()
-            response = await self._inners.get(lease.upstream).handle_async_request(
-                _within(readdress(request, lease.upstream, stream), timeout)
-            )
-            return response
+            upstream = lease.upstream
+            sent = readdress(request, upstream, stream)
+            if timeout is not None:
+                sent = _within(sent, timeout)
+            return await inners.get(upstream).handle_async_request(sent)
 
-        rules = Rules(
-            _status,
-            self._keep,
-            lambda: body is None or not body.started,
-            body is None,
-            _pool_timeout(request),
-            library.ReadTimeout,
-        )
         try:
-            response = await adrive(plan, attempt, rules, library.Response.aclose)
+            response = await adrive(
+                plan, attempt, self._rules(request, body), library.Response.aclose
+            )
         except NoUpstream as exc:
             raise call_failed(exc, plan.history, library.no_upstream) from exc
         except library.TransportError as error:
@@ -407,9 +429,10 @@ class AsyncShell(_Balancer, Generic[T, Q]):
         finally:
             if self.metrics is not None:
                 self.metrics.observe(plan)
-        response.extensions[ATTEMPTS_EXTENSION] = plan.history
-        response.extensions[DECISION_EXTENSION] = decision = plan.decision()
-        annotate(decision, plan.history)
+        extensions = response.extensions
+        extensions[ATTEMPTS_EXTENSION] = history = plan.history
+        extensions[DECISION_EXTENSION] = decision = plan.decision()
+        annotate(decision, history)
         return response
 
     async def aclose(self) -> None:

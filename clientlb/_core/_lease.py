@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ._pool import Pool
 
 _DRAINING = Health.DRAINING
+_SUCCESS = Outcome.SUCCESS
 
 
 class Lease:
@@ -104,16 +105,17 @@ class Lease:
             if self.elapsed is None:
                 member.answered(self.started)
             rules = pool._rules
-            if outcome in FAILURES:
+            if outcome is _SUCCESS:  # first: the common case, and no enum hashing
+                if self.elapsed is None:
+                    self.elapsed = elapsed = now - self.started
+                    rules.succeeded(member, elapsed, now)
+                    pool._latencies.add(elapsed)
+            elif outcome in FAILURES:
                 unmeasured = self.elapsed is None
                 if unmeasured:
                     self.elapsed = now - self.started
                 refused = outcome is Outcome.CONNECT_FAILURE
                 rules.failed(member, self.elapsed if unmeasured else None, now, refused)
-            elif outcome is Outcome.SUCCESS and self.elapsed is None:
-                self.elapsed = elapsed = now - self.started
-                rules.succeeded(member, elapsed, now)
-                pool._latencies.add(elapsed)
             elif outcome is Outcome.CANCELLED and self.elapsed is None:
                 # No answer after this long (a hedge that lost, a caller that
                 # gave up): a lower bound on the upstream's latency, which only

@@ -110,10 +110,11 @@ class AttemptPlan:
     def first(self) -> Lease:
         """The first attempt's lease; counts the request towards the retry budget
         (once: a caller that got ``Saturated`` and waited for a slot asks again)."""
-        if not self._noted:
+        if self._noted:
+            lease = self.pool.pick(self.key, prefer=self.pin, explain=self.explain)
+        else:
             self._noted = True
-            self.pool.note_request()
-        lease = self.pool.pick(self.key, prefer=self.pin, explain=self.explain)
+            lease = self.pool._pick_noted(self.key, self.pin, self.explain)
         self.lease = self._first = lease
         self._tried.append(lease.member)
         return lease

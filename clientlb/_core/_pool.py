@@ -642,6 +642,14 @@ class Pool:
             with self._lock:
                 self._budget.request(self.clock())
 
+    def _pick_noted(self, key: str | None, prefer: str | None, explain: bool) -> Lease:
+        """``note_request()`` and then ``pick()``, in one hold of the lock (a
+        request's first pick)."""
+        with self._lock:
+            if self._budget is not None:
+                self._budget.request(self.clock())
+            return self.pick(key, prefer=prefer, explain=explain)
+
     def take_retry(self) -> bool:
         """Draw one retry from the budget; ``False`` when it is spent."""
         if self._budget is None:

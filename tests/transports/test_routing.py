@@ -1,5 +1,7 @@
-"""The upstream URL is joined from already parsed parts rather than parsed again
-(a hot path): it must be exactly the URL that parsing the joined string gives."""
+"""The upstream URL is joined from already parsed parts rather than parsed again,
+and the upstream's request copied rather than built again (a hot path): they must
+be exactly the URL that parsing the joined string gives and the request that
+building it gives."""
 
 from __future__ import annotations
 
@@ -60,3 +62,39 @@ def test_joined_url_examples(request_url: str, base: str, expected: str) -> None
 
 def test_the_fast_join_is_in_use() -> None:
     assert READDRESS.url == _joined_url  # the check at start passed on this library
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Host", "svc"), ("Accept", "*/*"), ("X-Id", "1")],
+        [("accept", "*/*"), ("HOST", "svc"), ("host", "other"), ("X-Id", "é".encode())],
+        [("X-Only", "1")],
+        [],
+    ],
+)
+def test_copied_request_is_the_built_request(headers: list[tuple[str, str | bytes]]) -> None:
+    upstream = Upstream("https://h:8443/v2")
+    stream = httpx.ByteStream(b"body")
+    request = httpx.Request(
+        "POST", "http://svc/a/b?x=1", headers=headers, extensions={"timeout": {"pool": 2.0}}
+    )
+    built = READDRESS.built_request(request, upstream, stream)
+    copied = READDRESS.copied_request(request, upstream, stream)
+    assert type(copied) is type(built)
+    assert vars(copied).keys() == vars(built).keys()
+    assert (copied.method, str(copied.url), copied.extensions) == (
+        built.method,
+        str(built.url),
+        built.extensions,
+    )
+    assert copied.stream is built.stream is stream
+    assert copied.headers.raw == built.headers.raw
+    assert list(copied.headers.multi_items()) == list(built.headers.multi_items())
+    assert copied.extensions is not request.extensions  # the caller's dict stays its own
+    hosts = [value for name, value in copied.headers.raw if name.lower() == b"host"]
+    assert hosts == [b"h:8443"] * len(hosts)
+
+
+def test_the_fast_copy_is_in_use() -> None:
+    assert READDRESS.request == READDRESS.copied_request  # the check at start passed
