@@ -56,6 +56,9 @@ from ._core import (
     StickyCookie as StickyCookie,
 )
 from ._core import (
+    Subset as Subset,
+)
+from ._core import (
     Upstream as Upstream,
 )
 from ._exceptions import (
@@ -121,6 +124,7 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "StickyCookie",
+    "Subset",
     "UnknownService",
     "Upstream",
     "WSGIProxy",

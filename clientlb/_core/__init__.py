@@ -34,6 +34,7 @@ from ._pool import Lease, Pool
 from ._slots import Saturated, SlotWait
 from ._state import Health
 from ._sticky import Pins, StickyCookie
+from ._subset import Subset
 from ._upstream import Upstream
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "Saturated",
     "SlotWait",
     "StickyCookie",
+    "Subset",
     "Upstream",
     "WeightedRoundRobin",
     "make_algorithm",

@@ -42,6 +42,7 @@ from ._policies import HealthCheck, OutlierDetection, RetryPolicy
 from ._pool_checks import check_pool_options, discovery_providers
 from ._slots import AT_LIMIT, Saturated, Slots, SlotWait
 from ._state import PANIC_ELIGIBLE, SERVING, Health
+from ._subset import Subset
 from ._turns import taking_turns
 from ._updates import apply_in_steps, check_update, refresh_tables
 from ._upstream import Upstream, as_upstream
@@ -92,6 +93,10 @@ class Pool:
       algorithm (the hashing ones go on to the key's next upstream, standbys
       take the overflow of full primaries); being full is no failure and no
       reason to panic. See ``clientlb._core._slots``.
+    * **subset** - a ``Subset``: balance over a few of the primaries only, the
+      same number of clients on each (for fleets of many clients over many
+      upstreams, where spreading over all leaves each client blind). The pool
+      keeps the whole list it was given and subsets it again at every change.
     * **max_pending** - requests that may wait for a slot when every upstream
       that could serve is full (each waits up to its own time budget); beyond
       it they fail at once (``NoUpstreamAvailable``, a proxy's 503). The
@@ -126,6 +131,7 @@ class Pool:
         discovery: Any = None,
         max_connections: int | None = None,
         max_pending: int = 0,
+        subset: Subset | None = None,
         allow_empty: bool = False,
         clock: Callable[[], float] = time.monotonic,
         rng: _random.Random | None = None,
@@ -147,6 +153,12 @@ class Pool:
             clock=clock,
             rng=rng,
         )
+        if subset is not None and not isinstance(subset, Subset):
+            raise ConfigError("subset", f"expected a Subset, got {subset!r}")
+        self.subset = subset
+        self._universe: list[Upstream] = []
+        if subset is not None:
+            upstreams = self._subset_of(upstreams)
         discovery = discovery_providers(discovery)
         self.algorithm = make_algorithm(algorithm)
         self._tracks_load = self.algorithm.tracks_load  # read on every request
@@ -204,8 +216,33 @@ class Pool:
 
     # -- membership -------------------------------------------------------------
 
+    def _subset_of(self, upstreams: Iterable[str | Upstream]) -> list[Upstream]:
+        """This pool's subset of ``upstreams``, kept whole as the pool's universe."""
+        assert self.subset is not None
+        known = {u.url: u for u in self._universe}
+        universe: list[Upstream] = []
+        keys: set[str] = set()
+        for value in taking_turns(upstreams):
+            up = known.get(value) if isinstance(value, str) else None
+            up = up or as_upstream(value, "upstreams")
+            if up.key in keys:
+                raise ConfigError("upstreams", f"duplicate upstream {up.url}")
+            keys.add(up.key)
+            universe.append(up)
+        chosen = self.subset.choose(universe)
+        self._universe = universe
+        return chosen
+
+    def _standbys(self) -> list[Upstream]:
+        with self._lock:
+            members = self._tiers[STANDBY].members
+            return [m.upstream for m in members if m.health is not Health.DRAINING]
+
     def add(self, upstream: str | Upstream, *, standby: bool = False) -> None:
         """Add an upstream at run time; it ramps up under slow start."""
+        if self.subset is not None and not standby:
+            self.update([*self._universe, as_upstream(upstream)], self._standbys())
+            return
         with self._lock:
             field = "standbys" if standby else "upstreams"
             tier = STANDBY if standby else PRIMARY
@@ -215,6 +252,15 @@ class Pool:
 
     def remove(self, upstream: str | Upstream) -> None:
         """Remove an upstream at once; its requests in flight still finish."""
+        key = as_upstream(upstream).key
+        if self.subset is not None and any(u.key == key for u in self._universe):
+            self.update([u for u in self._universe if u.key != key], self._standbys())
+            with self._lock:
+                member = self._roster.get(key)
+                if member is not None and member.tier == PRIMARY:
+                    self._roster.drop(member)  # at once, as without a subset
+            self._refresh_tables()
+            return
         with self._lock:
             self._roster.drop(self._roster.lookup(upstream))
         self._refresh_tables()
@@ -248,6 +294,8 @@ class Pool:
         same change in short holds of the pool's lock. A hashing table is built
         after the lock is released: picks use the last one until then.
         """
+        if self.subset is not None:
+            upstreams = self._subset_of(upstreams)
         wanted, fresh = check_update(self._roster.by_key, upstreams, standbys)
         steps = apply_in_steps(
             self._lock, self._rules, self.clock, wanted, fresh, drain_timeout, sys.maxsize, False
@@ -285,6 +333,8 @@ class Pool:
         """
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ConfigError("step", f"must be a whole number >= 0, got {step!r}")
+        if self.subset is not None:
+            upstreams = self._subset_of(upstreams)
         wanted, fresh = check_update(self._roster.by_key, upstreams, standbys)
         return apply_in_steps(
             self._lock, self._rules, self.clock, wanted, fresh, drain_timeout, step or sys.maxsize

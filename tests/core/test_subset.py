@@ -1,0 +1,141 @@
+"""Subsets: each client balances over a few upstreams, every upstream in as many."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from clientlb import ConfigError, Pool, Subset, Upstream
+
+from .helpers import urls
+
+
+def weights(pool: Pool) -> dict[str, float]:
+    """The upstreams a pool balances over (not those draining), with their weights."""
+    rows = pool.snapshot()["upstreams"]
+    return {row["url"]: row["weight"] for row in rows if row["state"] != "draining"}
+
+
+def coverage(listed: list[str], size: int, clients: int) -> Counter[str]:
+    """Each upstream's weight summed over the pools of ``clients`` clients."""
+    total: Counter[str] = Counter()
+    for client in range(clients):
+        total.update(weights(Pool(listed, subset=Subset(size, client, clients))))
+    return total
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "clients", "each", "held"),
+    [
+        (1_000, 20, 100, 2, 20),  # arcs of 20 starting every 10 upstreams
+        (1_000, 20, 7, 1, 1_000 / 7),  # few clients: arcs widen to cover the ring
+        (30, 4, 10, 2, 6),  # 4 is 1.33 gaps of 3: two gaps
+        (101, 10, 13, 2, 2 * 101 / 13),  # arcs end inside upstreams: partial weights
+        (1_000, 30, 100, 3, 30),
+    ],
+)
+def test_every_upstream_carries_the_same_weight_over_all_clients(
+    n: int, size: int, clients: int, each: int, held: float
+) -> None:
+    total = coverage(urls(n), size, clients)
+    assert len(total) == n
+    assert all(v == pytest.approx(each) for v in total.values())
+    for client in (0, clients // 2, clients - 1):
+        pool = Pool(urls(n), subset=Subset(size, client, clients))
+        assert sum(weights(pool).values()) == pytest.approx(held)
+
+
+def test_a_client_holds_upstreams_whole_or_in_part() -> None:
+    pool = Pool(urls(101), subset=Subset(10, 3, 13))
+    held = weights(pool)
+    assert len(held) in (16, 17)
+    assert sorted(held.values())[2] == 1
+    assert all(0 < w <= 1 for w in held.values())
+
+
+def test_the_same_subset_whatever_the_order_given() -> None:
+    listed = urls(200)
+    a = weights(Pool(listed, subset=Subset(10, 5, 40)))
+    b = weights(Pool(list(reversed(listed)), subset=Subset(10, 5, 40)))
+    assert a == b
+
+
+def test_one_upstream_leaving_or_joining_moves_each_subset_by_about_one() -> None:
+    listed = urls(1_001)
+    for client in range(0, 100, 7):
+        before = set(weights(Pool(listed[:1_000], subset=Subset(20, client, 100))))
+        after = set(weights(Pool(listed, subset=Subset(20, client, 100))))
+        assert len(before ^ after) <= 4, client
+
+
+def test_few_upstreams_are_all_taken_with_their_weights() -> None:
+    listed = [Upstream("http://10.0.0.1:80", 3), Upstream("http://10.0.0.2:80")]
+    assert weights(Pool(listed, subset=Subset(5, 0, 3))) == {
+        "http://10.0.0.1:80": 3,
+        "http://10.0.0.2:80": 1,
+    }
+
+
+def test_a_partly_held_upstream_keeps_its_share_of_its_own_weight() -> None:
+    listed = [Upstream(u, 2.0, max_connections=7) for u in urls(101)]
+    pool = Pool(listed, subset=Subset(10, 3, 13))
+    rows = pool.snapshot()["upstreams"]
+    assert sum(r["weight"] for r in rows) == pytest.approx(2 * 2 * 101 / 13)
+    assert {r["max_connections"] for r in rows} == {7}
+
+
+def test_updates_subset_the_new_list_and_standbys_are_never_subset() -> None:
+    listed, more = urls(100), urls(150)[100:]
+    standbys = urls(3, port=9000)
+    pool = Pool(listed, standbys, subset=Subset(10, 2, 10))
+    assert set(standbys) <= set(weights(pool))
+    pool.update([*listed, *more], standbys)
+    expected = weights(Pool([*listed, *more], subset=Subset(10, 2, 10)))
+    assert weights(pool) == expected | dict.fromkeys(standbys, 1)
+
+
+def test_add_and_remove_go_through_the_whole_list() -> None:
+    listed = urls(50)
+    pool = Pool(listed[:49], subset=Subset(5, 1, 10))
+    pool.add(listed[49])
+    assert weights(pool) == weights(Pool(listed, subset=Subset(5, 1, 10)))
+    held = next(iter(weights(pool)))
+    pool.remove(held)
+    assert held not in {row["url"] for row in pool.snapshot()["upstreams"]}  # at once
+    rest = [u for u in listed if u != held]
+    assert weights(pool) == weights(Pool(rest, subset=Subset(5, 1, 10)))
+
+
+def test_update_steps_subset_too() -> None:
+    listed = urls(100)
+    pool = Pool(listed[:50], subset=Subset(10, 4, 10))
+    for _ in pool.update_steps(listed):
+        pass
+    assert weights(pool) == weights(Pool(listed, subset=Subset(10, 4, 10)))
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ((0, 0, 1), "subset.size"),
+        ((5, 0, 0), "subset.clients"),
+        ((5, 3, 3), "subset.client"),
+        ((5, -1, 3), "subset.client"),
+        ((5, True, 3), "subset.client"),
+        ((2.5, 0, 3), "subset.size"),
+    ],
+)
+def test_bad_subsets_name_the_field(args: tuple[object, object, object], field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Subset(*args)  # type: ignore[arg-type]
+    assert err.value.field == field
+
+
+def test_a_pool_refuses_what_is_not_a_subset_and_repeated_upstreams() -> None:
+    with pytest.raises(ConfigError) as err:
+        Pool(urls(3), subset=(1, 0, 2))  # type: ignore[arg-type]
+    assert err.value.field == "subset"
+    with pytest.raises(ConfigError) as err:
+        Pool([*urls(3), urls(3)[0]], subset=Subset(1, 0, 2))
+    assert err.value.field == "upstreams"
