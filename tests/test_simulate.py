@@ -4,11 +4,14 @@ connections, the oracle, and the same figures for the same seed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from benchmarks.simulate._fleet import Fleet, run
+from benchmarks.simulate._fleet import Fleet, run, upstreams
 from benchmarks.simulate._servers import Change, ServerSpec, Service
 from benchmarks.simulate._study import Scale, quantile, summary
+from clientlb import Subset
 
 
 def fixed(seconds: float, workers: int | None = 1, *changes: Change) -> ServerSpec:
@@ -124,31 +127,33 @@ def _fields(study: Scale) -> dict[str, object]:
 
 
 def test_subsets_put_every_server_in_as_many_pools() -> None:
-    """Six servers, three clients with subsets of four: client c holds servers
-    4c..4c+3 (mod 6), so each server is in exactly two pools, and a client
-    sends nothing outside its own four."""
+    """Six servers, three clients with subsets of four (two gaps of two servers
+    between the clients' starts): every server is in two pools and gets a sixth
+    of the requests, within Poisson noise."""
     fleet = Fleet(
         tuple(fixed(0.001, None) for _ in range(6)),
         "round_robin",
         clients=3,
-        rate=3_000.0,
+        rate=6_000.0,
         duration=1.0,
         warmup=0.0,
         subset=4,
     )
     result = run(fleet)
-    assert all(n > 0 for n in result.received)
-    # round robin over four servers per client: every server gets two clients'
-    # quarter shares, so the spread is even within Poisson noise
-    assert max(result.received) / min(result.received) < 1.2
+    total = sum(result.received)
+    assert all(abs(n / total - 1 / 6) < 0.02 for n in result.received)
 
-    lonely = Fleet(
-        tuple(fixed(0.001, None) for _ in range(6)),
-        "round_robin",
-        clients=1,
-        rate=1_000.0,
-        duration=1.0,
-        warmup=0.0,
-        subset=4,
-    )
-    assert run(lonely).received[4:] == [0, 0]
+
+def test_a_client_balances_over_its_subset_only() -> None:
+    """Four servers, two clients with two each; client 0's two are dead: its
+    five requests fail (nowhere else to go), client 1's five do not. Without
+    subsets every request finds a live server."""
+    mine = {u.key for u in Subset(2, 0, 2).choose(upstreams(4))}
+    dead = [u.key in mine for u in upstreams(4)]
+    specs = tuple(fixed(0.001, None, Change(0.0, "die")) if d else fixed(0.001, None) for d in dead)
+    times = (0.01, 0.02, 0.03, 0.04, 0.05)
+    fleet = Fleet(specs, "round_robin", clients=2, schedule=times, warmup=0.0, subset=2)
+    result = run(fleet)
+    assert (result.failed, len(result.latencies)) == (5, 5)
+    assert all(n == 0 for n, d in zip(result.received, dead, strict=True) if d)
+    assert run(replace(fleet, subset=0)).failed == 0

@@ -6,7 +6,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from clientlb._core import OutlierDetection, Pool, Upstream
+from clientlb._core import OutlierDetection, Pool, Subset, Upstream
 
 from ._clients import Oracle, PoolClient, Stats
 from ._engine import Sim
@@ -43,8 +43,8 @@ class Fleet:
     step: float = 0.25  # the timeline's resolution, seconds
     #: Each upstream's weight in the clients' pools (all 1 when empty).
     weights: tuple[float, ...] = ()
-    #: Each client's pool holds only this many servers (0: all), in consecutive
-    #: blocks, so that every server is in as many pools as any other.
+    #: Each client's pool holds only about this many servers (0: all): the
+    #: library's ``Subset``, which puts every server in as many pools.
     subset: int = 0
     label: str = field(default="")
 
@@ -111,10 +111,10 @@ def run(fleet: Fleet) -> Result:
         ups = upstreams(len(servers), fleet.weights)
         outlier = OutlierDetection() if fleet.outlier else None
         for c in range(fleet.clients):
-            k = fleet.subset
-            mine = [ups[(c * k + j) % len(ups)] for j in range(k)] if k else ups
+            subset = Subset(fleet.subset, c, fleet.clients) if fleet.subset else None
             pool = Pool(
-                mine,
+                ups,
+                subset=subset,
                 algorithm=fleet.algorithm,
                 outlier=outlier,
                 clock=sim,

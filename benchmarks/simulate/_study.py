@@ -98,8 +98,8 @@ class Scale:
     #: Weights in proportion to each server's capacity (what an operator who
     #: knows the generations configures), instead of all 1.
     weighted: bool = False
-    #: Each client's pool holds ``subset`` servers (0: all), in blocks that put
-    #: every server in the same number of pools (deterministic subsetting).
+    #: Each client's pool holds about ``subset`` servers (0: all): ``Subset``,
+    #: which puts every server in the same number of pools.
     subset: int = 0
     seed: int = 1
 
