@@ -3,7 +3,7 @@
 The transports, ``ProxyApp``, ``ProxyMiddleware``, ``WSGIProxy`` and
 ``WSGIProxyMiddleware`` accept ``algorithm``, ``retry``, ``outlier``,
 ``slow_start``, ``fail_back_after``, ``health_check``, ``discovery``,
-``max_connections`` and ``max_pending`` as typed
+``max_connections``, ``max_pending`` and ``subset`` as typed
 keyword arguments and hand them to the ``Pool`` they build; each default is
 ``Pool``'s own, defined there once (an argument left out is ``UNSET``, not a
 second copy of the default). Given beside a ``Pool`` of yours they would be

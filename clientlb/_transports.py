@@ -40,6 +40,7 @@ from ._core import (
     OutlierDetection,
     Pool,
     RetryPolicy,
+    Subset,
     Upstream,
 )
 from ._errors_map import call_failed
@@ -227,6 +228,7 @@ class SyncShell(_Balancer, Generic[T, Q]):
         discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
         max_connections: int | Unset | None = UNSET,
         max_pending: int | Unset = UNSET,
+        subset: Subset | Unset | None = UNSET,
         verify: Verify = True,
         metrics: Metrics | None = None,
     ) -> None:
@@ -240,6 +242,7 @@ class SyncShell(_Balancer, Generic[T, Q]):
             discovery=discovery,
             max_connections=max_connections,
             max_pending=max_pending,
+            subset=subset,
         )
         key: HashOn = cast(HashOn, hash_on)
         super().__init__(
@@ -341,6 +344,7 @@ class AsyncShell(_Balancer, Generic[T, Q]):
         discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
         max_connections: int | Unset | None = UNSET,
         max_pending: int | Unset = UNSET,
+        subset: Subset | Unset | None = UNSET,
         verify: Verify = True,
         metrics: Metrics | None = None,
     ) -> None:
@@ -354,6 +358,7 @@ class AsyncShell(_Balancer, Generic[T, Q]):
             discovery=discovery,
             max_connections=max_connections,
             max_pending=max_pending,
+            subset=subset,
         )
         key: HashOn = cast(HashOn, hash_on)
         super().__init__(
@@ -470,7 +475,7 @@ class BalancingTransport(SyncShell[httpx.BaseTransport, httpx.Request], httpx.Ba
       with no hashing pool it is a ``ConfigError``; with ``services=``, it serves
       the services whose pools hash.
     * **retry**, **outlier**, **slow_start**, **fail_back_after**, **health_check**,
-      **discovery**, **max_connections**, **max_pending** - passed to the pools this
+      **discovery**, **max_connections**, **max_pending**, **subset** - passed to the pools this
       transport builds (see ``Pool``, whose defaults they have); beside a ``Pool``
       of yours they are a ``ConfigError``. A request that waits for a slot (every
       upstream at its ``max_connections``, within ``max_pending``) waits at most

@@ -38,6 +38,7 @@ from .._core import (
     Pool,
     RetryPolicy,
     StickyCookie,
+    Subset,
     Upstream,
 )
 from .._errors_map import TOO_MANY_WEBSOCKETS, ErrorReply, outcome_of, refusal, reply_for
@@ -117,7 +118,7 @@ class ProxyApp(ProxyBase):
     * **pool** - a shared ``clientlb.Pool`` (its state is shared with every
       transport and proxy that uses it).
     * **algorithm**, **retry**, **outlier**, **slow_start**, **fail_back_after**,
-      **health_check**, **discovery**, **max_connections**, **max_pending** - the
+      **health_check**, **discovery**, **max_connections**, **max_pending**, **subset** - the
       pool's options, as for the transports (``Pool``'s defaults); beside a
       ``Pool`` they are a ``ConfigError``. Checks, discovery and probes run for
       the app's lifespan, or from its first request when no lifespan reaches
@@ -183,6 +184,7 @@ class ProxyApp(ProxyBase):
         discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
         max_connections: int | Unset | None = UNSET,
         max_pending: int | Unset = UNSET,
+        subset: Subset | Unset | None = UNSET,
         hash_on: HashOnOption = None,
         sticky: StickyCookie | None = None,
         trusted_proxies: Iterable[str] = (),
@@ -211,6 +213,7 @@ class ProxyApp(ProxyBase):
                 discovery=discovery,
                 max_connections=max_connections,
                 max_pending=max_pending,
+                subset=subset,
             ),
             hash_on=hash_on,
             sticky=sticky,

@@ -28,6 +28,7 @@ from .._core import (
     RetryBudget,
     RetryPolicy,
     StickyCookie,
+    Subset,
     Upstream,
 )
 from .._core._policies import flag, seconds
@@ -74,6 +75,7 @@ class Settings:
     outlier: OutlierDetection | None = DEFAULT_OUTLIER
     health: HealthCheck | None = None
     pool: dict[str, Any] = field(default_factory=dict)
+    subset: Subset | None = None
     server: dict[str, Any] = field(default_factory=lambda: dict(_SERVER_DEFAULTS))
     limits: Limits = DEFAULT_LIMITS
     websockets: WebSocketSettings = DEFAULT_WEBSOCKETS
@@ -81,7 +83,8 @@ class Settings:
     discovery: dict[str, Any] = field(default_factory=dict)
 
     def pool_options(self) -> dict[str, Any]:
-        return {"retry": self.retry, "outlier": self.outlier, **self.pool}
+        subset = {"subset": self.subset} if self.subset is not None else {}
+        return {"retry": self.retry, "outlier": self.outlier, **subset, **self.pool}
 
 
 def one_line(text: str) -> str:
@@ -161,6 +164,21 @@ def _build(cls: Any, values: dict[str, Any], name: str) -> Any:
         raise ConfigError(f"{name}.{key}", str(exc).split(": ", 1)[-1]) from None
     except TypeError as exc:
         raise ConfigError(name, str(exc)) from None
+
+
+def _subset(table: dict[str, Any]) -> Subset:
+    """``[subset]``: all three keys, each a whole number (named when wrong)."""
+    known = SCHEMA["subset"].names
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"subset.{key}", "unknown setting")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"subset.{key}", f"must be a whole number, got {value!r}")
+    for key in sorted(known):
+        if key not in table:
+            raise ConfigError(f"subset.{key}", "is required in [subset]")
+    subset: Subset = _build(Subset, table, "subset")
+    return subset
 
 
 def _retry(table: dict[str, Any]) -> RetryPolicy:
@@ -275,6 +293,8 @@ def build(data: dict[str, Any], base: Settings = Settings()) -> Settings:
         changes["health"] = _build(HealthCheck, _table(data, "health"), "health")
     if "pool" in data:
         changes["pool"] = _pool(_table(data, "pool"))
+    if "subset" in data:
+        changes["subset"] = _subset(_table(data, "subset"))
     if "limits" in data:
         changes["limits"] = _build(Limits, _table(data, "limits"), "limits")
     if "websockets" in data:

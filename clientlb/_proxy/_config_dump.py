@@ -131,6 +131,7 @@ def dump(settings: Settings) -> str:
         "outlier": settings.outlier,
         "health": settings.health,
         "pool": settings.pool,
+        "subset": settings.subset,
         "limits": settings.limits,
         "websockets": settings.websockets,
         "server": settings.server,

@@ -29,6 +29,7 @@ from .._core import (
     RetryBudget,
     RetryPolicy,
     StickyCookie,
+    Subset,
     Upstream,
 )
 from ._engines import Timeouts
@@ -184,6 +185,7 @@ TOP = Table(
         Key("outlier", "table", "Passive ejection; see [`[outlier]`](#outlier).", NEW_POOL),
         Key("health", "table", "Active health checks; see [`[health]`](#health).", NEW_POOL),
         Key("pool", "table", "Pool options; see [`[pool]`](#pool).", NEW_POOL),
+        Key("subset", "table", "Balance over a subset; see [`[subset]`](#subset).", NEW_POOL),
         Key("limits", "table", "Client and connection limits; see [`[limits]`](#limits)."),
         Key("websockets", "table", "WebSocket relaying; see [`[websockets]`](#websockets)."),
         Key("server", "table", "The process; see [`[server]`](#server)."),
@@ -344,6 +346,19 @@ TABLES = (
             Key("max_pending", "integer", "Requests that may wait when every upstream is full."),
         ),
         Pool.__init__,
+    ),
+    Table(
+        "subset",
+        "`clientlb.Subset`",
+        "Balance over a few of the upstreams only, for fleets of many proxies over "
+        "many upstreams; every upstream is in as many subsets. Leave the table out "
+        "to balance over all of them.",
+        (
+            Key("size", "integer", "Upstreams in each subset (rounded up to even out)."),
+            Key("client", "integer", "This proxy's index, from 0 (a replica ordinal)."),
+            Key("clients", "integer", "How many proxies share the upstreams."),
+        ),
+        Subset,
     ),
     Table(
         "limits",

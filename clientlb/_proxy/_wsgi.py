@@ -31,6 +31,7 @@ from .._core import (
     Pool,
     RetryPolicy,
     StickyCookie,
+    Subset,
     Upstream,
 )
 from .._errors_map import ErrorReply, outcome_of, refusal, reply_for
@@ -123,7 +124,7 @@ class WSGIProxy(ProxyBase):
     Takes ``ProxyApp``'s arguments (``upstreams``/``standbys`` or ``pool``, the
     pool options ``algorithm``, ``retry``, ``outlier``, ``slow_start``,
     ``fail_back_after``, ``health_check``, ``discovery``, ``max_connections``,
-    ``max_pending``, and ``hash_on``, ``sticky``, ``trusted_proxies``,
+    ``max_pending``, ``subset``, and ``hash_on``, ``sticky``, ``trusted_proxies``,
     ``preserve_host``, ``retry_body_limit``, ``timeout``, ``verify``,
     ``limits``, ``access_log``, ``decision_header``, ``metrics``); a ``hash_on``
     callable receives the WSGI environ. ``engine``
@@ -148,6 +149,7 @@ class WSGIProxy(ProxyBase):
         discovery: Provider | Iterable[Provider] | Unset | None = UNSET,
         max_connections: int | Unset | None = UNSET,
         max_pending: int | Unset = UNSET,
+        subset: Subset | Unset | None = UNSET,
         hash_on: HashOnOption = None,
         sticky: StickyCookie | None = None,
         trusted_proxies: Iterable[str] = (),
@@ -175,6 +177,7 @@ class WSGIProxy(ProxyBase):
                 discovery=discovery,
                 max_connections=max_connections,
                 max_pending=max_pending,
+                subset=subset,
             ),
             hash_on=hash_on,
             sticky=sticky,

@@ -16,6 +16,7 @@ from clientlb import (
     RetryBudget,
     RetryPolicy,
     StickyCookie,
+    Subset,
     Upstream,
     WebSocketSettings,
 )
@@ -32,6 +33,7 @@ EXAMPLE = ROOT / "examples" / "proxy.toml"
 CLASSES = {
     "upstreams[]": Upstream,
     "sticky": StickyCookie,
+    "subset": Subset,
     "timeouts": Timeouts,
     "retry": RetryPolicy,
     "retry.budget": RetryBudget,
@@ -50,6 +52,7 @@ NOT_IN_POOL_TABLE = {
     "retry",
     "health_check",
     "discovery",
+    "subset",
     "allow_empty",
     "clock",
     "rng",

@@ -37,6 +37,7 @@ ROUND_TRIPS = {
         "server": {"log_level": "debug", "backlog": 7},
         "sticky": {"name": "srv", "secret": "sixteen\tbytes \\ or \u00e9 more"},
         "discovery": {"uris": "file:///srv/up.toml"},
+        "subset": {"size": 20, "client": 3, "clients": 100},
     },
 }
 

@@ -24,6 +24,7 @@ from clientlb import (
     RetryBudget,
     RetryPolicy,
     StickyCookie,
+    Subset,
     Upstream,
 )
 from clientlb._cli import main
@@ -67,6 +68,7 @@ TOP: dict[str, frozenset[str]] = {
     "outlier": TABLE,
     "health": TABLE,
     "pool": TABLE,
+    "subset": TABLE,
     "server": TABLE,
     "limits": TABLE,
     "websockets": TABLE,
@@ -117,6 +119,7 @@ def accepted_kinds() -> dict[str, frozenset[str]]:
         ("limits", Limits, [f.name for f in fields(Limits)]),
         ("websockets", WebSocketSettings, [f.name for f in fields(WebSocketSettings)]),
         ("sticky", StickyCookie, [f.name for f in fields(StickyCookie)]),
+        ("subset", Subset, [f.name for f in fields(Subset)]),
         (ENTRY, Upstream, sorted(_config._UPSTREAM_KEYS)),
     ]
     for table, owner, names in tables:
@@ -220,8 +223,11 @@ def test_valid_values_of_every_table_build() -> None:
             },
             "discovery": {"uris": "file:///srv/upstreams.toml"},
             "sticky": {"name": "srv", "secret": "s" * 16, "max_age": 60, "secure": True},
+            "subset": {"size": 20, "client": 3, "clients": 100},
         }
     )
+    assert settings.subset == Subset(20, 3, 100)
+    assert settings.pool_options()["subset"] == Subset(20, 3, 100)
     assert settings.admin is None
     assert settings.sticky == StickyCookie("srv", "s" * 16, 60, True)
     assert settings.upstreams[0].weight == 0.5

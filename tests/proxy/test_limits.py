@@ -132,3 +132,20 @@ def test_one_pool_limit_for_threads_and_loops(replica: Replica) -> None:
         assert in_flight(app.pool) == 0 and app.snapshot()["pending"] == 0
     finally:
         app.close()
+
+
+def test_a_subset_proxy_forwards_to_its_subset_only(proxy: StartProxy) -> None:
+    from clientlb import Subset
+
+    with Replica("a") as a, Replica("b") as b:
+        subset = Subset(1, 1, 2)
+        (mine,) = subset.choose([Upstream(a.url), Upstream(b.url)])
+        app, served = proxy([a.url, b.url], subset=subset)
+        with httpx.Client(base_url=served.url) as client:
+            for _ in range(4):
+                assert client.get("/").status_code == 200
+        assert {a.url: a.count(), b.url: b.count()} == {
+            a.url: 4 if mine.url == a.url else 0,
+            b.url: 4 if mine.url == b.url else 0,
+        }
+        assert app.pool.subset == subset
