@@ -34,14 +34,15 @@ def make_pool(
     *,
     clock: FakeClock | None = None,
     seed: int = 0,
+    rng: random.Random | None = None,
     **kwargs: Any,
 ) -> Pool:
-    """A pool on a fake clock with seeded randomness."""
+    """A pool on a fake clock with seeded randomness (or ``rng``)."""
     return Pool(
         upstreams,
         algorithm=algorithm,
         clock=clock if clock is not None else FakeClock(),
-        rng=random.Random(seed),
+        rng=rng if rng is not None else random.Random(seed),
         **kwargs,
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +17,18 @@ SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=N
 def sequence(pool_urls: list[str], picks: list[str]) -> list[int]:
     index = {url: i for i, url in enumerate(pool_urls)}
     return [index[url] for url in picks]
+
+
+class NoRotation(random.Random):
+    """Randomness whose every ``randrange`` is 0: weighted_round_robin then starts
+    each weight's members at the first, as nginx does."""
+
+    def randrange(self, *args: object, **kwargs: object) -> int:  # type: ignore[override]
+        return 0
+
+
+def nginx_pool(upstreams: list[Upstream]) -> Pool:
+    return make_pool(upstreams, "weighted_round_robin", rng=NoRotation())
 
 
 def picks(pool: Pool, count: int) -> list[str]:
@@ -77,41 +91,53 @@ def test_round_robin_skips_excluded_and_keeps_its_order() -> None:
 
 
 def test_smooth_weighted_round_robin_matches_nginx_for_5_1_1() -> None:
-    pool = make_pool(
-        [Upstream("http://a", weight=5), Upstream("http://b"), Upstream("http://c")],
-        "weighted_round_robin",
-    )
-    names = [url.removeprefix("http://") for url in picks(pool, 21)]
+    ups = [Upstream("http://a", weight=5), Upstream("http://b"), Upstream("http://c")]
+    names = [url.removeprefix("http://") for url in picks(nginx_pool(ups), 21)]
     assert "".join(names) == "aabacaa" * 3
+    # otherwise b or c first, at random, in the same pattern
+    seen = set()
+    for seed in range(20):
+        names = [
+            url.removeprefix("http://")
+            for url in picks(make_pool(ups, "weighted_round_robin", seed=seed), 21)
+        ]
+        seen.add("".join(names))
+    assert seen == {"aabacaa" * 3, "aacabaa" * 3}
+
+
+def test_weighted_round_robin_clients_do_not_move_in_step() -> None:
+    """Twenty clients over ten upstreams of one weight start at different ones
+    (they all started at the first before: the fleet simulator's herd)."""
+    ups = urls(10)
+    firsts = {picks(make_pool(ups, "weighted_round_robin", seed=s), 1)[0] for s in range(20)}
+    assert len(firsts) >= 6
 
 
 @SETTINGS
 @given(st.lists(st.integers(1, 12), min_size=1, max_size=9))
 def test_weighted_round_robin_period_and_nginx_sequence(weights: list[int]) -> None:
     ups = urls(len(weights))
-    pool = make_pool(
-        [Upstream(u, weight=w) for u, w in zip(ups, weights, strict=True)], "weighted_round_robin"
-    )
+    listed = [Upstream(u, weight=w) for u, w in zip(ups, weights, strict=True)]
     period = sum(weights)
-    seq = sequence(ups, picks(pool, 3 * period))
-    for i, weight in enumerate(weights):
-        assert seq[:period].count(i) == weight
+    seq = sequence(ups, picks(nginx_pool(listed), 3 * period))
     assert seq == nginx_reference([float(w) for w in weights], 3 * period)
+    rotated = sequence(ups, picks(make_pool(listed, "weighted_round_robin", seed=7), 3 * period))
+    for start in range(0, 3 * period, period):  # every period gives each its weight
+        for i, weight in enumerate(weights):
+            assert rotated[start : start + period].count(i) == weight
 
 
 @SETTINGS
 @given(st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.5, 4.0]), min_size=1, max_size=6))
 def test_weighted_round_robin_fractional_weights_match_nginx(weights: list[float]) -> None:
     ups = urls(len(weights))
-    pool = make_pool(
-        [Upstream(u, weight=w) for u, w in zip(ups, weights, strict=True)], "weighted_round_robin"
-    )
+    pool = nginx_pool([Upstream(u, weight=w) for u, w in zip(ups, weights, strict=True)])
     assert sequence(ups, picks(pool, 40)) == nginx_reference(weights, 40)
 
 
 def test_weighted_round_robin_retry_skips_excluded_without_disturbing_sequence() -> None:
     ups = [Upstream("http://a", weight=5), Upstream("http://b"), Upstream("http://c")]
-    pool = make_pool(ups, "weighted_round_robin")
+    pool = nginx_pool(ups)
     a = member(pool, "http://a")
     lease = pool.pick(exclude={a})
     lease.finish()

@@ -21,6 +21,7 @@ def turns(algorithm: Algorithm, members: Sequence[Member]) -> WeightedRoundRobin
     clients that all started at the first would offer their requests to the
     same upstream at the same moment, one from each client (a herd)."""
     rotation = WeightedRoundRobin().bind(algorithm.rng, algorithm.clock)
+    rotation.rotates = False  # rotated here, members and all
     start = algorithm.rng.randrange(len(members)) if members else 0
     rotation.rebuild([*members[start:], *members[:start]])
     return rotation

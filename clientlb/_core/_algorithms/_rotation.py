@@ -36,18 +36,20 @@ class RoundRobin(Algorithm):
 
 
 class _Cohort:
-    """Members of one weight, in configuration order, and how often it was picked."""
+    """Members of one weight, in configuration order, how often it was picked, and
+    which of them takes its first turn (``offset``)."""
 
-    __slots__ = ("indexes", "picks", "weight")
+    __slots__ = ("indexes", "offset", "picks", "weight")
 
     def __init__(self, weight: float) -> None:
         self.weight = weight
         self.indexes: list[int] = []
         self.picks = 0
+        self.offset = 0
 
 
 class WeightedRoundRobin(Algorithm):
-    """Smooth weighted round robin: exactly nginx's sequence, in O(distinct weights).
+    """Smooth weighted round robin: nginx's sequence, in O(distinct weights).
 
     nginx adds every weight to a running score, picks the highest (the first on a
     tie) and takes the total off it. After t picks a member's score is
@@ -55,9 +57,16 @@ class WeightedRoundRobin(Algorithm):
     configuration order, one round after another, and the best member of each weight
     group is known without looking at the others. For weights 5, 1, 1 this gives
     a a b a c a a.
+
+    Members of one weight take their turns from a random one of them (b or c
+    above), as ``round_robin`` starts at a random place: a fleet of clients that
+    all began with the first would send each request to the same upstream at the
+    same moment (a herd). Each member's share of every period is nginx's.
     """
 
     name = "weighted_round_robin"
+    #: Start each weight's members at a random one (off where the caller rotates).
+    rotates = True
 
     def rebuild(self, members: Sequence[Member]) -> None:
         self.members = list(members)
@@ -68,6 +77,9 @@ class WeightedRoundRobin(Algorithm):
                 cohort = groups[m.weight] = _Cohort(m.weight)
             cohort.indexes.append(i)
         self.cohorts = list(groups.values())
+        for cohort in self.cohorts if self.rotates else ():
+            if len(cohort.indexes) > 1:
+                cohort.offset = self.rng.randrange(len(cohort.indexes))
         self.total = sum(m.weight for m in self.members)
         integral = all(float(m.weight).is_integer() for m in self.members)
         self.period = int(self.total) if integral else 0
@@ -87,7 +99,7 @@ class WeightedRoundRobin(Algorithm):
             n = len(indexes)
             picks = cohort.picks
             score = t * cohort.weight - total * (picks // n)
-            index = indexes[picks % n]
+            index = indexes[(picks + cohort.offset) % n]
             if score > best_score or (score == best_score and index < best_index):
                 best, best_score, best_index = cohort, score, index
         member = self.members[best_index]
