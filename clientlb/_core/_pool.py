@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from ._algorithms import Algorithm, make_algorithm
@@ -759,7 +760,8 @@ class Pool:
         max_connections; for the pool: the default ``max_connections``,
         ``max_pending``, the requests waiting for a slot now (``pending``), and
         those turned away because every upstream was full (``rejected``: no room
-        to wait, or their wait ran out).
+        to wait, or their wait ran out); with a ``Subset``, its fields and how
+        many upstreams it was taken ``of``.
 
         One consistent reading: the lock is held only to copy each member's fields
         (about 0.3 us per member); the rows are built after it is released."""
@@ -774,9 +776,12 @@ class Pool:
                 "pending": slots.pending,
                 "rejected": slots.rejected,
             }
+        subset = self.subset
+        of = {} if subset is None else {"subset": {**asdict(subset), "of": len(self._universe)}}
         return {
             "algorithm": self.algorithm.name,
             "panic": panic,
             **limits,
+            **of,
             "upstreams": [snapshot_row(v, now) for v in taking_turns(values)],
         }

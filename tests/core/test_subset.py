@@ -139,3 +139,9 @@ def test_a_pool_refuses_what_is_not_a_subset_and_repeated_upstreams() -> None:
     with pytest.raises(ConfigError) as err:
         Pool([*urls(3), urls(3)[0]], subset=Subset(1, 0, 2))
     assert err.value.field == "upstreams"
+
+
+def test_the_snapshot_says_which_subset_of_how_many() -> None:
+    pool = Pool(urls(100), subset=Subset(10, 4, 10))
+    assert pool.snapshot()["subset"] == {"size": 10, "client": 4, "clients": 10, "of": 100}
+    assert "subset" not in Pool(urls(3)).snapshot()
