@@ -38,11 +38,11 @@ from typing import Generic, TypeVar
 import anyio
 import tenacity
 
-from ._core import AttemptPlan, Lease, NoUpstream, Outcome
+from ._core import AttemptPlan, Lease, NoUpstream, Outcome, Saturated
 from ._core._plan import OutOfTime
 from ._errors_map import is_transport_error, outcome_of
 from ._httpx import httpx
-from ._slots import afirst_lease, first_lease
+from ._slots import await_slot, first_lease
 
 R = TypeVar("R")
 
@@ -179,7 +179,10 @@ async def adrive(
     ``discard`` closes a result that will not be delivered (and so settles its
     lease)."""
     call = _Call(plan, rules)
-    lease = await afirst_lease(plan, rules.queue_timeout)
+    try:
+        lease = plan.first()  # afirst_lease() without its coroutine, while slots are free
+    except Saturated as full:
+        lease = await await_slot(plan, rules.queue_timeout, full.version)
     try:
         result = await _attempt(call, attempt, discard, lease)
     except Exception as error:
