@@ -34,6 +34,11 @@ from ._outcome import Outcome
 from ._policies import RetryPolicy
 from ._pool import Lease, Pool
 
+#: ``AttemptPlan.decision()``'s common records, by algorithm, upstream, tier and
+#: reason (emptied when it reaches its bound: upstreams come and go).
+_COMMON_DECISIONS: dict[tuple[str, str, int, str], Decision] = {}
+_MAX_COMMON_DECISIONS = 4096
+
 
 class OutOfTime(LookupError):
     """The call's time is spent, or too short for the next attempt to answer."""
@@ -187,15 +192,28 @@ class AttemptPlan:
         if lease is None:
             return None
         member = lease.member
-        return Decision(
-            self.pool.algorithm.name,
-            member.upstream.url,
-            TIER_NAMES[member.tier],
-            lease.reason,
-            self.key,
-            max(len(self.history), 1),
-            lease.candidates,
-        )
+        attempts = len(self.history)
+        if self.key is not None or attempts > 1 or lease.candidates:
+            return Decision(
+                self.pool.algorithm.name,
+                member.upstream.url,
+                TIER_NAMES[member.tier],
+                lease.reason,
+                self.key,
+                max(attempts, 1),
+                lease.candidates,
+            )
+        # The common record (one attempt, no key, no candidates) is one of a few
+        # per pool: records are immutable, so one of each serves every request.
+        algorithm, url = self.pool.algorithm.name, member.upstream.url
+        tier, reason = member.tier, lease.reason
+        common = _COMMON_DECISIONS.get((algorithm, url, tier, reason))
+        if common is None:
+            common = Decision(algorithm, url, TIER_NAMES[tier], reason, None, 1)
+            if len(_COMMON_DECISIONS) >= _MAX_COMMON_DECISIONS:
+                _COMMON_DECISIONS.clear()
+            _COMMON_DECISIONS[algorithm, url, tier, reason] = common
+        return common
 
     def record(self, lease: Lease, outcome: Outcome | str, status: int | None = None) -> None:
         """Add one attempt to the history."""
