@@ -44,7 +44,7 @@ class OutOfTime(LookupError):
     """The call's time is spent, or too short for the next attempt to answer."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Attempt:
     """What happened at one upstream: the record a response or error carries."""
 
@@ -54,6 +54,29 @@ class Attempt:
     elapsed: float | None
     #: Why the pool picked this upstream (see ``Lease.reason``).
     reason: str = ""
+
+    def __init__(
+        self,
+        upstream: str,
+        outcome: str,
+        status: int | None,
+        elapsed: float | None,
+        reason: str = "",
+    ) -> None:
+        # The dataclass's own __init__ for a frozen class, but through each
+        # slot's setter, looked up once (a record is built per attempt).
+        _set_upstream(self, upstream)
+        _set_outcome(self, outcome)
+        _set_status(self, status)
+        _set_elapsed(self, elapsed)
+        _set_reason(self, reason)
+
+
+_set_upstream = vars(Attempt)["upstream"].__set__
+_set_outcome = vars(Attempt)["outcome"].__set__
+_set_status = vars(Attempt)["status"].__set__
+_set_elapsed = vars(Attempt)["elapsed"].__set__
+_set_reason = vars(Attempt)["reason"].__set__
 
 
 class AttemptPlan:
@@ -217,8 +240,9 @@ class AttemptPlan:
 
     def record(self, lease: Lease, outcome: Outcome | str, status: int | None = None) -> None:
         """Add one attempt to the history."""
-        label = outcome.value if isinstance(outcome, Outcome) else outcome
-        self.history.append(Attempt(lease.upstream.url, label, status, lease.elapsed, lease.reason))
+        label = outcome if isinstance(outcome, str) else outcome.value
+        url = lease.member.upstream.url
+        self.history.append(Attempt(url, label, status, lease.elapsed, lease.reason))
 
     def retry_after(
         self, outcome: Outcome | None, *, status: int | None = None, replayable: bool
