@@ -184,7 +184,22 @@ async def adrive(
     except Saturated as full:
         lease = await await_slot(plan, rules.queue_timeout, full.version)
     try:
-        result = await _attempt(call, attempt, discard, lease)
+        delay = plan.hedge_delay() if rules.hedgeable else None
+        if delay is not None:
+            result = await _hedged(call, attempt, discard, lease, delay)
+        elif plan.attempt_timeout() is not None:
+            result = await _one(call, attempt, lease)
+        else:  # _one() without its coroutine, for the common case: no hedge, no timeout
+            try:
+                answered = await attempt(lease, None)
+            except TimeoutError:
+                timed_out = rules.timeout_error("the attempt's time ran out")
+                _attempt_failed(plan, lease, timed_out)
+                raise timed_out from None
+            except BaseException as failed:
+                _attempt_failed(plan, lease, failed)
+                raise
+            result = _attempt_answered(call, lease, answered)
     except Exception as error:
         if not call.again(None, error):
             raise
