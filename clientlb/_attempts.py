@@ -38,11 +38,11 @@ from typing import Generic, TypeVar
 import anyio
 import tenacity
 
-from ._core import AttemptPlan, Lease, NoUpstream, Outcome
+from ._core import AttemptPlan, Lease, NoUpstream, Outcome, Saturated
 from ._core._plan import OutOfTime
 from ._errors_map import is_transport_error, outcome_of
 from ._httpx import httpx
-from ._slots import afirst_lease, first_lease
+from ._slots import await_slot, first_lease
 
 R = TypeVar("R")
 
@@ -179,9 +179,27 @@ async def adrive(
     ``discard`` closes a result that will not be delivered (and so settles its
     lease)."""
     call = _Call(plan, rules)
-    lease = await afirst_lease(plan, rules.queue_timeout)
     try:
-        result = await _attempt(call, attempt, discard, lease)
+        lease = plan.first()  # afirst_lease() without its coroutine, while slots are free
+    except Saturated as full:
+        lease = await await_slot(plan, rules.queue_timeout, full.version)
+    try:
+        delay = plan.hedge_delay() if rules.hedgeable else None
+        if delay is not None:
+            result = await _hedged(call, attempt, discard, lease, delay)
+        elif plan.attempt_timeout() is not None:
+            result = await _one(call, attempt, lease)
+        else:  # _one() without its coroutine, for the common case: no hedge, no timeout
+            try:
+                answered = await attempt(lease, None)
+            except TimeoutError:
+                timed_out = rules.timeout_error("the attempt's time ran out")
+                _attempt_failed(plan, lease, timed_out)
+                raise timed_out from None
+            except BaseException as failed:
+                _attempt_failed(plan, lease, failed)
+                raise
+            result = _attempt_answered(call, lease, answered)
     except Exception as error:
         if not call.again(None, error):
             raise

@@ -117,7 +117,13 @@ async def afirst_lease(plan: AttemptPlan, limit: float | None) -> Lease:
     try:
         return plan.first()
     except Saturated as full:
-        seen = full.version
+        return await await_slot(plan, limit, full.version)
+
+
+async def await_slot(plan: AttemptPlan, limit: float | None, seen: int) -> Lease:
+    """The rest of ``afirst_lease()`` once ``plan.first()`` raised ``Saturated``
+    (of slot version ``seen``): for a driver that takes the first lease itself,
+    without a coroutine while slots are free."""
     budget = _budget(plan, limit)
     wakeup = _Wakeup()
     with plan.pool.wait_for_slot(wakeup.wake, seen) as waiting:

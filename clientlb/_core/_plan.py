@@ -34,12 +34,17 @@ from ._outcome import Outcome
 from ._policies import RetryPolicy
 from ._pool import Lease, Pool
 
+#: ``AttemptPlan.decision()``'s common records, by algorithm, upstream, tier and
+#: reason (emptied when it reaches its bound: upstreams come and go).
+_COMMON_DECISIONS: dict[tuple[str, str, int, str], Decision] = {}
+_MAX_COMMON_DECISIONS = 4096
+
 
 class OutOfTime(LookupError):
     """The call's time is spent, or too short for the next attempt to answer."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Attempt:
     """What happened at one upstream: the record a response or error carries."""
 
@@ -49,6 +54,29 @@ class Attempt:
     elapsed: float | None
     #: Why the pool picked this upstream (see ``Lease.reason``).
     reason: str = ""
+
+    def __init__(
+        self,
+        upstream: str,
+        outcome: str,
+        status: int | None,
+        elapsed: float | None,
+        reason: str = "",
+    ) -> None:
+        # The dataclass's own __init__ for a frozen class, but through each
+        # slot's setter, looked up once (a record is built per attempt).
+        _set_upstream(self, upstream)
+        _set_outcome(self, outcome)
+        _set_status(self, status)
+        _set_elapsed(self, elapsed)
+        _set_reason(self, reason)
+
+
+_set_upstream = vars(Attempt)["upstream"].__set__
+_set_outcome = vars(Attempt)["outcome"].__set__
+_set_status = vars(Attempt)["status"].__set__
+_set_elapsed = vars(Attempt)["elapsed"].__set__
+_set_reason = vars(Attempt)["reason"].__set__
 
 
 class AttemptPlan:
@@ -187,20 +215,34 @@ class AttemptPlan:
         if lease is None:
             return None
         member = lease.member
-        return Decision(
-            self.pool.algorithm.name,
-            member.upstream.url,
-            TIER_NAMES[member.tier],
-            lease.reason,
-            self.key,
-            max(len(self.history), 1),
-            lease.candidates,
-        )
+        attempts = len(self.history)
+        if self.key is not None or attempts > 1 or lease.candidates:
+            return Decision(
+                self.pool.algorithm.name,
+                member.upstream.url,
+                TIER_NAMES[member.tier],
+                lease.reason,
+                self.key,
+                max(attempts, 1),
+                lease.candidates,
+            )
+        # The common record (one attempt, no key, no candidates) is one of a few
+        # per pool: records are immutable, so one of each serves every request.
+        algorithm, url = self.pool.algorithm.name, member.upstream.url
+        tier, reason = member.tier, lease.reason
+        common = _COMMON_DECISIONS.get((algorithm, url, tier, reason))
+        if common is None:
+            common = Decision(algorithm, url, TIER_NAMES[tier], reason, None, 1)
+            if len(_COMMON_DECISIONS) >= _MAX_COMMON_DECISIONS:
+                _COMMON_DECISIONS.clear()
+            _COMMON_DECISIONS[algorithm, url, tier, reason] = common
+        return common
 
     def record(self, lease: Lease, outcome: Outcome | str, status: int | None = None) -> None:
         """Add one attempt to the history."""
-        label = outcome.value if isinstance(outcome, Outcome) else outcome
-        self.history.append(Attempt(lease.upstream.url, label, status, lease.elapsed, lease.reason))
+        label = outcome if isinstance(outcome, str) else outcome.value
+        url = lease.member.upstream.url
+        self.history.append(Attempt(url, label, status, lease.elapsed, lease.reason))
 
     def retry_after(
         self, outcome: Outcome | None, *, status: int | None = None, replayable: bool
