@@ -15,6 +15,7 @@ import pytest
 from clientlb import Health, HealthCheck, ProxyApp, RetryPolicy, WSGIProxy
 from clientlb._proxy._config import build
 
+from ..in_order import InOrder
 from ..replicas import Replica, closed_port
 from ..waiting import wait_for
 from .conftest import in_flight
@@ -116,7 +117,7 @@ def test_the_call_timeout_bounds_a_proxied_request(
 def test_a_slow_upstream_is_hedged_through_the_proxy() -> None:
     with Replica("slow", delay=1.0) as slow, Replica("fast") as fast:
         policy = RetryPolicy(hedge_after=0.05, budget=None)
-        app = ProxyApp([slow.url, fast.url], algorithm="weighted_round_robin", retry=policy)
+        app = ProxyApp([slow.url, fast.url], algorithm=InOrder, retry=policy)
         with FrontServed(app) as front, httpx.Client(base_url=front.url) as client:
             started = time.monotonic()
             r = client.get("/x")
@@ -157,7 +158,7 @@ def test_checked_down_everywhere_is_503_without_dialing(shell: str) -> None:
 def test_the_attempt_history_reaches_an_outer_middleware(shell: str) -> None:
     with Replica("good") as good:
         dead = closed_port()
-        proxy = Shell(shell, [dead, good.url], algorithm="weighted_round_robin", outlier=None)
+        proxy = Shell(shell, [dead, good.url], algorithm=InOrder, outlier=None)
         try:
             r = httpx.get(proxy.url + "/x", timeout=10)
             assert r.status_code == 200

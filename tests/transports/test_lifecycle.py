@@ -13,6 +13,7 @@ import pytest
 
 from clientlb import OutlierDetection, RetryBudget, RetryPolicy
 
+from ..in_order import InOrder
 from ._support import Flavour, WatchedBody, assert_idle, clientlb, hosts, httpx
 
 pytestmark = pytest.mark.anyio
@@ -101,9 +102,7 @@ async def test_the_call_timeout_bounds_the_whole_call(flavour: Flavour) -> None:
 async def test_a_per_try_timeout_moves_on_to_the_next_upstream(flavour: Flavour) -> None:
     script = Script(a=["hang"], b=[200])
     policy = RetryPolicy(per_try_timeout=0.1, budget=None)
-    transport = flavour.transport(
-        AB, algorithm="weighted_round_robin", inner=script, retry=policy, **QUIET
-    )
+    transport = flavour.transport(AB, algorithm=InOrder, inner=script, retry=policy, **QUIET)
     async with flavour.client(transport) as client:
         started = time.monotonic()
         r = await client.request("GET", "/x")
@@ -172,7 +171,7 @@ async def test_cancelling_anywhere_releases_every_lease_and_response(
 ) -> None:
     script = Script(a=a, b=b)
     transport = clientlb.AsyncBalancingTransport(
-        AB, algorithm="weighted_round_robin", inner=script, retry=policy, **QUIET
+        AB, algorithm=InOrder, inner=script, retry=policy, **QUIET
     )
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         with anyio.move_on_after(0.15) as scope:
@@ -191,7 +190,7 @@ async def test_a_slow_answer_is_hedged_and_the_first_answer_wins(anyio_backend: 
     script = Script(a=["slow:1.0"], b=[200])
     policy = RetryPolicy(hedge_after=0.05, budget=None)
     transport = clientlb.AsyncBalancingTransport(
-        AB, algorithm="weighted_round_robin", inner=script, retry=policy, **QUIET
+        AB, algorithm=InOrder, inner=script, retry=policy, **QUIET
     )
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         started = time.monotonic()
@@ -215,7 +214,7 @@ async def test_hedges_draw_on_the_retry_budget(anyio_backend: str) -> None:
     empty = RetryBudget(ratio=0.0, min_per_second=0.0)
     policy = RetryPolicy(hedge_after=0.02, budget=empty)
     transport = clientlb.AsyncBalancingTransport(
-        AB, algorithm="weighted_round_robin", inner=script, retry=policy, outlier=OutlierDetection()
+        AB, algorithm=InOrder, inner=script, retry=policy, outlier=OutlierDetection()
     )
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         r = await client.get("/x")

@@ -14,6 +14,7 @@ import pytest
 
 from clientlb import HealthCheck, RetryPolicy
 
+from ..in_order import InOrder
 from ..replicas import Replica, closed_port
 from ..waiting import await_for
 from ._support import Flavour, assert_idle, clientlb, httpx, in_flight
@@ -131,7 +132,7 @@ async def test_a_slow_replica_is_hedged(anyio_backend: str) -> None:
     with Replica("slow", delay=1.0) as slow, Replica("fast") as fast:
         policy = RetryPolicy(hedge_after=0.05, budget=None)
         transport = clientlb.AsyncBalancingTransport(
-            [slow.url, fast.url], algorithm="weighted_round_robin", retry=policy
+            [slow.url, fast.url], algorithm=InOrder, retry=policy
         )
         async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
             started = time.monotonic()

@@ -14,6 +14,7 @@ import pytest
 
 from clientlb import Pool, RetryBudget, RetryPolicy
 
+from ..in_order import InOrder
 from ._support import (
     Flavour,
     MockRouter,
@@ -616,7 +617,7 @@ async def test_retry_backoff_sleeps_on_every_runtime(flavour: Flavour) -> None:
     router.route(host="b").mock(side_effect=echo)
     transport = flavour.transport(
         ABC[:2],
-        algorithm="weighted_round_robin",
+        algorithm=InOrder,
         inner=flavour.mock(router),
         retry=RetryPolicy(backoff=0.1, budget=None),
         outlier=None,
