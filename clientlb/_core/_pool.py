@@ -46,7 +46,7 @@ from ._state import PANIC_ELIGIBLE, SERVING, Health
 from ._subset import Subset
 from ._turns import taking_turns
 from ._updates import apply_in_steps, check_update, refresh_tables
-from ._upstream import Upstream, as_upstream
+from ._upstream import Upstream, as_upstream, reusing
 
 _NO_EXCLUSIONS: frozenset[Member] = frozenset()
 _SLOW_START = Health.SLOW_START  # read per request
@@ -220,12 +220,11 @@ class Pool:
     def _subset_of(self, upstreams: Iterable[str | Upstream]) -> list[Upstream]:
         """This pool's subset of ``upstreams``, kept whole as the pool's universe."""
         assert self.subset is not None
-        known = {u.url: u for u in self._universe}
+        parse = reusing(self._universe)
         universe: list[Upstream] = []
         keys: set[str] = set()
         for value in taking_turns(upstreams):
-            up = known.get(value) if isinstance(value, str) else None
-            up = up or as_upstream(value, "upstreams")
+            up = parse(value, "upstreams")
             if up.key in keys:
                 raise ConfigError("upstreams", f"duplicate upstream {up.url}")
             keys.add(up.key)

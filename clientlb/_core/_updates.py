@@ -25,7 +25,7 @@ from ._member import PRIMARY, STANDBY, Member
 from ._membership import Roster
 from ._state import Health
 from ._turns import taking_turns
-from ._upstream import Upstream, as_upstream
+from ._upstream import Upstream, reusing
 
 Wanted = dict[str, tuple[Upstream, int]]
 
@@ -38,20 +38,13 @@ def check_update(
     """The wanted upstreams by key (``ConfigError`` for a bad or repeated one),
     and a new member for each of them not in ``known``."""
     wanted: Wanted = {}
-    # a URL string a member already has is not parsed again (10,000 per answer)
-    plain = {
-        m.upstream.url: m.upstream
-        for m in known.values()
-        if m.upstream.weight == 1 and m.upstream.max_connections is None
-    }
+    parse = reusing(m.upstream for m in known.values())
     for tier, field, values in (
         (PRIMARY, "upstreams", upstreams),
         (STANDBY, "standbys", standbys),
     ):
         for value in taking_turns(values):
-            up = plain.get(value) if isinstance(value, str) else None
-            if up is None:
-                up = as_upstream(value, field)
+            up = parse(value, field)
             if up.key in wanted:
                 raise ConfigError(field, f"duplicate upstream {up.url}")
             wanted[up.key] = (up, tier)

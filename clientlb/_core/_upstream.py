@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -161,6 +162,19 @@ def parse_upstream_url(url: object) -> tuple[str, str, int, str]:
     if problem is not None:
         raise ConfigError("url", f"invalid path prefix in {url!r}: {problem}")
     return scheme, host, port or DEFAULT_PORTS[scheme], parts.path.rstrip("/")
+
+
+def reusing(known: Iterable[Upstream]) -> Callable[[object, str], Upstream]:
+    """``as_upstream``, but a URL string that one of ``known`` stands for exactly
+    (weight 1, no limit of its own) gives that one instead of being parsed again:
+    a registry's answer repeats thousands of known URLs."""
+    plain = {u.url: u for u in known if u.weight == 1 and u.max_connections is None}
+
+    def parse(value: object, field_name: str) -> Upstream:
+        up = plain.get(value) if isinstance(value, str) else None
+        return up if up is not None else as_upstream(value, field_name)
+
+    return parse
 
 
 def as_upstream(value: object, field_name: str = "upstreams") -> Upstream:

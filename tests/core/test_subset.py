@@ -145,3 +145,11 @@ def test_the_snapshot_says_which_subset_of_how_many() -> None:
     pool = Pool(urls(100), subset=Subset(10, 4, 10))
     assert pool.snapshot()["subset"] == {"size": 10, "client": 4, "clients": 10, "of": 100}
     assert "subset" not in Pool(urls(3)).snapshot()
+
+
+def test_a_url_string_in_an_update_means_weight_1_even_if_known_heavier() -> None:
+    listed = urls(4)
+    pool = Pool([Upstream(u, 3.0) for u in listed], subset=Subset(10, 0, 1))
+    assert set(weights(pool).values()) == {3.0}
+    pool.update(listed)
+    assert set(weights(pool).values()) == {1.0}
