@@ -119,3 +119,15 @@ def test_plot_is_a_png(tmp_path: Path) -> None:
     path = tmp_path / "compare.png"
     assert draw([summary(), summary(algorithm="peak_ewma")], str(path)) == f"plot written to {path}"
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_demo_s_servers_hold_distinct_ports_until_they_serve() -> None:
+    from clientlb._demo._servers import LoopbackServer
+
+    servers = [LoopbackServer(app=None) for _ in range(200)]
+    try:
+        assert len({s.port for s in servers}) == 200
+    finally:
+        for s in servers:
+            s.stop()
+    assert all(s._reserved is None for s in servers)

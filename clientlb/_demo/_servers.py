@@ -21,17 +21,26 @@ WAIT = 10.0
 
 
 class LoopbackServer:
-    """An ASGI app served on ``127.0.0.1`` at a free port chosen once."""
+    """An ASGI app served on ``127.0.0.1`` at a free port chosen once.
+
+    The port stays bound from the start (the socket the first ``start()``
+    listens on): a port released between choosing and serving could be handed
+    to the next server too."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port: int = probe.getsockname()[1]
-        probe.close()
+        self._reserved: socket.socket | None = self._socket(0)
+        self.port: int = self._reserved.getsockname()[1]
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
+
+    @staticmethod
+    def _socket(port: int) -> socket.socket:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        return sock
 
     @property
     def url(self) -> str:
@@ -43,9 +52,7 @@ class LoopbackServer:
 
     def start(self) -> None:
         """Listen and serve; returns once the server accepts connections."""
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
+        sock, self._reserved = self._reserved or self._socket(self.port), None
         config = uvicorn.Config(self.app, log_level="error", lifespan="off", interface="asgi3")
         server = uvicorn.Server(config)
         self._server, self._sock = server, sock
@@ -57,6 +64,9 @@ class LoopbackServer:
 
     def stop(self) -> None:
         """Stop listening and serving (requests in progress finish first)."""
+        if self._reserved is not None:  # never started
+            self._reserved.close()
+            self._reserved = None
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(WAIT)
