@@ -21,6 +21,12 @@ every target alike:
                         engine comparison; the adapter lives in this file)
 * ``asgiproxy``         asgiproxy (uvicorn + aiohttp client), one upstream
 * ``fastapi-proxy-lib`` fastapi-proxy-lib (httpx.AsyncClient), one upstream
+* ``python-floor``      bytes relayed by uvloop protocol callbacks with no HTTP at
+                        all, each client paired with one upstream connection: what
+                        any Python proxy spends at least, on the same loop
+* ``python-http-floor`` the least an HTTP/1.1 proxy in Python does: heads split
+                        and written again, keep-alive upstreams taken in turn, in
+                        loop callbacks, with no checks, limits or balancing state
 * ``nginx``             nginx as a load balancer, one worker, keep-alive upstreams
 
 Every other Python proxy runs under the same uvicorn settings (uvloop,
@@ -128,7 +134,200 @@ class _AiohttpResponse:
         self._r.release()
 
 
+def relay(port: int, upstreams: list[str]) -> None:
+    """The floor of any Python proxy: bytes relayed by event-loop callbacks alone.
+
+    Each client connection gets its own upstream connection (taken in turn) and
+    every byte is passed on as it arrives: no parsing, no limits, no pick per
+    request, no task. A proxy in Python cannot spend less per request than this
+    on the same loop, since it makes the same reads and writes.
+    """
+    import asyncio
+    import itertools
+
+    import uvloop
+
+    addresses = itertools.cycle(
+        [(u.split("://", 1)[1].split(":")[0], int(u.rsplit(":", 1)[1])) for u in upstreams]
+    )
+
+    class Upstream(asyncio.Protocol):
+        def __init__(self, client: asyncio.Transport) -> None:
+            self.client = client
+
+        def data_received(self, data: bytes) -> None:
+            self.client.write(data)
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            self.client.close()
+
+    class Client(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: Any = transport
+            self.upstream: Any = None
+            self.pending: list[bytes] = []
+            host, port = next(addresses)
+            loop = asyncio.get_running_loop()
+            self.connecting = loop.create_task(self.connect(loop, host, port))
+
+        async def connect(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
+            upstream, _ = await loop.create_connection(lambda: Upstream(self.transport), host, port)
+            self.upstream = upstream
+            upstream.writelines(self.pending)
+            self.pending.clear()
+
+        def data_received(self, data: bytes) -> None:
+            if self.upstream is None:
+                self.pending.append(data)
+            else:
+                self.upstream.write(data)
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            if self.upstream is not None:
+                self.upstream.close()
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Client, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
+def bare_http(port: int, upstreams: list[str]) -> None:
+    """The floor of a Python HTTP/1.1 proxy: heads parsed and written again, kept-alive
+    upstream connections taken in turn, all in loop callbacks, and nothing else.
+
+    It handles only what this benchmark sends (GETs without bodies, responses
+    framed by Content-Length) and checks nothing: no limits, no clocks, no strict
+    parsing, no balancing state, no retries. A real proxy does all of that on top,
+    so it cannot spend less per request than this.
+    """
+    import asyncio
+    import itertools
+
+    import uvloop
+
+    addresses = itertools.cycle(
+        [(u.split("://", 1)[1].split(":")[0], int(u.rsplit(":", 1)[1])) for u in upstreams]
+    )
+    idle: dict[tuple[str, int], list[Any]] = {}
+
+    def headers_of(block: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        lines = block.split(b"\r\n")
+        fields = []
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            fields.append((name.strip().lower(), value.strip()))
+        return lines[0], fields
+
+    class Upstream(asyncio.Protocol):
+        def __init__(self, address: tuple[str, int]) -> None:
+            self.address = address
+            self.client: Any = None
+            self.buf = b""
+            self.left = -1
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: Any = transport
+
+        def data_received(self, data: bytes) -> None:
+            client = self.client
+            if self.left < 0:
+                buf = self.buf + data
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    self.buf = buf
+                    return
+                self.buf = b""
+                status, fields = headers_of(buf[:end])
+                length = 0
+                out = [status]
+                for name, value in fields:
+                    if name == b"content-length":
+                        length = int(value)
+                    if name not in (b"connection", b"keep-alive"):
+                        out.append(name + b": " + value)
+                body = buf[end + 4 :]
+                self.left = length - len(body)
+                client.transport.write(b"\r\n".join(out) + b"\r\n\r\n" + body)
+            else:
+                self.left -= len(data)
+                client.transport.write(data)
+            if self.left == 0:
+                self.left = -1
+                self.client = None
+                idle.setdefault(self.address, []).append(self)
+                client.done()
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            conns = idle.get(self.address, [])
+            if self in conns:
+                conns.remove(self)
+            if self.client is not None:
+                self.client.transport.close()
+
+    class Client(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: Any = transport
+            self.buf = b""
+            self.busy = False
+            self.client_ip = (transport.get_extra_info("peername") or ("",))[0].encode()
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            if not self.busy:
+                self.next()
+
+        def next(self) -> None:
+            buf = self.buf
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self.buf = buf[end + 4 :]
+            self.busy = True
+            line, fields = headers_of(buf[:end])
+            address = next(addresses)
+            out = [line, b"host: %s:%d" % (address[0].encode(), address[1])]
+            for name, value in fields:
+                if name not in (b"host", b"connection", b"keep-alive"):
+                    out.append(name + b": " + value)
+            out.append(b"x-forwarded-for: " + self.client_ip)
+            head = b"\r\n".join(out) + b"\r\n\r\n"
+            conns = idle.get(address)
+            if conns:
+                upstream = conns.pop()
+                upstream.client = self
+                upstream.transport.write(head)
+            else:
+                self.connecting = asyncio.get_running_loop().create_task(
+                    self.connect(address, head)
+                )
+
+        async def connect(self, address: tuple[str, int], head: bytes) -> None:
+            loop = asyncio.get_running_loop()
+            _, upstream = await loop.create_connection(lambda: Upstream(address), *address)
+            upstream.client = self
+            upstream.transport.write(head)
+
+        def done(self) -> None:
+            self.busy = False
+            if self.buf:
+                self.next()
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Client, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
 def serve(name: str, port: int, upstreams: list[str]) -> None:
+    if name == "python-floor":
+        relay(port, upstreams)
+        return
+    if name == "python-http-floor":
+        bare_http(port, upstreams)
+        return
     import uvicorn
 
     app: Any
@@ -443,6 +642,19 @@ def main() -> int:
                     "--upstream",
                     ups[1],
                 ],
+            )
+        if installed("uvloop"):
+            add(
+                "python-floor",
+                [py, HERE, "--serve", "python-floor", "--port", "{port}"]
+                + [arg for up in ups for arg in ("--upstream", up)],
+                "bytes relayed by loop callbacks, no HTTP: the floor of Python",
+            )
+            add(
+                "python-http-floor",
+                [py, HERE, "--serve", "python-http-floor", "--port", "{port}"]
+                + [arg for up in ups for arg in ("--upstream", up)],
+                "heads parsed and rewritten in callbacks, nothing checked",
             )
         for name, module in (
             ("asgiproxy", "asgiproxy"),
