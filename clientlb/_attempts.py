@@ -174,40 +174,55 @@ async def adrive(
     attempt: Callable[[Lease, float | None], Awaitable[R]],
     rules: Rules[R],
     discard: Callable[[R], Awaitable[None]],
+    settled: tuple[R | None, Exception | None] | None = None,
 ) -> R:
     """Run ``attempt`` until one result is the answer (see the module doc).
     ``discard`` closes a result that will not be delivered (and so settles its
-    lease)."""
+    lease). ``settled`` is the first attempt's result or error when the caller
+    made that attempt itself, recorded and settled as here (the proxy's express
+    lane): the driver goes on from its verdict."""
     call = _Call(plan, rules)
-    try:
-        lease = plan.first()  # afirst_lease() without its coroutine, while slots are free
-    except Saturated as full:
-        lease = await await_slot(plan, rules.queue_timeout, full.version)
-    try:
-        delay = plan.hedge_delay() if rules.hedgeable else None
-        if delay is not None:
-            result = await _hedged(call, attempt, discard, lease, delay)
-        elif plan.attempt_timeout() is not None:
-            result = await _one(call, attempt, lease)
-        else:  # _one() without its coroutine, for the common case: no hedge, no timeout
-            try:
-                answered = await attempt(lease, None)
-            except TimeoutError:
-                timed_out = rules.timeout_error("the attempt's time ran out")
-                _attempt_failed(plan, lease, timed_out)
-                raise timed_out from None
-            except BaseException as failed:
-                _attempt_failed(plan, lease, failed)
-                raise
-            result = _attempt_answered(call, lease, answered)
-    except Exception as error:
-        if not call.again(None, error):
-            raise
-        call.error = error
+    if settled is not None:
+        result, error = settled
+        if error is not None:
+            if not call.again(None, error):
+                raise error
+            call.error = error
+        else:
+            assert result is not None
+            if not call.again(result, None):
+                return result
+            call.result = result
     else:
-        if not call.again(result, None):
-            return result
-        call.result = result
+        try:
+            lease = plan.first()  # afirst_lease() without its coroutine, while slots are free
+        except Saturated as full:
+            lease = await await_slot(plan, rules.queue_timeout, full.version)
+        try:
+            delay = plan.hedge_delay() if rules.hedgeable else None
+            if delay is not None:
+                result = await _hedged(call, attempt, discard, lease, delay)
+            elif plan.attempt_timeout() is not None:
+                result = await _one(call, attempt, lease)
+            else:  # _one() without its coroutine, for the common case: no hedge, no timeout
+                try:
+                    answered = await attempt(lease, None)
+                except TimeoutError:
+                    timed_out = rules.timeout_error("the attempt's time ran out")
+                    _attempt_failed(plan, lease, timed_out)
+                    raise timed_out from None
+                except BaseException as failed:
+                    _attempt_failed(plan, lease, failed)
+                    raise
+                result = _attempt_answered(call, lease, answered)
+        except Exception as error:
+            if not call.again(None, error):
+                raise
+            call.error = error
+        else:
+            if not call.again(result, None):
+                return result
+            call.result = result
     retrying = tenacity.AsyncRetrying(
         retry=call.retry,
         wait=call.wait,

@@ -137,7 +137,11 @@ class AttemptPlan:
 
     def first(self) -> Lease:
         """The first attempt's lease; counts the request towards the retry budget
-        (once: a caller that got ``Saturated`` and waited for a slot asks again)."""
+        (once: a caller that got ``Saturated`` and waited for a slot asks again).
+        Once picked, the same lease until an attempt is recorded (so a shell may
+        pick, then hand the plan to the driver that makes the attempt)."""
+        if self._first is not None and not self.history:
+            return self._first
         if self._noted:
             lease = self.pool.pick(self.key, prefer=self.pin, explain=self.explain)
         else:

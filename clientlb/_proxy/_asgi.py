@@ -356,6 +356,20 @@ class ProxyApp(ProxyBase):
 
         await run_until_disconnect(receive, done, forward)
 
+    async def resume(
+        self,
+        scope: Scope,
+        send: Send,
+        inbound: Inbound,
+        plan: AttemptPlan,
+        settled: tuple[_Answer | None, Exception | None] | None,
+    ) -> None:
+        """Go on with a request (without a body) that ``clientlb proxy``'s express
+        lane began with ``plan``: from its first lease, or, once ``settled``, from
+        the verdict on its first attempt (see ``clientlb._proxy._express``)."""
+        with contextlib.suppress(ClientDisconnected):
+            await self._forward(scope, send, inbound, None, plan, settled)
+
     async def _logged(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``handle_http`` with its access-log line, counting the bytes each way."""
         status = 0
@@ -414,7 +428,13 @@ class ProxyApp(ProxyBase):
         return _Body(receive, parts, length)
 
     async def _forward(
-        self, scope: Scope, send: Send, inbound: Inbound, body: bytes | _Body | None
+        self,
+        scope: Scope,
+        send: Send,
+        inbound: Inbound,
+        body: bytes | _Body | None,
+        plan: AttemptPlan | None = None,
+        settled: tuple[_Answer | None, Exception | None] | None = None,
     ) -> None:
         method: str = scope["method"]
         pool = self.pool
@@ -436,10 +456,11 @@ class ProxyApp(ProxyBase):
         if self.pins is not None:
             token = scope_cookie(scope["headers"], self.pins.cookie.name)
             pin = self.pin(token)
-        explain = self.decision_header is not None
-        plan = AttemptPlan(
-            pool, method, self.hash_key(scope, inbound.client), pin=pin, explain=explain
-        )
+        if plan is None:
+            explain = self.decision_header is not None
+            plan = AttemptPlan(
+                pool, method, self.hash_key(scope, inbound.client), pin=pin, explain=explain
+            )
         extensions = scope.setdefault("extensions", {})
         extensions[ATTEMPTS_EXTENSION] = plan.history
         raw_path = scope_path(scope)
@@ -471,7 +492,7 @@ class ProxyApp(ProxyBase):
             queue_timeout=timeouts.pool,
         )
         try:
-            answer = await adrive(plan, attempt, rules, _Answer.discard)
+            answer = await adrive(plan, attempt, rules, _Answer.discard, settled)
         except NoUpstream as exc:
             return await self._reply(send, scope, reply_for(exc), exc, None)
         except ProtocolError as exc:  # the path leaves this upstream's prefix

@@ -25,6 +25,7 @@ import asyncio
 import collections
 import ssl
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..._core import Upstream
@@ -77,6 +78,9 @@ class _Conn(WriteFlow):
         self.lost: asyncio.Future[None] = loop.create_future()
         self.tunnel: Tunnel | None = None  # after a 101: where the bytes go
         self.deadline = 0.0  # of the read being waited for
+        # Called (instead of waking a waiting task) when the response moves on:
+        # the express lane follows an exchange from the loop's callbacks.
+        self.listener: Callable[[], None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -176,6 +180,10 @@ class _Conn(WriteFlow):
             self.engine._slot_freed(self.conns)
 
     def _wake(self) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener()
+            return
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -221,6 +229,17 @@ class _Conn(WriteFlow):
         if self.closed:
             raise httpx.WriteError("upstream closed the connection")
 
+    def send(
+        self, request: bytes, method: bytes, read_timeout: float | None, upgrade: bool = False
+    ) -> None:
+        """Write a whole request (its head and any body) and await its response."""
+        transport = self.transport
+        assert transport is not None
+        self.reader.start(head_request=method == b"HEAD", upgrade=upgrade)
+        self.read_timeout = read_timeout
+        transport.write(request)
+        self.sent = True
+
     # -- the response, as the proxy reads it ------------------------------------
 
     async def head(self) -> None:
@@ -238,14 +257,17 @@ class _Conn(WriteFlow):
 
     async def read(self) -> bytes:
         """The next piece of the body; ``b""`` once it is complete."""
-        chunks = self.chunks
-        while not chunks:
+        while not self.chunks:
             if self.reader.done:
                 return b""
             if self.error is not None:
                 raise self.error
             await self._wait()
-        chunk = chunks.popleft()
+        return self.take()
+
+    def take(self) -> bytes:
+        """The next piece of the body that arrived (``chunks`` is not empty)."""
+        chunk = self.chunks.popleft()
         self.buffered -= len(chunk)
         if self.reading_paused and self.buffered <= LOW_WATER and self.transport is not None:
             self.reading_paused = False
@@ -255,6 +277,10 @@ class _Conn(WriteFlow):
     async def aclose(self) -> None:
         """Return the connection to the idle list if the exchange ended cleanly,
         else close it (this is how an unfinished exchange is aborted)."""
+        self.release()
+
+    def release(self) -> None:
+        """``aclose()`` without a coroutine."""
         if self.sent and self.reader.reusable and not self.closed and not self.chunks:
             self._clean()
             self.engine._release(self)
@@ -286,15 +312,24 @@ class AsyncioEngine:
         self._read_timer: asyncio.TimerHandle | None = None
         self._read_timer_at = 0.0
 
+    def take_idle(self, upstream: Upstream) -> _Conn | None:
+        """A clean idle connection to ``upstream``, without waiting; ``None`` if
+        there is none (stale ones met on the way are closed)."""
+        conns = self._table.of(upstream.key)
+        if not conns.idle:
+            return None
+        stale: list[_Conn] = []
+        conn = conns.take_idle(time.monotonic(), stale)
+        for old in stale:
+            old._close()
+            old._uncount()
+        return conn
+
     async def _checkout(self, upstream: Upstream, timeouts: Timeouts) -> _Conn:
         conns = self._table.of(upstream.key)
         deadline: float | None = None
         while True:
-            stale: list[_Conn] = []
-            conn = conns.take_idle(time.monotonic(), stale) if conns.idle else None
-            for old in stale:
-                old._close()
-                old._uncount()
+            conn = self.take_idle(upstream)
             if conn is not None:
                 return conn
             if conns.reserve():
@@ -412,14 +447,13 @@ class AsyncioEngine:
         head = request_head(method, target, frame(headers, body))
         conn = await self._checkout(upstream, timeouts)
         try:
-            conn.reader.start(head_request=method == b"HEAD", upgrade=upgrade)
-            conn.read_timeout = timeouts.read
-            transport = conn.transport
-            assert transport is not None
             if body is None or isinstance(body, bytes):
-                transport.write(head + body if body else head)
-                conn.sent = True
+                conn.send(head + body if body else head, method, timeouts.read, upgrade)
             else:
+                transport = conn.transport
+                assert transport is not None
+                conn.reader.start(head_request=method == b"HEAD", upgrade=upgrade)
+                conn.read_timeout = timeouts.read
                 transport.write(head)
                 conn.sent = await _send_stream(conn, transport, body, timeouts.write)
             if conn.write_paused:

@@ -29,6 +29,7 @@ import asyncio
 import collections
 import http
 import logging
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
@@ -40,6 +41,7 @@ from .._upgrade import wants_websocket
 from ._tunnel import End, Tunnel
 
 if TYPE_CHECKING:
+    from .._express import Exchange
     from ._server import FrontEnd
 
 log = logging.getLogger("clientlb.proxy")
@@ -103,6 +105,7 @@ class _Cycle:
         "http11",
         "left",
         "no_body",
+        "resume",
         "scope",
         "started",
         "status",
@@ -128,6 +131,9 @@ class _Cycle:
         self.left: int | None = None  # response bytes still due under its Content-Length
         self.upgrade = False  # answered 101: the connection becomes a tunnel
         self.status = 0
+        # What serves the request instead of the app, when the express lane
+        # began it and hands it on (see ``clientlb._proxy._express``).
+        self.resume: Callable[[], Awaitable[None]] | None = None
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -159,7 +165,7 @@ class _Cycle:
             finally:
                 self.waiter = None
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: MutableMapping[str, Any]) -> None:
         kind = message["type"]
         conn = self.conn
         if conn.lost or (self.complete and self.started):
@@ -167,14 +173,20 @@ class _Cycle:
         if not self.started:
             if kind != "http.response.start":
                 raise RuntimeError(f"expected http.response.start, got {kind!r}")
-            self._start(message["status"], message.get("headers") or [])
+            self.start(message["status"], message.get("headers") or [])
             return
         if kind != "http.response.body":
             raise RuntimeError(f"expected http.response.body, got {kind!r}")
+        if self.write(message.get("body", b""), message.get("more_body", False)):
+            await conn.drain()
+
+    def write(self, body: bytes, more: bool) -> bool:
+        """Write a piece of the response's body, framed, after its head (the
+        first time); ``True`` when the client has yet to catch up before the
+        next piece."""
         if self.complete:
             raise RuntimeError("the response is already complete")
-        body: bytes = message.get("body", b"")
-        more: bool = message.get("more_body", False)
+        conn = self.conn
         if self.no_body:
             data = b""
         elif self.chunked:
@@ -193,7 +205,7 @@ class _Cycle:
             self.head = None
         transport = conn.transport
         if conn.lost or transport is None:
-            return
+            return False
         if data:
             transport.write(data)
         if not more:
@@ -202,8 +214,8 @@ class _Cycle:
                 self.closes = True
             self.wake()
             conn.response_done(self)
-        elif conn.write_paused:
-            await conn.drain()
+            return False
+        return conn.write_paused
 
     async def tunnel(self, upstream: Upstream, settings: WebSocketSettings) -> None:
         """After a 101 start: write it, then relay bytes between the client and
@@ -220,7 +232,9 @@ class _Cycle:
         tunnel = Tunnel(conn, upstream, settings, conn.loop, extensions=extensions)
         await tunnel.run(pending)
 
-    def _start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Take the response's status and headers: its head goes out with the
+        first piece of its body."""
         self.started = True
         self.status = status
         conn = self.conn
@@ -296,6 +310,7 @@ class ClientConnection(WriteFlow):
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.tunnel: Tunnel | None = None
+        self.exchange: Exchange | None = None  # a request in the express lane
         self.counted = True  # counts towards ``client_connections``
 
     def attach(self, tunnel: Tunnel) -> None:
@@ -355,6 +370,8 @@ class ClientConnection(WriteFlow):
         cycle = self.cycle
         if cycle is not None:
             cycle.wake()
+        if self.exchange is not None:
+            self.exchange.cancel()
         running = self.running
         if running is not None and not running.complete and self.task is not None:
             self.task.cancel()  # the "clientlb.disconnect" extension
@@ -366,30 +383,17 @@ class ClientConnection(WriteFlow):
 
     def _start(self, head: RequestHead, body: bytes) -> None:
         self._disarm()
-        target = head.target
-        raw_path, _, query = target.partition(b"?")
-        method = head.method.decode("ascii")
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": "1.1" if head.http11 else "1.0",
-            "server": self.server,
-            "client": self.client,
-            "scheme": "http",
-            "method": method,
-            "root_path": "",
-            "path": (
-                unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
-                if b"%" in raw_path
-                else raw_path.decode("utf-8", "surrogateescape")
-            ),
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": head.headers,
-            "state": {},
-            "extensions": {"clientlb.disconnect": _DISCONNECT},
-        }
+        express = self.front.express
+        if (
+            express is not None
+            and not body
+            and self.reader.body_done
+            and express.take(self, head)
+        ):
+            return
+        scope = self.scope_of(head)
         cycle = self.cycle = _Cycle(self, scope, head.http11)
+        method = scope["method"]
         if head.http11 and wants_websocket(method, head.headers):
             scope["extensions"]["clientlb.tunnel"] = cycle
         reader = self.reader
@@ -403,6 +407,34 @@ class ClientConnection(WriteFlow):
             self._arm(self.last_read + self.limits.body_timeout)
         if body:
             self._take_body(cycle, body)
+        self.run(cycle)
+
+    def scope_of(self, head: RequestHead) -> dict[str, Any]:
+        """The ASGI scope of a request on this connection."""
+        raw_path, _, query = head.target.partition(b"?")
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1" if head.http11 else "1.0",
+            "server": self.server,
+            "client": self.client,
+            "scheme": "http",
+            "method": head.method.decode("ascii"),
+            "root_path": "",
+            "path": (
+                unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
+                if b"%" in raw_path
+                else raw_path.decode("utf-8", "surrogateescape")
+            ),
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": head.headers,
+            "state": {},
+            "extensions": {"clientlb.disconnect": _DISCONNECT},
+        }
+
+    def run(self, cycle: _Cycle) -> None:
+        """Have the connection's task serve ``cycle`` (the current request)."""
         self.queued = cycle
         if self.task is None:
             self.task = self.loop.create_task(self._serve())
@@ -450,7 +482,10 @@ class ClientConnection(WriteFlow):
 
     async def _run(self, cycle: _Cycle) -> None:
         try:
-            await self.front.app(cycle.scope, cycle.receive, cycle.send)  # a reload swaps it
+            if cycle.resume is not None:
+                await cycle.resume()
+            else:
+                await self.front.app(cycle.scope, cycle.receive, cycle.send)  # a reload swaps it
         except asyncio.CancelledError:
             if not cycle.started and not self.lost:
                 self.refuse(503, "the proxy is shutting down")

@@ -19,6 +19,7 @@ import logging
 import socket
 from typing import Any
 
+from .._express import Express, express_lane
 from .._limits import Limits
 from ._connection import ClientConnection
 
@@ -44,6 +45,9 @@ class FrontEnd:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.app = app
+        #: Requests that need none of the app's coroutine path skip it (see
+        #: ``clientlb._proxy._express``); ``None`` when the app is not one for it.
+        self.express: Express | None = express_lane(app)
         self.limits = limits
         self.loop = loop
         self.connections: set[ClientConnection] = set()
@@ -62,6 +66,7 @@ class FrontEnd:
         from now on with ``limits`` (a reload: open connections keep theirs,
         except the cap on their number, which holds at once)."""
         self.app = app
+        self.express = express_lane(app)
         self.limits = limits
         self._tick = min(self._tick, _tick(limits))
         self._admit()
@@ -187,6 +192,9 @@ class FrontEnd:
             for conn in list(self.connections):
                 if conn.running is not None and conn.task is not None:
                     conn.task.cancel()  # answered 503 if no response started
+                elif conn.exchange is not None:
+                    conn.exchange.cancel()
+                    conn.refuse(503, "the proxy is shutting down")
                 else:
                     conn.abort()
             if pending:
