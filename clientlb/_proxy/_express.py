@@ -91,19 +91,19 @@ class Express:
         background = app._background
         if (background is not None and background.idle) or not _plain(app.pool.retry):
             return False
-        method = head.method
-        if head.http11 and wants_websocket(method.decode("ascii"), head.headers):
+        method = head.method.decode("ascii")
+        if head.http11 and wants_websocket(method, head.headers):
             return False
         peer = client.client
         try:
             inbound = app.policy.request(
-                method.decode("ascii"), head.headers, peer[0] if peer else None, "http", head.http11
+                method, head.headers, peer[0] if peer else None, "http", head.http11
             )
         except ProtocolError:
             return False  # the app refuses it, with its log line
         if inbound.framing.kind != "none":
             return False
-        Exchange(self, client, head, inbound).start()
+        Exchange(self, client, head, method, inbound).start()
         return True
 
 
@@ -113,18 +113,18 @@ class Exchange:
     __slots__ = ("client", "conn", "cycle", "express", "head", "inbound", "lease", "plan")
 
     def __init__(
-        self, express: Express, client: ClientConnection, head: RequestHead, inbound: Inbound
+        self,
+        express: Express,
+        client: ClientConnection,
+        head: RequestHead,
+        method: str,
+        inbound: Inbound,
     ) -> None:
-        from ._front._connection import _Cycle
-
         self.express = express
         self.client = client
         self.head = head
         self.inbound = inbound
-        cycle = self.cycle = client.cycle = _Cycle(
-            client, {"method": head.method.decode("ascii")}, head.http11
-        )
-        cycle.body_done = True
+        self.cycle = client.begin(method, head.http11)
         self.plan: AttemptPlan | None = None
         self.lease: Lease | None = None
         self.conn: _Conn | None = None

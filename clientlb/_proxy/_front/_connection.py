@@ -384,12 +384,7 @@ class ClientConnection(WriteFlow):
     def _start(self, head: RequestHead, body: bytes) -> None:
         self._disarm()
         express = self.front.express
-        if (
-            express is not None
-            and not body
-            and self.reader.body_done
-            and express.take(self, head)
-        ):
+        if express is not None and not body and self.reader.body_done and express.take(self, head):
             return
         scope = self.scope_of(head)
         cycle = self.cycle = _Cycle(self, scope, head.http11)
@@ -408,6 +403,13 @@ class ClientConnection(WriteFlow):
         if body:
             self._take_body(cycle, body)
         self.run(cycle)
+
+    def begin(self, method: str, http11: bool) -> _Cycle:
+        """The cycle of a request the express lane serves, whole already (its
+        scope has only the method, until the lane hands it to the app)."""
+        cycle = self.cycle = _Cycle(self, {"method": method}, http11)
+        cycle.body_done = True
+        return cycle
 
     def scope_of(self, head: RequestHead) -> dict[str, Any]:
         """The ASGI scope of a request on this connection."""
