@@ -165,12 +165,14 @@ class AnyioEngine:
             event = anyio.Event()
             queue = self._waiters.setdefault(conns, collections.deque())
             queue.append(event)
+            conns.waiting += 1
             try:
                 with anyio.fail_after(None if deadline is None else deadline - time.monotonic()):
                     await event.wait()
             except TimeoutError:
                 raise httpx.PoolTimeout("every connection to the upstream is busy") from None
             finally:
+                conns.waiting -= 1
                 if event in queue:
                     queue.remove(event)
 
@@ -203,8 +205,11 @@ class AnyioEngine:
 
     async def _release(self, conn: _Conn) -> None:
         now = time.monotonic()
-        for old in self._table.expire(now):  # anyio has no timers outside a task
-            await old._close()
+        if self._table.sweep_due(now):  # anyio has no timers outside a task
+            for old in self._table.expire(now):
+                await old._close()
+            for conns in [conns for conns, queue in self._waiters.items() if not queue]:
+                del self._waiters[conns]
         if conn.conns.put_idle(conn, now):
             self._slot_freed(conn.conns)
         else:

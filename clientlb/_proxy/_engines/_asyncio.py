@@ -349,12 +349,14 @@ class AsyncioEngine:
         waiter = asyncio.get_running_loop().create_future()
         queue = self._waiters.setdefault(conns, collections.deque())
         queue.append(waiter)
+        conns.waiting += 1
         try:
             async with asyncio.timeout(None if deadline is None else deadline - time.monotonic()):
                 await waiter
         except TimeoutError:
             raise httpx.PoolTimeout("every connection to the upstream is busy") from None
         finally:
+            conns.waiting -= 1
             if waiter in queue:
                 queue.remove(waiter)
 
@@ -431,6 +433,8 @@ class AsyncioEngine:
         for conn in self._table.expire(time.monotonic()):
             conn._close()
             conn._uncount()
+        for conns in [conns for conns, queue in self._waiters.items() if not queue]:
+            del self._waiters[conns]
         if self._table.any_idle():
             self._schedule_sweep(loop)
 

@@ -149,7 +149,11 @@ class BlockingEngine:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise httpx.PoolTimeout("every connection to the upstream is busy")
-                self._freed.wait(remaining)
+                conns.waiting += 1
+                try:
+                    self._freed.wait(remaining)
+                finally:
+                    conns.waiting -= 1
         try:
             return self._connect(conns, upstream, timeouts)
         except BaseException:
@@ -193,7 +197,7 @@ class BlockingEngine:
     def _release(self, conn: _Conn) -> None:
         now = time.monotonic()
         with self._lock:
-            expired = self._table.expire(now)
+            expired = self._table.expire(now) if self._table.sweep_due(now) else []
             for old in expired:
                 old.closed = True
                 self._forget(old)

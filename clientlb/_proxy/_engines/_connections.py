@@ -28,7 +28,7 @@ class UpstreamConnections(Generic[C]):
     """Open connections to one upstream: at most ``limit`` (in use or idle), of
     which at most ``max_idle`` idle, each idle for at most ``idle_timeout`` s."""
 
-    __slots__ = ("idle", "idle_timeout", "limit", "max_idle", "open")
+    __slots__ = ("idle", "idle_timeout", "limit", "max_idle", "open", "waiting")
 
     def __init__(self, limit: int | None, max_idle: int, idle_timeout: float) -> None:
         self.limit = limit
@@ -36,6 +36,12 @@ class UpstreamConnections(Generic[C]):
         self.idle_timeout = idle_timeout
         self.idle: list[tuple[float, C]] = []  # (idle since, connection), newest last
         self.open = 0
+        self.waiting = 0  # requests the engine has waiting for a slot here
+
+    @property
+    def unused(self) -> bool:
+        """No connection open, none being opened, and nobody waiting for one."""
+        return not self.open and not self.idle and not self.waiting
 
     def take_idle(self, now: float, stale: list[C]) -> C | None:
         """The most recently used idle connection that is still clean, or ``None``.
@@ -82,11 +88,12 @@ class UpstreamConnections(Generic[C]):
 class ConnectionTable(Generic[C]):
     """Every upstream's connections, by upstream key, under one set of limits."""
 
-    __slots__ = ("_by_key", "limits")
+    __slots__ = ("_by_key", "_next_sweep", "limits")
 
     def __init__(self, limits: UpstreamLimits) -> None:
         self.limits = limits
         self._by_key: dict[str, UpstreamConnections[C]] = {}
+        self._next_sweep = 0.0
 
     def of(self, key: str) -> UpstreamConnections[C]:
         """The connections to the upstream ``key`` (created on first use)."""
@@ -98,9 +105,35 @@ class ConnectionTable(Generic[C]):
             )
         return conns
 
+    def __len__(self) -> int:
+        """Upstreams with an entry (connections, or a request waiting for one)."""
+        return len(self._by_key)
+
+    def sweep_due(self, now: float) -> bool:
+        """Whether an engine without timers should ``expire()`` now: every half
+        idle timeout (between sweeps ``take_idle`` skips what expired), not on
+        every request, as a sweep visits every upstream."""
+        if now < self._next_sweep:
+            return False
+        self._next_sweep = now + self.limits.idle_timeout / 2
+        return True
+
     def expire(self, now: float) -> list[C]:
-        """Remove and return every upstream's idle connections past their time."""
-        return [conn for conns in self._by_key.values() for conn in conns.expire(now)]
+        """Remove and return every upstream's idle connections past their time,
+        and forget the upstreams left unused (see ``UpstreamConnections.unused``):
+        with discovery, upstreams come and go, and the table must not keep every
+        one it ever saw. One whose last connections expire now goes at the next
+        sweep, once the engine has closed them."""
+        gone: list[C] = []
+        unused: list[str] = []
+        for key, conns in self._by_key.items():
+            if conns.idle:
+                gone += conns.expire(now)
+            elif conns.unused:
+                unused.append(key)
+        for key in unused:
+            del self._by_key[key]
+        return gone
 
     def any_idle(self) -> bool:
         return any(conns.idle for conns in self._by_key.values())
