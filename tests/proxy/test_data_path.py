@@ -115,6 +115,9 @@ def test_a_post_that_reached_the_upstream_is_never_resent(engine: str, mode: str
     with Hostile(mode, bad=10, clean_first=1) as up, proxy(engine, [up.url]) as (pool, port):
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             assert client.get("/warm").status_code == 200  # a keep-alive connection
+            # Its lease ends after its connection is idle again: the POST reuses it
+            # (the WSGI server may still be closing the GET's response otherwise).
+            wait_for(lambda: in_flight(pool) == 0)
             started = time.monotonic()
             r = client.post("/pay", content=b"amount=100")
             elapsed = time.monotonic() - started
