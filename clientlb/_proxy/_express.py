@@ -62,6 +62,8 @@ def express_lane(app: Any) -> Express | None:
         return None
     if app.pool.algorithm.hashes and app.key_of is not None:
         return None
+    if not _plain(app.pool.retry):
+        return None
     if not isinstance(app.engine, AsyncioEngine):
         return None
     return Express(app)
@@ -89,7 +91,7 @@ class Express:
         ``False`` when it is not one for the lane, and the front end runs the app."""
         app = self.app
         background = app._background
-        if (background is not None and background.idle) or not _plain(app.pool.retry):
+        if background is not None and background.idle:
             return False
         method = head.method.decode("ascii")
         if head.http11 and wants_websocket(method, head.headers):

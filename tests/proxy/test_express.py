@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clientlb import Metrics, StickyCookie
+from clientlb import Metrics, RetryPolicy, StickyCookie
 from clientlb._proxy import ProxyApp
 
 from ..replicas import Replica
@@ -101,6 +101,8 @@ def test_plain_gets_take_the_lane_after_the_first_connection() -> None:
         ({"access_log": True}, {"method": "GET"}),
         ({"sticky": StickyCookie()}, {"method": "GET"}),
         ({"hash_on": "header:x-user", "algorithm": "ip_hash"}, {"method": "GET"}),
+        ({"retry": RetryPolicy(timeout=30.0)}, {"method": "GET"}),
+        ({"retry": RetryPolicy(hedge_after=5.0)}, {"method": "GET"}),
     ],
 )
 def test_what_the_lane_does_not_take_reaches_the_app(
