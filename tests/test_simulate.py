@@ -157,3 +157,22 @@ def test_a_client_balances_over_its_subset_only() -> None:
     assert (result.failed, len(result.latencies)) == (5, 5)
     assert all(n == 0 for n, d in zip(result.received, dead, strict=True) if d)
     assert run(replace(fleet, subset=0)).failed == 0
+
+
+def test_a_server_held_in_part_is_found() -> None:
+    """Five servers, two clients with subsets of two: each arc spans two and a
+    half servers, so each pool holds a copy of one at half its weight, and the
+    requests it sends there reach that server."""
+    fleet = Fleet(
+        tuple(fixed(0.001, None) for _ in range(5)),
+        "round_robin",
+        clients=2,
+        rate=1_000.0,
+        duration=1.0,
+        warmup=0.0,
+        subset=2,
+    )
+    result = run(fleet)
+    assert result.failed == 0
+    assert all(n > 0 for n in result.received)
+
