@@ -157,3 +157,31 @@ def test_a_client_balances_over_its_subset_only() -> None:
     assert (result.failed, len(result.latencies)) == (5, 5)
     assert all(n == 0 for n, d in zip(result.received, dead, strict=True) if d)
     assert run(replace(fleet, subset=0)).failed == 0
+
+
+def test_a_server_held_in_part_is_found() -> None:
+    """Five servers, two clients with subsets of two: each arc spans two and a
+    half servers, so each pool holds a copy of one at half its weight, and the
+    requests it sends there reach that server."""
+    fleet = Fleet(
+        tuple(fixed(0.001, None) for _ in range(5)),
+        "round_robin",
+        clients=2,
+        rate=1_000.0,
+        duration=1.0,
+        warmup=0.0,
+        subset=2,
+    )
+    result = run(fleet)
+    assert result.failed == 0
+    assert all(n > 0 for n in result.received)
+
+
+def test_latency_outliers_are_ejected_when_asked() -> None:
+    """Round robin over four servers answering in 10 ms and one in 100 ms: with
+    ``latency_factor`` the slow one is ejected once it has answered 20 requests
+    (the default ``latency_min_samples``) and stays out for the ejection's 10 s."""
+    specs = (*(fixed(0.010, None) for _ in range(4)), fixed(0.100, None))
+    fleet = Fleet(specs, "round_robin", rate=100.0, duration=5.0, warmup=0.0)
+    assert run(fleet).received[4] > 80
+    assert 20 <= run(replace(fleet, latency_factor=3.0)).received[4] <= 30

@@ -3,7 +3,7 @@
     python -m benchmarks.simulate [--only validate|scale] [--jobs 2] [--seed 1]
                                   [--servers 1000] [--clients 100] [--duration 30]
                                   [--algorithms ...] [--homogeneous | --weighted]
-                                  [--subset K]
+                                  [--subset K] [--latency-factor X]
                                   [--figures benchmarks/figures]
 
 Run from the repository's root. ``validate`` repeats two loopback benchmarks
@@ -49,6 +49,8 @@ def scale(args: argparse.Namespace) -> None:
         study = replace(study, weighted=True)
     if args.subset:
         study = replace(study, subset=args.subset)
+    if args.latency_factor:
+        study = replace(study, latency_factor=args.latency_factor)
     algorithms = sorted(
         args.algorithms,
         key=lambda a: (a not in COST_ORDER, COST_ORDER.index(a) if a in COST_ORDER else 0),
@@ -69,6 +71,8 @@ def scale(args: argparse.Namespace) -> None:
     kind = " (homogeneous)" if args.homogeneous else " (weighted)" if args.weighted else ""
     if args.subset:
         kind += f", {args.subset} servers per client"
+    if args.latency_factor:
+        kind += f", ejecting servers {args.latency_factor:g}x slower than the median"
     print(
         f"## scale{kind}: "
         f"{study.servers:,} servers x {study.clients} clients, "
@@ -81,6 +85,7 @@ def scale(args: argparse.Namespace) -> None:
     if args.figures:
         suffix = "_homogeneous" if args.homogeneous else "_weighted" if args.weighted else ""
         suffix += f"_subset{args.subset}" if args.subset else ""
+        suffix += f"_eject{args.latency_factor:g}" if args.latency_factor else ""
         for path in plot_scale(results, study, Path(args.figures), suffix):
             print(f"wrote {path}")
 
@@ -109,6 +114,13 @@ def main() -> None:
         type=int,
         default=0,
         help="each client balances over this many servers only (figures named *_subsetK)",
+    )
+    parser.add_argument(
+        "--latency-factor",
+        type=float,
+        default=0.0,
+        help="pools eject servers whose latency EWMA is above this many times their "
+        "pool's median (OutlierDetection.latency_factor; figures named *_ejectX)",
     )
     parser.add_argument("--figures", default="benchmarks/figures", help="'' for none")
     args = parser.parse_args()

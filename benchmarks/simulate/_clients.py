@@ -83,7 +83,8 @@ class PoolClient:
         self.sim, self.pool, self.servers, self.stats = sim, pool, servers, stats
         self.rng = rng
         self.rate, self.concurrency, self.end = rate, concurrency, end
-        self.where = {id(u): s for u, s in zip(upstreams, servers, strict=True)}
+        # by key: a pool holds its own copy of an upstream it takes only part of
+        self.where = {u.key: s for u, s in zip(upstreams, servers, strict=True)}
         if schedule:
             for t in schedule:
                 sim.at(t, self.arrive, False)
@@ -115,7 +116,7 @@ class PoolClient:
 
     def _send(self, request: Request, lease: object) -> None:
         request.lease = lease
-        self.where[id(lease.upstream)].accept(request, request.measured)  # type: ignore[attr-defined]
+        self.where[lease.upstream.key].accept(request, request.measured)  # type: ignore[attr-defined]
 
     def answered(self, request: Request) -> None:
         lease = request.lease
@@ -158,7 +159,7 @@ class PoolClient:
         """The pool's connect probes, each answered after the connect delay."""
         due, following = self.pool.probes_due()
         for upstream in due:
-            server = self.where[id(upstream)]
+            server = self.where[upstream.key]
             self.sim.at(self.sim.now + server.connect_delay, self._probed, (upstream, server))
         if self.sim.now < self.end:
             self.sim.at(self.sim.now + min(max(following, 0.05), 0.5), self.probe)

@@ -26,7 +26,8 @@ class Fleet:
     or each client at the times in ``schedule``; closed loop: ``concurrency``
     requests per client at all times. Requests start until ``duration``; those
     that started from ``warmup`` on are measured. ``outlier=False`` turns
-    passive ejection off (``outlier=None``).
+    passive ejection off (``outlier=None``); ``latency_factor`` turns on
+    ejection of latency outliers (``OutlierDetection.latency_factor``).
     """
 
     servers: tuple[ServerSpec, ...]
@@ -39,6 +40,7 @@ class Fleet:
     warmup: float = 1.0
     seed: int = 1
     outlier: bool = True
+    latency_factor: float | None = None
     connect_delay: float = 0.001
     step: float = 0.25  # the timeline's resolution, seconds
     #: Each upstream's weight in the clients' pools (all 1 when empty).
@@ -109,7 +111,7 @@ def run(fleet: Fleet) -> Result:
         )
     else:
         ups = upstreams(len(servers), fleet.weights)
-        outlier = OutlierDetection() if fleet.outlier else None
+        outlier = OutlierDetection(latency_factor=fleet.latency_factor) if fleet.outlier else None
         for c in range(fleet.clients):
             subset = Subset(fleet.subset, c, fleet.clients) if fleet.subset else None
             pool = Pool(

@@ -101,6 +101,9 @@ class Scale:
     #: Each client's pool holds about ``subset`` servers (0: all): ``Subset``,
     #: which puts every server in the same number of pools.
     subset: int = 0
+    #: Pools eject a server whose latency EWMA is above this many times their
+    #: median (``OutlierDetection.latency_factor``; ``None``: no such ejection).
+    latency_factor: float | None = None
     seed: int = 1
 
     def specs(self) -> tuple[ServerSpec, ...]:
@@ -137,6 +140,7 @@ class Scale:
             seed=self.seed,
             weights=tuple(s.capacity / top for s in specs) if self.weighted else (),
             subset=0 if algorithm == ORACLE else self.subset,
+            latency_factor=self.latency_factor,
         )
 
     def references(self, requests: int = 200_000) -> tuple[Fleet, Fleet]:

@@ -8,23 +8,40 @@ Google SRE book describes for large services) sees a few upstreams often; when
 every upstream is in the same number of subsets, load stays even.
 
 The subsets here are arcs of a ring. The upstreams, ordered by a stable hash of
-their key (the same order in every process), take equal intervals of the ring;
-client ``i`` of ``n`` takes the arc that starts at ``i / n`` and spans at least
-``size`` upstreams: a whole number of the gaps between two clients' starts, as
-in Twitter's deterministic aperture. An upstream only partly inside the arc gets
-that part of its weight. Every point of the ring is then covered by the same
-number of arcs, so every upstream carries the same load, and one upstream
+their key (the same order in every process), take intervals of the ring in
+proportion to their weights; client ``i`` of ``n`` takes the arc that starts at
+``i / n`` and spans at least ``size / len(upstreams)`` of the ring: a whole
+number of the gaps between two clients' starts, as in Twitter's deterministic
+aperture (weighted as in Finagle's weighted aperture). An upstream only partly
+inside the arc gets that part of its weight. Every point of the ring is then
+covered by the same number of arcs, and every arc holds the same weight, so
+every upstream carries load in proportion to its weight (with equal weights:
+the same load, and about ``size`` upstreams in every subset). One upstream
 joining or leaving shifts each arc by about one upstream.
 """
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from ._algorithms._hashing import hash64
 from ._errors import ConfigError
 from ._upstream import MIN_WEIGHT, Upstream
+
+
+def ring_widths(weights: Sequence[float]) -> list[int]:
+    """Whole numbers in exact proportion to ``weights`` (ints and floats, whose
+    ratios are exact: a float's denominator is a power of two), in lowest terms;
+    equal weights give all 1."""
+    ratios = [w.as_integer_ratio() for w in weights]
+    common = math.lcm(*(d for _, d in ratios))
+    widths = [n * (common // d) for n, d in ratios]
+    divisor = math.gcd(*widths)
+    return [w // divisor for w in widths]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +49,14 @@ class Subset:
     """Balance over ``size`` of the primaries only: this process is client
     ``client`` (from 0) of ``clients`` that share them.
 
-    A subset holds ``size`` upstreams or a few more: a whole number of
-    ``upstreams / clients``, so that every upstream is in as many subsets (with
-    1,000 upstreams and 100 clients, 20 gives 20, each upstream in two subsets).
+    A subset spans ``size`` upstreams' worth of the ring or a little more: a
+    whole number of ``upstreams / clients``, so that every upstream is in as many
+    subsets (with 1,000 upstreams of one weight and 100 clients, 20 gives 20,
+    each upstream in two subsets). Upstreams take room on the ring in proportion
+    to their weights, so a subset holds more of the light ones and fewer of the
+    heavy ones, the same weight in every subset; an upstream heavier than a
+    subset's span makes up whole subsets on its own, as in Finagle's weighted
+    aperture.
 
     ``client`` and ``clients`` usually come from the deployment (a StatefulSet
     ordinal, a task index and the replica count). Standbys are not subset.
@@ -59,28 +81,37 @@ class Subset:
         """This client's upstreams of ``upstreams``, with the weight of those only
         partly in its arc scaled down; all of them when there are ``size`` or fewer."""
         n, per = len(upstreams), self.clients
-        # the arc spans a whole number of the gaps between clients (n / clients
-        # upstreams each), so that every point of the ring is in as many arcs
+        # the arc spans a whole number of the gaps between clients (1 / clients
+        # of the ring each), so that every point of the ring is in as many arcs
         gaps = -(-self.size * per // n)  # ceil(size / (n / clients))
         if n <= self.size or gaps >= per:
             return list(upstreams)
         ring = sorted(upstreams, key=lambda u: (hash64(u.key), u.key))
-        # In units of 1/clients of an upstream, so that the arithmetic is exact:
-        # upstream j spans [j * clients, (j + 1) * clients).
-        start = self.client * n
-        end = start + gaps * n
+        # In whole units, so that the arithmetic is exact: upstream j spans
+        # [edges[j] * clients, edges[j + 1] * clients) of a ring of total * clients,
+        # and client c's arc starts at c * total.
+        widths = ring_widths([u.weight for u in ring])
+        edges = list(accumulate(widths, initial=0))
+        total = edges[-1]
+        start = self.client * total
+        end = start + gaps * total
         shares: dict[int, int] = {}
-        j = start // per
-        while j * per < end:
-            part = min((j + 1) * per, end) - max(j * per, start)
-            shares[j % n] = shares.get(j % n, 0) + part
-            j += 1
+        k = bisect_right(edges, start // per) - 1  # the upstream where the arc starts
+        while True:  # k counts on past n where the arc wraps around the ring
+            j = k % n
+            low = (edges[j] + k // n * total) * per
+            if low >= end:
+                break
+            part = min(low + widths[j] * per, end) - max(low, start)
+            shares[j] = shares.get(j, 0) + part
+            k += 1
         chosen = []
         for j, part in shares.items():
             up = ring[j]
-            if part >= per:
+            whole = widths[j] * per
+            if part >= whole:
                 chosen.append(up)
             else:
-                weight = max(MIN_WEIGHT, up.weight * part / per)
+                weight = max(MIN_WEIGHT, up.weight * part / whole)
                 chosen.append(Upstream(up.url, weight, up.max_connections))
         return chosen

@@ -354,7 +354,13 @@ TABLES = (
         "many upstreams; every upstream is in as many subsets. Leave the table out "
         "to balance over all of them.",
         (
-            Key("size", "integer", "Upstreams in each subset (rounded up to even out)."),
+            Key(
+                "size",
+                "integer",
+                "Upstreams in each subset (rounded up to even out). Upstreams take room by "
+                "weight: a subset holds more light ones, and each gets traffic in "
+                "proportion to its weight.",
+            ),
             Key("client", "integer", "This proxy's index, from 0 (a replica ordinal)."),
             Key("clients", "integer", "How many proxies share the upstreams."),
         ),

@@ -143,6 +143,14 @@ def lrt_estimate(m: Member, now: float) -> float:
     return max(estimate, 1e-6)
 
 
+def lrt_measured(m: Member, now: float) -> float:
+    """What turns compare: the estimate without the fading of an idle member."""
+    estimate = m.ewma if m.sampled else 0.001
+    if m.waiting:
+        estimate = max(estimate, now - m.waiting_since / m.waiting)
+    return max(estimate, 1e-6)
+
+
 def lrt_score(m: Member, now: float) -> float:
     return lrt_estimate(m, now) * (m.in_flight + 1) / m.weight
 
@@ -159,8 +167,9 @@ def test_least_response_time_takes_fast_idle_turns_or_the_minimum_score(
     weights: list[int], warm: list[float], ops: list[tuple[int, float]]
 ) -> None:
     """Each pick is nginx's next member in weighted round robin if it is idle and
-    its estimate is within 1% of a best member's, and otherwise a member of the
-    lowest score; the lazy heap never stores a key above the member's key now."""
+    its measured latency (not faded) is within 1% of a best member's, and
+    otherwise a member of the lowest score; the lazy heap never stores a key
+    above the member's key now."""
     clock = FakeClock()
     ups = weighted(weights)
     pool = make_pool(ups, "least_response_time", clock=clock, outlier=None)
@@ -183,9 +192,9 @@ def test_least_response_time_takes_fast_idle_turns_or_the_minimum_score(
             best = min(scores.values())
             tops = [m for m in members if scores[m] <= best * (1 + 1e-9)]
             turn = order[next(turns)]
-            reach = [1.01 * lrt_estimate(m, now) for m in tops]
+            reach = [1.01 * lrt_measured(m, now) for m in tops]
             idle_turn = not turn.in_flight and turn not in tops
-            estimate = lrt_estimate(turn, now)
+            estimate = lrt_measured(turn, now)
             lease = pool.pick()
             chosen = lease.member
             if idle_turn and estimate < min(reach) * (1 - 1e-9):
@@ -216,6 +225,36 @@ def serve_sequentially(
         lease.finish()
         counts[lease.upstream.url] += 1
     return counts
+
+
+def test_least_response_time_turns_go_by_measured_latency_not_by_fading() -> None:
+    """A light member twice as slow as a heavy one, idle for a while: its faded
+    estimate soon matches the heavy one's, but it is not as fast, so it takes no
+    turn; it gets a request again once its faded score is the lowest."""
+    clock = FakeClock()
+    fast, slow = Upstream("http://fast", weight=2), Upstream("http://slow", weight=1)
+    pool = make_pool([fast, slow], "least_response_time", clock=clock, outlier=None)
+    latency = {fast.url: 0.010, slow.url: 0.020}
+    for up in (fast, slow):
+        lease = pick_member(pool, up.url)
+        clock.advance(latency[up.url])
+        lease.responded(200)
+        lease.finish()
+    start = clock()
+    # one request at a time to the fast member: every third pick is the slow
+    # member's turn. Its estimate fades below the fast one's 10 ms after about
+    # 7 s (20 ms * exp(-t / 10 s)); its score (per weight 1) below the fast
+    # one's 5 ms after about 14 s.
+    first = None
+    while clock() - start < 16.0:
+        lease = pool.pick()
+        if lease.upstream.url == slow.url and first is None:
+            first = clock() - start
+        clock.advance(latency[lease.upstream.url])
+        lease.responded(200)
+        lease.finish()
+    assert first is not None
+    assert 13.5 <= first <= 14.5
 
 
 def test_least_response_time_prefers_the_fast_member() -> None:

@@ -46,6 +46,67 @@ def test_every_upstream_carries_the_same_weight_over_all_clients(
         assert sum(weights(pool).values()) == pytest.approx(held)
 
 
+def generations(n: int, light: float = 0.5) -> list[Upstream]:
+    """``n`` upstreams, the first quarter of them (in list order, not ring order)
+    ``light``: an older generation, unevenly spread over the ring."""
+    return [Upstream(u, light if i < n // 4 else 1.0) for i, u in enumerate(urls(n))]
+
+
+def load(listed: list[Upstream], size: int, clients: int) -> Counter[str]:
+    """Each client sends one unit of traffic over its subset in proportion to the
+    weights there: what reaches each upstream in all."""
+    total: Counter[str] = Counter()
+    for client in range(clients):
+        held = weights(Pool(listed, subset=Subset(size, client, clients)))
+        whole = sum(held.values())
+        total.update({url: w / whole for url, w in held.items()})
+    return total
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "clients", "light"),
+    [(1_000, 30, 100, 0.5), (1_000, 20, 100, 1 / 3), (101, 10, 13, 0.25)],
+)
+def test_weighted_upstreams_carry_load_in_proportion_to_their_weights(
+    n: int, size: int, clients: int, light: float
+) -> None:
+    listed = generations(n, light)
+    weight = {u.url: u.weight for u in listed}
+    per_weight = clients / sum(weight.values())  # each upstream's load per unit of weight
+    reached = load(listed, size, clients)
+    assert len(reached) == n
+    for url, value in reached.items():  # a sliver held weighs MIN_WEIGHT (1e-3) at least
+        assert value == pytest.approx(weight[url] * per_weight, rel=1e-9, abs=1e-4), url
+
+
+def test_every_subset_holds_the_same_weight_and_more_of_the_light_upstreams() -> None:
+    listed = generations(1_000)
+    whole = sum(u.weight for u in listed)  # 875
+    held = [weights(Pool(listed, subset=Subset(30, c, 100))) for c in range(100)]
+    for subset in held:
+        assert sum(subset.values()) == pytest.approx(3 * whole / 100)
+    sizes = [len(subset) for subset in held]
+    assert min(sizes) < 30 < max(sizes)  # in the light stretches of the ring, more
+    total: Counter[str] = Counter()
+    for subset in held:
+        total.update(subset)
+    for u in listed:  # each in three subsets' worth of its weight
+        assert total[u.url] == pytest.approx(3 * u.weight)
+
+
+def test_an_upstream_heavier_than_a_subset_makes_up_whole_subsets() -> None:
+    listed = [Upstream(u, 100.0 if i == 0 else 1.0) for i, u in enumerate(urls(100))]
+    alone = []
+    for client in range(50):
+        held = weights(Pool(listed, subset=Subset(4, client, 50)))
+        if set(held) == {listed[0].url}:
+            alone.append(held[listed[0].url])
+    # the heavy one is 100/199 of the ring, an arc 2/50 of it: about 23 arcs
+    # fall inside it, each holding the part of its weight the arc spans
+    assert 22 <= len(alone) <= 24
+    assert alone == pytest.approx([100 * (2 / 50) / (100 / 199)] * len(alone))
+
+
 def test_a_client_holds_upstreams_whole_or_in_part() -> None:
     pool = Pool(urls(101), subset=Subset(10, 3, 13))
     held = weights(pool)

@@ -154,8 +154,11 @@ class LeastResponseTime(Algorithm):
 
     Each pick first offers the request to the member whose turn it is in smooth
     weighted round robin (nginx's sequence): it takes it if it is idle and its
-    estimate is within 1% of the best member's, so one request at a time over
-    equally fast members with weights 5, 1, 1 goes 5:1:1. Otherwise the lowest
+    latency as measured (the estimate before any fading) is within 1% of the
+    best member's, so one request at a time over equally fast members with
+    weights 5, 1, 1 goes 5:1:1. Fading does not make a member as fast as the
+    others: one slower by its samples gets a request again when its faded score
+    is the lowest, not on its turns, whatever its weight. Otherwise the lowest
     score wins, exactly, as before.
 
     Scores live in an indexed heap, as ``log(score) + t / STALE_AFTER`` (``t``
@@ -174,8 +177,8 @@ class LeastResponseTime(Algorithm):
     name = "least_response_time"
     tracks_load = True
     default_latency = 0.001
-    #: How much slower (relatively) than the best an idle member may be and
-    #: still take its turn.
+    #: How much slower (relatively, by measured latency) than the best an idle
+    #: member may be and still take its turn.
     tolerance = 0.01
 
     def rebuild(self, members: Sequence[Member]) -> None:
@@ -195,6 +198,11 @@ class LeastResponseTime(Algorithm):
         if not m.in_flight:  # idle: faded since its last sample (or since it joined)
             base, stamp = (m.ewma, m.peak_stamp) if m.sampled else (self.seed, self.epoch)
             return max(base, _TINY) * math.exp((stamp - now) / STALE_AFTER)
+        return self.measured(m, now)
+
+    def measured(self, m: Member, now: float) -> float:
+        """The member's latency as measured, in seconds: the estimate without
+        the fading of an idle member (what turns compare)."""
         estimate = m.ewma if m.sampled else self.seed
         if m.waiting:
             waited = now - m.waiting_since / m.waiting
@@ -274,7 +282,7 @@ class LeastResponseTime(Algorithm):
             and turn is not top
             and not turn.in_flight
             and not (exclude and turn in exclude)
-            and self.estimate(turn, now) <= self.estimate(top, now) * self.slack
+            and self.measured(turn, now) <= self.measured(top, now) * self.slack
         ):
             return turn
         if not exclude or top not in exclude:
