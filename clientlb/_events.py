@@ -87,8 +87,10 @@ def _serving_line(before: str, now: str) -> tuple[str, int]:
     if now == "standby":
         return "failover: no primary can serve, the standbys take the traffic", logging.WARNING
     if now == "primary":
-        what = "fail-back: the primaries serve again" if before == "standby" else (
-            f"the primaries serve again (after {before})"
+        what = (
+            "fail-back: the primaries serve again"
+            if before == "standby"
+            else (f"the primaries serve again (after {before})")
         )
         return what, logging.INFO
     if now == "panic":
