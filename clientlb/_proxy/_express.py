@@ -228,9 +228,7 @@ class Exchange:
             answer.lease = lease
             return self._hand_over((answer, None))
         self._detach()
-        body = b"".join(conn.chunks) if conn.chunks else b""
-        conn.chunks.clear()
-        conn.buffered = 0
+        body = conn.take_all()  # at most a read or two: a longer body was handed over
         headers = response_headers(conn.headers, status)
         conn.release()
         lease.finish(Outcome.SUCCESS)

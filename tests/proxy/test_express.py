@@ -235,3 +235,32 @@ def test_shutdown_answers_a_request_still_in_the_lane_503() -> None:
                 front.stop()
     assert split_response(raw)[0] == 503
     assert in_flight(app.pool) == 0
+
+
+def test_taking_a_whole_body_at_once_resumes_a_paused_connection() -> None:
+    """The lane takes a body whole: a connection paused for holding too much
+    must read again before it goes back to the idle list."""
+    import asyncio
+
+    from clientlb._proxy._engines import AsyncioEngine
+    from clientlb._proxy._engines._asyncio import _Conn
+
+    class Transport:
+        paused = True
+
+        def resume_reading(self) -> None:
+            self.paused = False
+
+    loop = asyncio.new_event_loop()
+    try:
+        engine = AsyncioEngine()
+        conn = _Conn(engine._table.of("k"), engine, loop)
+        transport = Transport()
+        conn.transport = transport  # type: ignore[assignment]
+        conn.chunks.extend([b"ab", b"cd"])
+        conn.buffered, conn.reading_paused = 4, True
+        assert conn.take_all() == b"abcd"
+        assert not transport.paused and not conn.reading_paused and conn.buffered == 0
+        assert conn.take_all() == b""
+    finally:
+        loop.close()

@@ -274,6 +274,18 @@ class _Conn(WriteFlow):
             self.transport.resume_reading()
         return chunk
 
+    def take_all(self) -> bytes:
+        """Every piece of the body that arrived, at once."""
+        if not self.chunks:
+            return b""
+        body = b"".join(self.chunks)
+        self.chunks.clear()
+        self.buffered = 0
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        return body
+
     async def aclose(self) -> None:
         """Return the connection to the idle list if the exchange ended cleanly,
         else close it (this is how an unfinished exchange is aborted)."""
