@@ -518,61 +518,72 @@ class Pool:
         (``Lease.candidates``: a pass over the tier, so only when asked).
         """
         with self._lock:
-            now = self.clock()
-            roster = self._roster
-            if now >= self._rules.next_timer or roster.dirty:
-                self._current()
-            tried = skip = roster.named(exclude) if exclude else _NO_EXCLUSIONS
-            full = self._full
-            if full:
-                skip = full.union(skip)
-            why = ""
-            member = None if prefer is None else self._pinned(prefer, skip)
-            if member is not None:
-                why = "sticky"
-            else:
-                held = None
-                order = roster.order
-                for tier in order:
-                    out = tier.unavailable
-                    member = tier.algorithm.pick(key, out.union(skip) if out else skip)
+            return self._choose(key, exclude, last_resort, prefer, explain, self.clock())
+
+    def _choose(
+        self,
+        key: str | None,
+        exclude: Collection[Member | MemberState | Upstream],
+        last_resort: bool,
+        prefer: str | None,
+        explain: bool,
+        now: float,
+    ) -> Lease:
+        """``pick()`` at ``now``, under the pool's lock."""
+        roster = self._roster
+        if now >= self._rules.next_timer or roster.dirty:
+            self._current()
+        tried = skip = roster.named(exclude) if exclude else _NO_EXCLUSIONS
+        full = self._full
+        if full:
+            skip = full.union(skip)
+        why = ""
+        member = None if prefer is None else self._pinned(prefer, skip)
+        if member is not None:
+            why = "sticky"
+        else:
+            held = None
+            order = roster.order
+            for tier in order:
+                out = tier.unavailable
+                member = tier.algorithm.pick(key, out.union(skip) if out else skip)
+                if member is not None:
+                    if member.health is _SLOW_START:
+                        held = held or member  # if the next tier has no one, it serves
+                        spill = tier is not order[-1]
+                        member = self._ramp_gate(tier, member, key, skip, now, spill)
                     if member is not None:
-                        if member.health is _SLOW_START:
-                            held = held or member  # if the next tier has no one, it serves
-                            spill = tier is not order[-1]
-                            member = self._ramp_gate(tier, member, key, skip, now, spill)
-                        if member is not None:
-                            break
-                if member is None:
-                    member = held
-            panic = roster.panic
-            if member is None and panic is not None:
-                member = panic.pick(key, skip)
-                why = "panic"
-            if member is None and last_resort:
-                member = roster.last_resort(skip)
-                why = "last resort"
+                        break
             if member is None:
-                if full and self._blocked_by_limits(tried, last_resort):
-                    raise Saturated(version=self._slots.version)
-                raise NoUpstream("no upstream available")
-            if not why:
-                why = "balanced" if member.tier == PRIMARY else "failover"
-            lease = Lease(self, member, now, why)
-            if explain:
-                lease.candidates = self._candidates(why, member, now)
-            member.in_flight += 1
-            member.waiting += 1
-            member.waiting_since += now
-            member.requests += 1
-            limit = member.limit
-            if limit is not None and member.in_flight >= limit:
-                full.add(member)
-            if self._tracks_load:
-                self._tiers[member.tier].algorithm.changed(member)
-                if panic is not None:
-                    panic.changed(member)
-            return lease
+                member = held
+        panic = roster.panic
+        if member is None and panic is not None:
+            member = panic.pick(key, skip)
+            why = "panic"
+        if member is None and last_resort:
+            member = roster.last_resort(skip)
+            why = "last resort"
+        if member is None:
+            if full and self._blocked_by_limits(tried, last_resort):
+                raise Saturated(version=self._slots.version)
+            raise NoUpstream("no upstream available")
+        if not why:
+            why = "balanced" if member.tier == PRIMARY else "failover"
+        lease = Lease(self, member, now, why)
+        if explain:
+            lease.candidates = self._candidates(why, member, now)
+        member.in_flight += 1
+        member.waiting += 1
+        member.waiting_since += now
+        member.requests += 1
+        limit = member.limit
+        if limit is not None and member.in_flight >= limit:
+            full.add(member)
+        if self._tracks_load:
+            self._tiers[member.tier].algorithm.changed(member)
+            if panic is not None:
+                panic.changed(member)
+        return lease
 
     def _candidates(self, why: str, member: Member, now: float) -> tuple[Candidate, ...]:
         """What the algorithm weighed for ``member``'s pick: its tier's serving
@@ -693,12 +704,13 @@ class Pool:
                 self._budget.request(self.clock())
 
     def _pick_noted(self, key: str | None, prefer: str | None, explain: bool) -> Lease:
-        """``note_request()`` and then ``pick()``, in one hold of the lock (a
-        request's first pick)."""
+        """``note_request()`` and then ``pick()``, in one hold of the lock and at
+        one reading of the clock (a request's first pick)."""
         with self._lock:
+            now = self.clock()
             if self._budget is not None:
-                self._budget.request(self.clock())
-            return self.pick(key, prefer=prefer, explain=explain)
+                self._budget.request(now)
+            return self._choose(key, _NO_EXCLUSIONS, False, prefer, explain, now)
 
     def take_retry(self) -> bool:
         """Draw one retry from the budget; ``False`` when it is spent."""
