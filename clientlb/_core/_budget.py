@@ -36,7 +36,11 @@ class BudgetLedger:
         return second % self.slots
 
     def request(self, now: float) -> None:
-        self.requests[self._advance(now)] += 1
+        second = int(now)
+        if second == self.second:  # _advance() has nothing to do: once per request
+            self.requests[second % self.slots] += 1
+        else:
+            self.requests[self._advance(now)] += 1
 
     def has_retry(self, now: float) -> bool:
         """Whether one retry is left, without taking it."""

@@ -86,7 +86,8 @@ class Lease:
                 pool._latencies.add(elapsed)
             else:
                 rules.failed_status(member, status, elapsed, now)
-            pool._settled(member, now)
+            if pool._tracks_load or now >= rules.latency_due:  # else nothing to settle
+                pool._settled(member, now)
 
     def finish(self, outcome: Outcome = Outcome.SUCCESS) -> None:
         """The attempt is over: body closed (``SUCCESS``), failed, or cancelled."""
@@ -125,7 +126,8 @@ class Lease:
                     member.observe(elapsed, now)
             if member.health is _DRAINING and member.in_flight == 0:
                 pool._roster.drop(member)
-            pool._settled(member, now)
+            if pool._tracks_load or now >= rules.latency_due:
+                pool._settled(member, now)
 
     def __repr__(self) -> str:
         return f"<Lease {self.member.upstream.key} done={self.done}>"

@@ -126,7 +126,9 @@ class Member:
         long rest is judged on what it does now, not on what it did then.
         """
         if self.sampled:
-            gap = max(now - self.peak_stamp, 0.0)
+            gap = now - self.peak_stamp
+            if gap < 0.0:  # max(gap, 0.0) without the call: once per response
+                gap = 0.0
             alpha = EWMA_ALPHA if gap <= _FRESH else 1.0 - math.exp(-gap / STALE_AFTER)
             self.ewma += alpha * (latency - self.ewma)
             peak = self.peak
