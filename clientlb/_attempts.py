@@ -199,10 +199,11 @@ async def adrive(
         except Saturated as full:
             lease = await await_slot(plan, rules.queue_timeout, full.version)
         try:
-            delay = plan.hedge_delay() if rules.hedgeable else None
+            untimed = plan.untimed
+            delay = None if untimed or not rules.hedgeable else plan.hedge_delay()
             if delay is not None:
                 result = await _hedged(call, attempt, discard, lease, delay)
-            elif plan.attempt_timeout() is not None:
+            elif not untimed and plan.attempt_timeout() is not None:
                 result = await _one(call, attempt, lease)
             else:  # _one() without its coroutine, for the common case: no hedge, no timeout
                 try:
@@ -220,6 +221,9 @@ async def adrive(
                 raise
             call.error = error
         else:
+            # a status not to retry on: the answer, without again()'s call
+            if rules.status(result) not in plan.policy.retry_on_status:
+                return result
             if not call.again(result, None):
                 return result
             call.result = result
@@ -366,6 +370,8 @@ def drive(
             raise
         call.error = error
     else:
+        if rules.status(result) not in plan.policy.retry_on_status:  # as in adrive()
+            return result
         if not call.again(result, None):
             return result
         call.result = result
@@ -405,7 +411,7 @@ def _sync_next_attempt(
 def _sync_one(call: _Call[R], attempt: Callable[[Lease, float | None], R], lease: Lease) -> R:
     plan = call.plan
     try:
-        result = attempt(lease, plan.attempt_timeout())
+        result = attempt(lease, None if plan.untimed else plan.attempt_timeout())
     except BaseException as error:
         _attempt_failed(plan, lease, error)
         raise

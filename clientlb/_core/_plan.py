@@ -105,6 +105,7 @@ class AttemptPlan:
         "policy",
         "pool",
         "refused",
+        "untimed",
     )
 
     def __init__(
@@ -122,9 +123,14 @@ class AttemptPlan:
         self.method = method
         self.key = key
         self.pin = pin
-        self.policy = policy if policy is not None else pool.retry
-        timeout = self.policy.timeout
+        self.policy = policy = policy if policy is not None else pool.retry
+        timeout = policy.timeout
         self.deadline = None if timeout is None else pool.clock() + timeout
+        #: No deadline, no per-try timeout, no hedges: ``attempt_timeout()`` and
+        #: ``hedge_delay()`` are always ``None`` (the drivers' common case).
+        self.untimed = (
+            timeout is None and policy.per_try_timeout is None and policy.hedge_after is None
+        )
         self.history: list[Attempt] = []
         self.hedges = 0  # hedges sent (the other attempts after the first are retries)
         self.refused = 0  # retries and hedges the retry budget refused
