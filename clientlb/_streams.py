@@ -20,6 +20,8 @@ from ._core import Lease, Outcome
 from ._errors_map import outcome_of
 from ._httpx import httpx
 
+_SUCCESS = Outcome.SUCCESS  # an enum's member, looked up once (not per response)
+
 
 class TrackedSyncStream:
     """A request body stream that notes when it starts to be read."""
@@ -72,7 +74,7 @@ class LeasedSyncStream:
         try:
             self.stream.close()
         finally:
-            self.lease.finish(Outcome.SUCCESS)
+            self.lease.finish(_SUCCESS)
 
 
 class LeasedAsyncStream:
@@ -96,7 +98,7 @@ class LeasedAsyncStream:
         try:
             await self.stream.aclose()
         finally:
-            self.lease.finish(Outcome.SUCCESS)
+            self.lease.finish(_SUCCESS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,9 +136,8 @@ class _Balancer:
             if pool.has_background_work
         ]
 
-    def _route(self, request: httpx.Request) -> Pool | None:
-        if self._pool is not None:
-            return self._pool
+    def _service(self, request: httpx.Request) -> Pool | None:
+        """The pool of the request's host (transports of several services)."""
         return self._services.get(request.url.host)
 
     def _plan(self, pool: Pool, request: httpx.Request) -> AttemptPlan:
@@ -148,7 +147,7 @@ class _Balancer:
         if policy is not None and not isinstance(policy, RetryPolicy):
             raise ConfigError(RETRY_EXTENSION, f"expected a clientlb.RetryPolicy, got {policy!r}")
         explain = extensions.get(EXPLAIN_EXTENSION) is True
-        return AttemptPlan(pool, request.method, key, policy, explain=explain)
+        return AttemptPlan(pool, request.method, key, policy, None, explain)
 
     def _keep(self, response: httpx.Response, lease: Lease) -> httpx.Response:
         raise NotImplementedError
@@ -158,7 +157,12 @@ class _Balancer:
         ``None`` when it is held in memory. Those of a body in memory differ only
         by the pool timeout, which clients set for all their requests: one each
         is kept (a few dozen at most)."""
-        queue_timeout = _pool_timeout(request)
+        # httpx's pool timeout (how long to wait for a connection; here, for a
+        # slot), httpx's default when the request has none
+        timeouts = request.extensions.get("timeout")
+        queue_timeout: float | None = (
+            DEFAULT_POOL_TIMEOUT if timeouts is None else timeouts.get("pool", DEFAULT_POOL_TIMEOUT)
+        )
         if body is not None:
             return Rules(
                 _status,
@@ -195,16 +199,6 @@ def _within(request: httpx.Request, timeout: float) -> httpx.Request:
     }
     request.extensions = {**request.extensions, "timeout": bounded}
     return request
-
-
-def _pool_timeout(request: httpx.Request) -> float | None:
-    """httpx's ``pool`` timeout of ``request`` (how long to wait for a
-    connection; here, for a slot), httpx's default when the request has none."""
-    timeouts = request.extensions.get("timeout")
-    if timeouts is None:
-        return DEFAULT_POOL_TIMEOUT
-    pool: float | None = timeouts.get("pool", DEFAULT_POOL_TIMEOUT)
-    return pool
 
 
 class SyncShell(_Balancer, Generic[T, Q]):
@@ -252,6 +246,7 @@ class SyncShell(_Balancer, Generic[T, Q]):
         library = self._library
         self._fallback = cast("httpx.BaseTransport | None", fallback)
         given_inner = cast("httpx.BaseTransport | None", inner)
+        self._leased = library.streams.leased_sync  # a response's body, holding its lease
         self._inners: Inners[httpx.BaseTransport] = Inners(
             given_inner,
             lambda: library.HTTPTransport(verify=self._ssl_context()),
@@ -266,16 +261,15 @@ class SyncShell(_Balancer, Generic[T, Q]):
         if response.is_closed:  # a body read in full already (mocks): nothing to hold
             lease.finish(Outcome.SUCCESS)
         else:
-            stream = cast(httpx.SyncByteStream, response.stream)
-            response.stream = self._library.streams.leased_sync(stream, lease)  # type: ignore[assignment]
+            response.stream = self._leased(response.stream, lease)  # type: ignore[arg-type,assignment]
         return response
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         for background in self._background:
             background.ensure_running()
         library = self._library
-        pool = self._route(request)
-        if pool is None:
+        pool = self._pool
+        if pool is None and (pool := self._service(request)) is None:
             if self._fallback is not None:
                 return self._fallback.handle_request(request)
             raise library.unknown_service(f"no service named {request.url.host!r}", request=request)
@@ -368,6 +362,7 @@ class AsyncShell(_Balancer, Generic[T, Q]):
         library = self._library
         self._fallback = cast("httpx.AsyncBaseTransport | None", fallback)
         given_inner = cast("httpx.AsyncBaseTransport | None", inner)
+        self._leased = library.streams.leased_async  # a response's body, holding its lease
         self._inners: Inners[httpx.AsyncBaseTransport] = Inners(
             given_inner,
             lambda: library.AsyncHTTPTransport(verify=self._ssl_context()),
@@ -390,8 +385,7 @@ class AsyncShell(_Balancer, Generic[T, Q]):
         if response.is_closed:
             lease.finish(Outcome.SUCCESS)
         else:
-            stream = cast(httpx.AsyncByteStream, response.stream)
-            response.stream = self._library.streams.leased_async(stream, lease)  # type: ignore[assignment]
+            response.stream = self._leased(response.stream, lease)  # type: ignore[arg-type,assignment]
         return response
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -399,8 +393,8 @@ class AsyncShell(_Balancer, Generic[T, Q]):
             if background.idle:  # nobody entered the transport: start with a request
                 await background.start_detached()
         library = self._library
-        pool = self._route(request)
-        if pool is None:
+        pool = self._pool
+        if pool is None and (pool := self._service(request)) is None:
             if self._fallback is not None:
                 return await self._fallback.handle_async_request(request)
             raise library.unknown_service(f"no service named {request.url.host!r}", request=request)
