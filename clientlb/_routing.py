@@ -106,10 +106,12 @@ class Readdress:
         the check below passes."""
         host = upstream.authority.encode("ascii")
         headers = self._headers.__new__(self._headers)
-        headers._list = [
-            (name, lower, host) if lower == b"host" else (name, lower, value)
-            for name, lower, value in request.headers._list
-        ]
+        headers._list = items = request.headers._list.copy()  # its entries are immutable
+        at = 0
+        for item in items:  # no comprehension's frame, no enumerate()'s tuples
+            if item[1] == b"host":
+                items[at] = (item[0], b"host", host)
+            at += 1  # noqa: SIM113
         headers._encoding = None
         copy = self._request.__new__(self._request)
         copy.method = request.method
