@@ -3,7 +3,8 @@
 With ``opentelemetry-api`` installed (the ``otel`` extra) and a span recording
 around the request (the caller's, or the server's in a proxy), each request
 annotates it: where it went, why, and what each attempt did. Without the
-package, or without a recording span, this costs one check per request.
+package, or without a recording span, it costs a check or two per request
+(one look at the current context when nothing is in it).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 from ._core import Attempt, Decision
 
 _trace: Any
+_current_context: Any
 try:
     from opentelemetry import trace as _trace
+    from opentelemetry.context import get_current as _current_context
 except ImportError:  # the optional extra is not installed
-    _trace = None
+    _trace = _current_context = None
 
 _OUTCOMES = "clientlb.attempt_outcomes"
 
@@ -26,7 +29,10 @@ def annotate(decision: Decision | None, attempts: Sequence[Attempt]) -> None:
     """Set the decision's attributes on the current span, if one records."""
     if _trace is None or decision is None:
         return
-    span: Any = _trace.get_current_span()
+    context = _current_context()
+    if not context:  # an empty context holds no span: one call, without a span
+        return
+    span: Any = _trace.get_current_span(context)
     if not span.is_recording():
         return
     span.set_attributes(
