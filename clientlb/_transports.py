@@ -63,6 +63,9 @@ DEFAULT_POOL_TIMEOUT = httpx.Timeout(5.0).pool  # httpx's own default (httpx2's 
 
 HTTPX = Library(httpx, NoUpstreamAvailable, UnknownService)
 
+#: ``Readdress.request``: the request an upstream receives.
+Readdressing = Callable[[httpx.Request, Upstream, Any], httpx.Request]
+
 T = TypeVar("T")  # the library's BaseTransport (or AsyncBaseTransport)
 Q = TypeVar("Q")  # the library's Request, which a hash_on= callable takes
 
@@ -279,10 +282,16 @@ class SyncShell(_Balancer, Generic[T, Q]):
         if not library.is_replayable(stream):
             assert isinstance(stream, library.SyncByteStream)
             stream = body = library.streams.tracked_sync(stream)
-        readdress = library.readdress.request
-        inners = self._inners
 
-        def attempt(lease: Lease, timeout: float | None) -> httpx.Response:
+        # What an attempt needs, bound as defaults: no closure cells to make per request.
+        def attempt(
+            lease: Lease,
+            timeout: float | None,
+            request: httpx.Request = request,
+            stream: Any = stream,
+            readdress: Readdressing = library.readdress.request,
+            inners: Inners[httpx.BaseTransport] = self._inners,
+        ) -> httpx.Response:
             if inners.retired:
                 for retired in inners.take_retired():
                     retired.close()
@@ -404,10 +413,16 @@ class AsyncShell(_Balancer, Generic[T, Q]):
         if not library.is_replayable(stream):
             assert isinstance(stream, library.AsyncByteStream)
             stream = body = library.streams.tracked_async(stream)
-        readdress = library.readdress.request
-        inners = self._inners
 
-        async def attempt(lease: Lease, timeout: float | None) -> httpx.Response:
+        # What an attempt needs, bound as defaults: no closure cells to make per request.
+        async def attempt(
+            lease: Lease,
+            timeout: float | None,
+            request: httpx.Request = request,
+            stream: Any = stream,
+            readdress: Readdressing = library.readdress.request,
+            inners: Inners[httpx.AsyncBaseTransport] = self._inners,
+        ) -> httpx.Response:
             if inners.retired:
                 for retired in inners.take_retired():
                     await retired.aclose()
