@@ -158,12 +158,12 @@ def _attempt_failed(plan: AttemptPlan, lease: Lease, error: BaseException) -> No
     plan.record(lease, outcome)
 
 
-def _attempt_answered(call: _Call[R], lease: Lease, result: R) -> R:
+def _attempt_answered(plan: AttemptPlan, rules: Rules[R], lease: Lease, result: R) -> R:
     """Record an answer and hand its lease to it."""
-    status = call.rules.status(result)
+    status = rules.status(result)
     lease.responded(status)
-    call.plan.record(lease, "response", status)
-    return call.rules.keep(result, lease)
+    plan.record(lease, "response", status)
+    return rules.keep(result, lease)
 
 
 # -- async ------------------------------------------------------------------------
@@ -181,8 +181,8 @@ async def adrive(
     lease). ``settled`` is the first attempt's result or error when the caller
     made that attempt itself, recorded and settled as here (the proxy's express
     lane): the driver goes on from its verdict."""
-    call = _Call(plan, rules)
     if settled is not None:
+        call = _Call(plan, rules)
         result, error = settled
         if error is not None:
             if not call.again(None, error):
@@ -198,13 +198,15 @@ async def adrive(
             lease = plan.first()  # afirst_lease() without its coroutine, while slots are free
         except Saturated as full:
             lease = await await_slot(plan, rules.queue_timeout, full.version)
+        # The call's state (_Call) is made once a retry may follow: the first
+        # attempt only reads its plan and rules, and changes nothing in it.
         try:
             untimed = plan.untimed
             delay = None if untimed or not rules.hedgeable else plan.hedge_delay()
             if delay is not None:
-                result = await _hedged(call, attempt, discard, lease, delay)
+                result = await _hedged(_Call(plan, rules), attempt, discard, lease, delay)
             elif not untimed and plan.attempt_timeout() is not None:
-                result = await _one(call, attempt, lease)
+                result = await _one(_Call(plan, rules), attempt, lease)
             else:  # _one() without its coroutine, for the common case: no hedge, no timeout
                 try:
                     answered = await attempt(lease, None)
@@ -215,8 +217,9 @@ async def adrive(
                 except BaseException as failed:
                     _attempt_failed(plan, lease, failed)
                     raise
-                result = _attempt_answered(call, lease, answered)
+                result = _attempt_answered(plan, rules, lease, answered)
         except Exception as error:
+            call = _Call(plan, rules)
             if not call.again(None, error):
                 raise
             call.error = error
@@ -224,6 +227,7 @@ async def adrive(
             # a status not to retry on: the answer, without again()'s call
             if rules.status(result) not in plan.policy.retry_on_status:
                 return result
+            call = _Call(plan, rules)
             if not call.again(result, None):
                 return result
             call.result = result
@@ -299,7 +303,7 @@ async def _one(
     except BaseException as error:
         _attempt_failed(plan, lease, error)
         raise
-    return _attempt_answered(call, lease, result)
+    return _attempt_answered(plan, call.rules, lease, result)
 
 
 async def _hedged(
@@ -361,17 +365,18 @@ def drive(
 ) -> R:
     """The sync twin of ``adrive()`` (no hedges: they need a second thread of
     control; ``attempt`` applies the attempt timeout it is given to its I/O)."""
-    call = _Call(plan, rules)
     lease = first_lease(plan, rules.queue_timeout)
     try:
-        result = _sync_one(call, attempt, lease)
-    except Exception as error:
+        result = _sync_one(plan, rules, attempt, lease)
+    except Exception as error:  # the call's state made only now, as in adrive()
+        call = _Call(plan, rules)
         if not call.again(None, error):
             raise
         call.error = error
     else:
-        if rules.status(result) not in plan.policy.retry_on_status:  # as in adrive()
+        if rules.status(result) not in plan.policy.retry_on_status:
             return result
+        call = _Call(plan, rules)
         if not call.again(result, None):
             return result
         call.result = result
@@ -401,18 +406,19 @@ def _sync_next_attempt(
     if held is not None:
         discard(held)
     try:
-        call.result = _sync_one(call, attempt, lease)
+        call.result = _sync_one(call.plan, call.rules, attempt, lease)
     except Exception as error:
         call.error = error
         raise
     return call.result
 
 
-def _sync_one(call: _Call[R], attempt: Callable[[Lease, float | None], R], lease: Lease) -> R:
-    plan = call.plan
+def _sync_one(
+    plan: AttemptPlan, rules: Rules[R], attempt: Callable[[Lease, float | None], R], lease: Lease
+) -> R:
     try:
         result = attempt(lease, None if plan.untimed else plan.attempt_timeout())
     except BaseException as error:
         _attempt_failed(plan, lease, error)
         raise
-    return _attempt_answered(call, lease, result)
+    return _attempt_answered(plan, rules, lease, result)
