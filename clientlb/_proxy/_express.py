@@ -146,16 +146,15 @@ class Exchange:
             lease = self.lease = plan.first()
         except (Saturated, NoUpstream):
             return self._hand_over(None)
-        conn = express.engine.take_idle(lease.upstream)
-        if conn is None:
-            return self._hand_over(None)  # the app's attempt connects
         host, prefix = app.upstream_parts(lease.upstream)
         raw_path, _, query = self.head.target.partition(b"?")
         try:
             target = request_target(prefix, raw_path, query)
         except ProtocolError:
-            conn.release()  # unused: still clean
             return self._hand_over(None)  # the app refuses the path
+        conn = express.engine.take_idle(lease.upstream)
+        if conn is None:
+            return self._hand_over(None)  # the app's attempt connects
         headers = inbound.headers
         if inbound.host is None:
             headers = [*headers, (b"host", host)]

@@ -264,3 +264,18 @@ def test_taking_a_whole_body_at_once_resumes_a_paused_connection() -> None:
         assert conn.take_all() == b""
     finally:
         loop.close()
+
+
+def test_a_path_that_leaves_the_prefix_is_refused_by_the_app_not_sent() -> None:
+    with (
+        Replica("a") as a,
+        lane([a.url + "/api"]) as (_, counted, url),
+        httpx.Client(base_url=url) as client,
+    ):
+        assert client.get("/warm").status_code == 200
+        refused = client.get("/%2e%2e/secret")
+        after = client.get("/after")
+    assert refused.status_code == 400 and refused.content.startswith(b"400")
+    assert after.status_code == 200 and after.json()["path"] == "/api/after"
+    assert [r["path"] for r in a.requests] == ["/api/warm", "/api/after"]
+    assert counted.handed == [None, None] and counted.from_start == 0
