@@ -181,18 +181,9 @@ async def adrive(
     lease). ``settled`` is the first attempt's result or error when the caller
     made that attempt itself, recorded and settled as here (the proxy's express
     lane): the driver goes on from its verdict."""
+    failure: Exception | None = None
     if settled is not None:
-        call = _Call(plan, rules)
-        result, error = settled
-        if error is not None:
-            if not call.again(None, error):
-                raise error
-            call.error = error
-        else:
-            assert result is not None
-            if not call.again(result, None):
-                return result
-            call.result = result
+        result, failure = settled
     else:
         try:
             lease = plan.first()  # afirst_lease() without its coroutine, while slots are free
@@ -219,18 +210,21 @@ async def adrive(
                     raise
                 result = _attempt_answered(plan, rules, lease, answered)
         except Exception as error:
-            call = _Call(plan, rules)
-            if not call.again(None, error):
-                raise
-            call.error = error
-        else:
-            # a status not to retry on: the answer, without again()'s call
-            if rules.status(result) not in plan.policy.retry_on_status:
-                return result
-            call = _Call(plan, rules)
-            if not call.again(result, None):
-                return result
-            call.result = result
+            failure = error
+    if failure is not None:
+        call = _Call(plan, rules)
+        if not call.again(None, failure):
+            raise failure
+        call.error = failure
+    else:
+        assert result is not None
+        # a status not to retry on: the answer, without again()'s call
+        if rules.status(result) not in plan.policy.retry_on_status:
+            return result
+        call = _Call(plan, rules)
+        if not call.again(result, None):
+            return result
+        call.result = result
     retrying = tenacity.AsyncRetrying(
         retry=call.retry,
         wait=call.wait,
