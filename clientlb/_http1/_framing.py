@@ -15,13 +15,10 @@ neither header means the body runs until the upstream closes the connection.
 
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
 from ._errors import ProtocolError
 from ._head import Headers
-
-_DIGITS = re.compile(rb"[0-9]{1,18}")
 
 
 class Framing(NamedTuple):
@@ -38,6 +35,7 @@ class Framing(NamedTuple):
     length: int = 0
 
 
+_new_framing = tuple.__new__  # a NamedTuple's own __new__ is Python code, this is not
 NO_BODY = Framing("none")
 CHUNKED = Framing("chunked")
 UNTIL_CLOSE = Framing("close")
@@ -53,16 +51,28 @@ def _framing_headers(headers: Headers) -> tuple[list[bytes], list[bytes], list[b
         elif name == b"transfer-encoding":
             codings += [c.strip(b" \t").lower() for c in value.split(b",")]
         elif name == b"connection":
-            connection += [c.strip(b" \t").lower() for c in value.split(b",")]
+            simple = _SIMPLE_CONNECTION.get(value)
+            if simple is not None:
+                connection.append(simple)
+            else:
+                connection += [c.strip(b" \t").lower() for c in value.split(b",")]
     return lengths, codings, connection
+
+
+# Connection values as sent by nearly everyone, and their one token.
+_SIMPLE_CONNECTION = {
+    value: value.lower() for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close")
+}
 
 
 def _length(lengths: list[bytes], status: int) -> int:
     if len(lengths) > 1:
         raise ProtocolError("more than one Content-Length", status)
-    if not _DIGITS.fullmatch(lengths[0]):
-        raise ProtocolError(f"invalid Content-Length {bytes(lengths[0][:32])!r}", status)
-    return int(lengths[0])
+    value = lengths[0]
+    # isdigit() on bytes is ASCII digits only; 18 of them cannot overflow an int64.
+    if not value.isdigit() or len(value) > 18:
+        raise ProtocolError(f"invalid Content-Length {bytes(value[:32])!r}", status)
+    return int(value)
 
 
 def request_framing(http11: bool, headers: Headers) -> tuple[Framing, bool]:
@@ -84,7 +94,7 @@ def request_framing(http11: bool, headers: Headers) -> tuple[Framing, bool]:
             )
         return CHUNKED, keep_alive
     if lengths:
-        return Framing("length", _length(lengths, 400)), keep_alive
+        return _new_framing(Framing, ("length", _length(lengths, 400))), keep_alive
     return NO_BODY, keep_alive
 
 
@@ -112,5 +122,5 @@ def response_framing(
     if codings:
         return CHUNKED, keep_alive
     if length is not None:
-        return Framing("length", length), keep_alive
+        return _new_framing(Framing, ("length", length)), keep_alive
     return UNTIL_CLOSE, False

@@ -24,7 +24,7 @@ import re
 
 from ._body import BodyDecoder, Fixed, decoder
 from ._errors import ProtocolError
-from ._framing import Framing, request_framing, response_framing
+from ._framing import NO_BODY, Framing, request_framing, response_framing
 from ._head import RequestHead, ResponseHead, parse_request_head, parse_response_head
 from ._limits import HeadLimits
 
@@ -111,11 +111,15 @@ class RequestReader:
         if line_end > limits.request_line:
             raise ProtocolError("the request line is too long", 414)
         head = parse_request_head(buf[: end + 2], limits.header_line)
-        framing, keep_alive = request_framing(head.http11, head.headers)
+        framing, keep_alive = request_framing(head.http11, head.framing)
         self.head, self.framing, self.keep_alive = head, framing, keep_alive
         self._buf = b""
-        self._body = decoder(framing)
         rest = buf[end + 4 :]
+        if framing is NO_BODY:  # the common request: no decoder needed
+            self._state = _DONE
+            self.pending = rest
+            return head, b""
+        self._body = decoder(framing)
         if self._body.done:
             self._state = _DONE
             self.pending = rest
@@ -264,7 +268,7 @@ class ResponseReader:
             if status < 200 and not (status == 101 and self._upgrade):
                 if status == 101:
                     raise ProtocolError("the upstream switched protocols unasked", 502)
-                response_framing(status, head.http11, head.headers, head_request=True)
+                response_framing(status, head.http11, head.framing, head_request=True)
                 self._interim += 1
                 if self._interim > MAX_INTERIM:
                     raise ProtocolError("too many interim responses", 502)
@@ -278,7 +282,7 @@ class ResponseReader:
         framing, keep_alive = response_framing(
             head.status,
             head.http11,
-            head.headers,
+            head.framing,
             head_request=self._head_request or head.status == 101,
         )
         self.head, self.framing = head, framing
@@ -287,6 +291,11 @@ class ResponseReader:
             self.rest = rest
             return b""
         self.keep_alive = keep_alive
+        if framing.kind == "length" and len(rest) >= framing.length:
+            # The whole body came with the head (the common small response).
+            length = framing.length
+            self._finish(rest[length:])
+            return rest[:length] if len(rest) > length else rest
         self._body = decoder(framing)
         if self._body.done:
             self._finish(rest)
