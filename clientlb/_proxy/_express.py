@@ -40,10 +40,9 @@ from .._attempts import _attempt_failed
 from .._core import AttemptPlan, Lease, NoUpstream, Outcome, RetryPolicy, Saturated
 from .._http1 import ProtocolError, RequestHead, request_head
 from .._httpx import httpx
-from .._tracing import annotate
 from ._asgi import ProxyApp, _Answer
 from ._engines import AsyncioEngine
-from ._headers import Inbound, request_target, response_headers
+from ._headers import Inbound, relayed_headers, request_target
 from ._upgrade import wants_websocket
 
 if TYPE_CHECKING:
@@ -94,7 +93,8 @@ class Express:
         if background is not None and background.idle:
             return False
         method = head.method.decode("ascii")
-        if head.http11 and wants_websocket(method, head.headers):
+        # An upgrade needs a Connection header, which the head keeps among ``framing``.
+        if head.framing and head.http11 and wants_websocket(method, head.headers):
             return False
         peer = client.client
         try:
@@ -105,12 +105,13 @@ class Express:
             return False  # the app refuses it, with its log line
         if inbound.framing.kind != "none":
             return False
-        Exchange(self, client, head, method, inbound).start()
+        Exchange(self, client, head, method, inbound)
         return True
 
 
 class Exchange:
-    """One request in the lane, from its head to its response (or its hand-over)."""
+    """One request in the lane, from its head to its response (or its hand-over).
+    Made by ``Express.take()``, it starts at once."""
 
     __slots__ = ("client", "conn", "cycle", "express", "head", "inbound", "lease", "plan")
 
@@ -127,15 +128,9 @@ class Exchange:
         self.head = head
         self.inbound = inbound
         self.cycle = client.begin(method, head.http11)
-        self.plan: AttemptPlan | None = None
         self.lease: Lease | None = None
         self.conn: _Conn | None = None
-
-    def start(self) -> None:
-        express = self.express
         app = express.app
-        inbound = self.inbound
-        method = self.cycle.scope["method"]
         plan = self.plan = AttemptPlan(
             app.pool,
             method,
@@ -145,27 +140,34 @@ class Exchange:
         try:
             lease = self.lease = plan.first()
         except (Saturated, NoUpstream):
-            return self._hand_over(None)
-        host, prefix = app.upstream_parts(lease.upstream)
-        raw_path, _, query = self.head.target.partition(b"?")
+            self._hand_over(None)
+            return
+        upstream = lease.upstream
+        host, prefix = app.upstream_parts(upstream)
+        raw_path, _, query = head.target.partition(b"?")
         try:
             target = request_target(prefix, raw_path, query)
         except ProtocolError:
-            return self._hand_over(None)  # the app refuses the path
-        conn = express.engine.take_idle(lease.upstream)
+            self._hand_over(None)  # the app refuses the path
+            return
+        conn = express.engine.take_idle(upstream)
         if conn is None:
-            return self._hand_over(None)  # the app's attempt connects
+            self._hand_over(None)  # the app's attempt connects
+            return
         headers = inbound.headers
         if inbound.host is None:
             headers = [*headers, (b"host", host)]
         self.conn = conn
-        self.client.exchange = self
+        client.exchange = self
         conn.listener = self._on_upstream
         try:
-            conn.send(request_head(self.head.method, target, headers), self.head.method, None)
+            conn.send(request_head(head.method, target, headers), head.method, None)
         except Exception as exc:  # the transport refused the write
-            return self._failed(httpx.WriteError(str(exc)))
-        self._arm()
+            self._failed(httpx.WriteError(str(exc)))
+            return
+        timeout = express.read_timeout
+        if timeout is not None:
+            express.engine._read_deadline(conn, conn.loop.time() + timeout)
 
     # -- the upstream's side -----------------------------------------------------
 
@@ -228,19 +230,26 @@ class Exchange:
             return self._hand_over((answer, None))
         self._detach()
         body = conn.take_all()  # at most a read or two: a longer body was handed over
-        headers = response_headers(conn.headers, status)
+        framing = conn.reader.framing
+        head = conn.reader.head
+        assert head is not None
+        headers = relayed_headers(head.headers, head.framing, status)
         conn.release()
         lease.finish(Outcome.SUCCESS)
         app = self.express.app
-        decided = plan.decision()
-        annotate(decided, plan.history)
         if app.metrics is not None:
             app.metrics.observe(plan)
-        if app.decision_header is not None and decided is not None:
-            headers.append((app.decision_header, decided.header().encode("latin-1")))
+        if app.decision_header is not None:
+            decided = plan.decision()
+            if decided is not None:
+                headers.append((app.decision_header, decided.header().encode("latin-1")))
         cycle = self.cycle
-        cycle.start(status, headers)
-        cycle.write(body, False)  # the client connection goes on to its next request
+        if (framing is not None and framing.kind == "length") or cycle.no_body_for(status):
+            cycle.whole(status, headers, body)  # its Content-Length is the body's
+        else:
+            cycle.start(status, headers)
+            cycle.write(body, False)
+        # the client connection goes on to its next request
 
     # -- the client's side -------------------------------------------------------
 

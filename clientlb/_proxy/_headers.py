@@ -118,6 +118,9 @@ class Inbound:
     framing: Framing
 
 
+_MAX_AUTHORITIES = 1024  # Host values remembered by a policy
+
+
 class HeaderPolicy:
     """What the proxy sends upstream, built once per proxy.
 
@@ -127,12 +130,15 @@ class HeaderPolicy:
     * **preserve_host** - send the client's ``Host`` instead of the upstream's.
     """
 
-    __slots__ = ("_is_trusted", "networks", "preserve_host")
+    __slots__ = ("_authorities", "_is_trusted", "networks", "preserve_host")
 
     def __init__(self, trusted_proxies: Iterable[str] = (), preserve_host: bool = False) -> None:
         self.networks = parse_networks(trusted_proxies)
         self.preserve_host = preserve_host
         self._is_trusted = functools.lru_cache(maxsize=1024)(self._check)
+        # Host values seen, and whether each is a plain authority: a service sees
+        # few, and a dict look-up is cheaper than the expression.
+        self._authorities: dict[bytes, bool] = {}
 
     def _check(self, address: str) -> bool:
         try:
@@ -191,14 +197,20 @@ class HeaderPolicy:
         if len(hosts) > 1 or (http11 and not hosts):
             raise ProtocolError("a request needs exactly one Host header")
         host = hosts[0] if hosts else None
-        if host and not is_authority(host):
-            raise ProtocolError("invalid Host header")
+        if host:
+            plain = self._authorities.get(host)
+            if plain is None:
+                if len(self._authorities) >= _MAX_AUTHORITIES:
+                    self._authorities.clear()
+                plain = self._authorities[host] = is_authority(host)
+            if not plain:
+                raise ProtocolError("invalid Host header")
         framing = NO_BODY
         if framing_headers is not None:
             framing, _ = request_framing(http11, framing_headers)
         if named:
             out = [(n, v) for n, v in out if n not in named]
-        trusted = self.trusted(peer)
+        trusted = bool(self.networks) and self.trusted(peer)
         client = peer
         chain = b", ".join(forwarded_for) if trusted and forwarded_for else b""
         if chain:
@@ -234,26 +246,31 @@ def response_headers(headers: Sequence[tuple[bytes, bytes]], status: int = 200) 
     header at all. Repeated headers such as two ``Set-Cookie`` stay repeated and
     in order.
     """
+    lowered = [(name.lower(), value) for name, value in headers]
+    return relayed_headers(lowered, [f for f in lowered if f[0] in _CONNECTION_OR_CODING], status)
+
+
+_CONNECTION_OR_CODING = frozenset({b"connection", b"transfer-encoding"})
+
+
+def relayed_headers(headers: Headers, framing: Headers, status: int = 200) -> Headers:
+    """``response_headers()`` of headers whose names are lower-case already, given
+    those among them that decide the framing (``framing``: at least every
+    Connection and Transfer-Encoding field, as ``clientlb._http1`` sets them
+    aside while parsing): one pass that only filters."""
     named: set[bytes] | None = None
-    out: Headers = []
     framed = status in (204, 304)
-    for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == b"connection":
-                named = (
-                    _connection_tokens(value)
-                    if named is None
-                    else named | _connection_tokens(value)
-                )
-            elif lname == b"transfer-encoding":
-                framed = True
-            continue
-        out.append((lname, value))
+    for name, value in framing:
+        if name == b"connection":
+            tokens = _connection_tokens(value)
+            if tokens:
+                named = tokens if named is None else named | tokens
+        elif name == b"transfer-encoding":
+            framed = True
+    drop = HOP_BY_HOP
     if named or framed:
-        drop = (named or set()) | ({b"content-length"} if framed else set())
-        out = [(n, v) for n, v in out if n not in drop]
-    return out
+        drop = drop | (named or set()) | ({b"content-length"} if framed else set())
+    return [field for field in headers if field[0] not in drop]
 
 
 def below_mount(raw_path: bytes, mount: bytes) -> bytes:

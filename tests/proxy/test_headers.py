@@ -7,10 +7,12 @@ import pytest
 
 from clientlb._core import NoUpstream
 from clientlb._errors_map import reply_for
+from clientlb._http1 import parse_response_head
 from clientlb._proxy._headers import (
     HeaderPolicy,
     host_header,
     is_authority,
+    relayed_headers,
     request_target,
     response_headers,
 )
@@ -155,6 +157,26 @@ def test_response_headers_keep_repeats_and_drop_hop_by_hop() -> None:
     assert out == [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"content-length", b"3")]
     chunked = response_headers([(b"transfer-encoding", b"chunked"), (b"content-length", b"3")])
     assert chunked == []
+
+
+@pytest.mark.parametrize("status", [200, 204, 304, 404])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"Content-Length: 3\r\nConnection: keep-alive\r\nX-A: 1\r\n",
+        b"Connection: close, X-Internal\r\nX-Internal: 1\r\nSet-Cookie: a\r\n"
+        b"Keep-Alive: timeout=5\r\nSet-Cookie: b\r\nContent-Length: 0\r\n",
+        b"Transfer-Encoding: chunked\r\nTE: trailers\r\nConnection: X-A\r\nx-a: 2\r\n",
+        b"Connection: Upgrade\r\nConnection: X-B\r\nUpgrade: h2c\r\nX-B: 1\r\nX-C: 3\r\n",
+    ],
+)
+def test_relayed_headers_of_a_parsed_head_are_response_headers(status: int, fields: bytes) -> None:
+    head = parse_response_head(b"HTTP/1.1 %d X\r\n%b" % (status, fields))
+    relayed = relayed_headers(head.headers, head.framing, status)
+    assert relayed == response_headers(head.headers, status)
+    assert relayed == response_headers(
+        [(n.title(), v) for n, v in head.headers], status
+    )  # names as an upstream may write them
 
 
 def test_host_header_omits_default_ports() -> None:

@@ -279,6 +279,32 @@ class _Cycle:
             out.append((b"connection", b"keep-alive"))
         self.head = response_head(_STATUS_LINES[status], out)
 
+    def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """``start()`` and ``write(body, False)`` at once, for a relayed response
+        that arrived whole: ``headers`` are as ``response_headers()`` gives them
+        (lower-case, no hop-by-hop header), with a Content-Length that is
+        ``body``'s length, unless the request was HEAD or the status has no body.
+        No pass over the headers is needed."""
+        self.started = True
+        self.status = status
+        self.complete = True
+        conn = self.conn
+        if self.closes or conn.closing or not conn.reader.keep_alive:
+            self.closes = True
+            headers.append((b"connection", b"close"))
+        elif not self.http11:
+            headers.append((b"connection", b"keep-alive"))
+        transport = conn.transport
+        if not conn.lost and transport is not None:
+            head = response_head(_STATUS_LINES[status], headers)
+            transport.write(head + body if body and not self.no_body_for(status) else head)
+        self.wake()
+        conn.response_done(self)
+
+    def no_body_for(self, status: int) -> bool:
+        """The response to this request has no body (HEAD, 204, 304)."""
+        return status in _NO_BODY_STATUS or self.scope["method"] == "HEAD"
+
 
 class ClientConnection(WriteFlow):
     """One client connection (see the module doc)."""
