@@ -78,6 +78,8 @@ def _length(lengths: list[bytes], status: int) -> int:
 def request_framing(http11: bool, headers: Headers) -> tuple[Framing, bool]:
     """The request body's framing, and whether the client lets the connection
     live after this exchange. Raises ``ProtocolError`` with the status to answer."""
+    if not headers:  # the common request: no body, no Connection header
+        return NO_BODY, http11
     lengths, codings, connection = _framing_headers(headers)
     keep_alive = b"close" not in connection if http11 else b"keep-alive" in connection
     if codings:

@@ -97,9 +97,13 @@ class RequestReader:
 
     def _feed_head(self, data: bytes) -> tuple[RequestHead | None, bytes]:
         searched = len(self._buf)
-        buf = self._buf + data if searched else data
+        if searched:
+            buf = self._buf + data
+            end = _find_end(buf, searched)
+        else:
+            buf = data
+            end = buf.find(b"\r\n\r\n")
         self.received = len(buf)
-        end = _find_end(buf, searched)
         limits = self.limits
         if end < 0:
             self._buf = buf
@@ -247,8 +251,12 @@ class ResponseReader:
     def _feed_head(self, data: bytes) -> bytes:
         while True:
             searched = len(self._buf)
-            buf = self._buf + data if searched else data
-            end = _find_end(buf, searched)
+            if searched:
+                buf = self._buf + data
+                end = _find_end(buf, searched)
+            else:
+                buf = data
+                end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > self.max_head:
                     raise ProtocolError("the upstream's response head is too large", 502)
