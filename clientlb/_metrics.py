@@ -19,11 +19,11 @@ a request costs one call and a few counter increments under a lock.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 import threading
 import time
+from bisect import bisect_left as _bucket_of
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,11 +61,21 @@ class PoolEvent:
 class _Upstream:
     """What was counted of one upstream."""
 
-    __slots__ = ("buckets", "checks", "classes", "count", "ejections", "failed_at", "recent")
+    __slots__ = (
+        "buckets",
+        "checks",
+        "classes",
+        "count",
+        "ejections",
+        "failed_at",
+        "recent",
+        "seconds",
+    )
 
     def __init__(self, bounds: int) -> None:
         self.buckets = [0] * (bounds + 1)  # per bucket, the last one +Inf
         self.count = 0
+        self.seconds = 0.0  # the sum of the counted durations
         self.classes: dict[str, int] = {}
         self.ejections: dict[str, int] = {}
         self.checks = [0, 0]  # passed, failed
@@ -85,7 +95,6 @@ class _Watched:
         "requests",
         "retries",
         "serving",
-        "sums",
         "upstreams",
         "watcher",
     )
@@ -95,7 +104,6 @@ class _Watched:
         self.pool = pool
         self.requests = self.attempts = self.retries = self.hedges = self.refused = 0
         self.upstreams: dict[str, _Upstream] = {}
-        self.sums: dict[str, float] = {}  # seconds, per upstream (kept apart: floats)
         self.serving = ""
         self.watcher: Callable[[str, Member], None] | None = None
 
@@ -216,10 +224,9 @@ class Metrics:
                     kind = _CLASSES[status // 100] if 100 <= status < 600 else "error"
                     elapsed = attempt.elapsed
                     if elapsed is not None:  # a response: its time to headers
-                        counts.buckets[bisect.bisect_left(bounds, elapsed)] += 1
+                        counts.buckets[_bucket_of(bounds, elapsed)] += 1
                         counts.count += 1
-                        sums = watched.sums
-                        sums[attempt.upstream] = sums.get(attempt.upstream, 0.0) + elapsed
+                        counts.seconds += elapsed
                         counts.recent.append(elapsed)
                 else:
                     kind = "cancelled" if attempt.outcome == "cancelled" else "error"
@@ -380,7 +387,6 @@ def _families(
         listed = {row["url"] for row in rows}
         for url in [u for u in counted if u not in listed]:  # gone from the pool
             del counted[url]
-            watched.sums.pop(url, None)
         for url, counts in counted.items():
             where = (pool, ("upstream", url))
             if counts.count:
@@ -389,7 +395,7 @@ def _families(
                     total += n
                     duration.samples.append(("_bucket", (("le", le), *where), total))
                 duration.samples.append(("_count", where, counts.count))
-                duration.samples.append(("_sum", where, watched.sums.get(url, 0.0)))
+                duration.samples.append(("_sum", where, counts.seconds))
             responses.samples += [
                 ("", (("class", k), *where), n) for k, n in sorted(counts.classes.items())
             ]
