@@ -6,14 +6,16 @@ what a transport raises when the call ends on it.
     Saturated (every upstream at its
       max_connections, no room to wait)    -                503 upstreams at connection limit
     NoUpstream (nothing may serve)         -                503 no healthy upstream
-    httpx.PoolTimeout (every conn. busy)   CONNECT_FAILURE  503 upstream busy
+    httpx.PoolTimeout (every conn. busy)   BUSY             503 upstream busy
     httpx.ConnectError, ConnectTimeout     CONNECT_FAILURE  502 upstream unreachable
     httpx.ReadTimeout, WriteTimeout        TIMEOUT          504 upstream timed out
     httpx.ReadError, WriteError, CloseError,
     RemoteProtocolError                    RESET            502 bad upstream response
     anything else (a fault on our side)    CANCELLED        502, never a traceback
 
-A connect failure never reached the upstream, so any method may go elsewhere;
+A connect failure never reached the upstream, so any method may go elsewhere,
+and so may an attempt that found every connection busy (``BUSY``: the caller's
+own limit, which says nothing of the upstream's health);
 after a timeout or a reset the upstream may have acted, so only idempotent
 methods are resent (the core decides, ``AttemptPlan.retry_after``).
 
@@ -56,7 +58,7 @@ def add_library(module: ModuleType) -> None:
         [
             (module.ConnectError, Outcome.CONNECT_FAILURE),
             (module.ConnectTimeout, Outcome.CONNECT_FAILURE),
-            (module.PoolTimeout, Outcome.CONNECT_FAILURE),
+            (module.PoolTimeout, Outcome.BUSY),
             (module.TimeoutException, Outcome.TIMEOUT),
             (module.ReadError, Outcome.RESET),
             (module.WriteError, Outcome.RESET),

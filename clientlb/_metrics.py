@@ -58,6 +58,10 @@ class PoolEvent:
     detail: str  # the ejection rule; for "serving", the tier that serves now
 
 
+# Attempts without a response that say nothing of the upstream (their own classes).
+_NOT_ERRORS = frozenset({"cancelled", "busy"})
+
+
 class _Upstream:
     """What was counted of one upstream."""
 
@@ -229,7 +233,8 @@ class Metrics:
                         counts.seconds += elapsed
                         counts.recent.append(elapsed)
                 else:
-                    kind = "cancelled" if attempt.outcome == "cancelled" else "error"
+                    outcome = attempt.outcome
+                    kind = outcome if outcome in _NOT_ERRORS else "error"
                 classes = counts.classes
                 classes[kind] = classes.get(kind, 0) + 1
                 if kind == "error" or kind == "5xx":

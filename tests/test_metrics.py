@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 import clientlb
-from clientlb import Metrics, OutlierDetection, Pool, RetryBudget, RetryPolicy
+from clientlb import Health, Metrics, OutlierDetection, Pool, RetryBudget, RetryPolicy
 from clientlb._core._slots import Saturated
 from clientlb._exposition import Family, render
 
@@ -100,6 +100,28 @@ def test_errors_with_no_response_and_the_budget() -> None:
     assert got['clientlb_retries_total{pool="default"}'] == 0
     # no response: no duration
     assert not any(k.startswith("clientlb_upstream_request_duration") for k in got)
+
+
+def test_an_attempt_that_found_every_connection_busy_is_not_an_error() -> None:
+    metrics = Metrics()
+    transport = clientlb.BalancingTransport(
+        ["http://a:1", "http://b:1"],
+        inner=answers({"a": httpx.PoolTimeout("every connection is busy"), "b": 200}),
+        outlier=OutlierDetection(consecutive_local_failures=1),
+        retry=RetryPolicy(budget=None),
+        metrics=metrics,
+    )
+    client = httpx.Client(transport=transport, base_url="http://svc")
+    with client:
+        for _ in range(4):  # a POST too: it was never sent
+            assert client.post("/", content=b"x").status_code == 200
+    got = samples(metrics)
+    assert got[
+        'clientlb_upstream_responses_total{class="busy",pool="default",upstream="http://a:1"}'
+    ]
+    assert not any('class="error"' in k for k in got)
+    assert not any(k.startswith("clientlb_upstream_ejections_total") for k in got)
+    assert [m.health for m in transport.pool.members] == [Health.HEALTHY, Health.HEALTHY]
 
 
 def test_ejections_by_rule_and_health_check_results() -> None:

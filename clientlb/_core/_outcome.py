@@ -11,7 +11,12 @@ class Outcome(enum.Enum):
     ``CONNECT_FAILURE`` means the connection was never established, so the upstream
     cannot have seen the request. ``RESET`` and ``TIMEOUT`` happened after the request
     may have reached it. ``CANCELLED`` is the caller giving up: it says nothing about
-    the upstream's health.
+    the upstream's health. ``BUSY`` means the attempt never left the caller: every
+    connection it may open to the upstream stayed in use for the whole wait (a
+    connection pool's limit). Like a connect failure it may go elsewhere whatever
+    the method; like a cancellation it says nothing about the upstream's health
+    (a limit of the caller's own must not eject a healthy upstream, as Envoy does
+    not count a pool's overflow as an outlier).
     """
 
     SUCCESS = "success"
@@ -19,6 +24,7 @@ class Outcome(enum.Enum):
     RESET = "reset"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    BUSY = "busy"
 
     @property
     def is_failure(self) -> bool:
@@ -26,3 +32,5 @@ class Outcome(enum.Enum):
 
 
 FAILURES = frozenset({Outcome.CONNECT_FAILURE, Outcome.RESET, Outcome.TIMEOUT})
+#: Outcomes of attempts that never reached the upstream: any method may go elsewhere.
+NEVER_SENT = frozenset({Outcome.CONNECT_FAILURE, Outcome.BUSY})

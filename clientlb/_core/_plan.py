@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from ._decision import Decision
 from ._errors import NoUpstream
 from ._member import TIER_NAMES, Member
-from ._outcome import Outcome
+from ._outcome import NEVER_SENT, Outcome
 from ._policies import RetryPolicy
 from ._pool import Lease, Pool
 
@@ -265,7 +265,8 @@ class AttemptPlan:
         if not replayable or outcome is Outcome.CANCELLED or self.out_of_time():
             return False
         policy = self.policy
-        if outcome is Outcome.CONNECT_FAILURE:
+        never_sent = outcome in NEVER_SENT
+        if never_sent:
             # Never reached the upstream: try each upstream once, whatever the method.
             if len(set(self._tried)) >= len(self.pool):
                 return False
@@ -277,7 +278,7 @@ class AttemptPlan:
         if not self.pool.take_retry():
             self.refused += 1
             return False
-        if outcome is not Outcome.CONNECT_FAILURE:
+        if not never_sent:
             self._resends += 1
         return True
 

@@ -6,7 +6,15 @@ import itertools
 
 import pytest
 
-from clientlb import ALGORITHMS, Outcome, OutlierDetection, Pool, RetryBudget, RetryPolicy
+from clientlb import (
+    ALGORITHMS,
+    Health,
+    Outcome,
+    OutlierDetection,
+    Pool,
+    RetryBudget,
+    RetryPolicy,
+)
 from clientlb._core import AttemptPlan
 
 from .helpers import FakeClock, fast_algorithm, make_pool, urls
@@ -25,6 +33,26 @@ def test_connect_failure_is_retried_for_any_method(method: str) -> None:
     lease.finish(Outcome.CONNECT_FAILURE)
     assert plan.retry_after(Outcome.CONNECT_FAILURE, replayable=True)
     assert plan.next().upstream.url != lease.upstream.url
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "GET"])
+def test_a_busy_attempt_goes_elsewhere_for_any_method_and_blames_no_one(method: str) -> None:
+    pool = make_pool(
+        urls(2),
+        outlier=OutlierDetection(consecutive_local_failures=1),
+        retry=RetryPolicy(max_retries=0, budget=None),
+    )
+    for _ in range(5):
+        plan = AttemptPlan(pool, method)
+        lease = plan.first()
+        lease.finish(Outcome.BUSY)  # every connection to it was in use: never sent
+        assert plan.retry_after(Outcome.BUSY, replayable=True)  # max_retries=0 counts resends
+        plan.next().finish(Outcome.BUSY)
+        assert not plan.retry_after(Outcome.BUSY, replayable=True)  # each one tried once
+    assert [m.health for m in pool.members] == [Health.HEALTHY, Health.HEALTHY]
+    assert [(m.failures, m.ejections) for m in pool.members] == [(0, 0), (0, 0)]
+    pool.pick().finish(Outcome.CONNECT_FAILURE)  # the control: one refusal ejects
+    assert Health.EJECTED in [m.health for m in pool.members]
 
 
 @pytest.mark.parametrize("outcome", [Outcome.RESET, Outcome.TIMEOUT])
