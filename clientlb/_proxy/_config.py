@@ -15,7 +15,7 @@ import importlib.util
 import ipaddress
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,11 +152,16 @@ def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _build(cls: Any, values: dict[str, Any], name: str) -> Any:
-    """``cls(**values)``, its errors named ``name.key`` (``retry.budget.ratio``)."""
+    """``cls(**values)``, its errors named ``name.key`` (``retry.budget.ratio``).
+
+    TOML has no null, so ``false`` stands for ``None`` where the class takes
+    ``None`` to turn a setting off (``consecutive_local_failures = false``)."""
     known = SCHEMA[name].names
     for key in values:
         if key not in known:
             raise ConfigError(f"{name}.{key}", "unknown setting")
+    offs = _switchable(cls)
+    values = {k: None if v is False and k in offs else v for k, v in values.items()}
     try:
         return cls(**values)
     except ConfigError as exc:
@@ -164,6 +169,18 @@ def _build(cls: Any, values: dict[str, Any], name: str) -> Any:
         raise ConfigError(f"{name}.{key}", str(exc).split(": ", 1)[-1]) from None
     except TypeError as exc:
         raise ConfigError(name, str(exc)) from None
+
+
+def _switchable(cls: Any) -> frozenset[str]:
+    """The fields of dataclass ``cls`` that ``None`` turns off: those that take
+    ``None`` and are not booleans themselves."""
+    if not is_dataclass(cls):
+        return frozenset()
+    return frozenset(
+        f.name
+        for f in fields(cls)
+        if isinstance(f.type, str) and "None" in f.type and "bool" not in f.type
+    )
 
 
 def _subset(table: dict[str, Any]) -> Subset:
@@ -412,10 +429,12 @@ def _as_dict(timeouts: Timeouts) -> dict[str, Any]:
 
 def _timeouts(values: dict[str, Any]) -> Timeouts:
     known = SCHEMA["timeouts"].names
-    for key, value in values.items():
+    for key in values:
         if key not in known:
             raise ConfigError(f"timeouts.{key}", "unknown setting")
-        if value is not None:  # None (from Python) waits forever
+    values = {k: None if v is False else v for k, v in values.items()}  # false: no limit
+    for key, value in values.items():
+        if value is not None:  # None (false in TOML) waits forever
             seconds(f"timeouts.{key}", value)
     return Timeouts(**values)
 

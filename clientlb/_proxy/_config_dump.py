@@ -106,6 +106,9 @@ def _table_lines(table: Table, values: Any, given: bool) -> list[str]:
         else:
             value = getattr(values, key.name)
             commented = value == default
+            if value is None and default is not None:  # turned off: TOML's way
+                lines.append(f"{key.name} = false")
+                continue
         lines.append(_line(key.name, value, commented))
     return lines
 

@@ -232,7 +232,7 @@ TABLES = (
     Table(
         "timeouts",
         "the proxy's upstream timeouts (`ProxyApp(timeout=...)`)",
-        "Seconds allowed on the upstream side.",
+        "Seconds allowed on the upstream side; false for no limit.",
         (
             Key("connect", SECONDS, "To open a connection to an upstream."),
             Key("read", SECONDS, "Between two reads of an upstream's response."),
@@ -294,21 +294,29 @@ TABLES = (
             Key(
                 "consecutive_local_failures",
                 "integer",
-                "Failures in a row with no response (connect, reset, timeout).",
+                "Failures in a row with no response (connect, reset, timeout); false: off.",
             ),
-            Key("consecutive_gateway_errors", "integer", "502/503/504 responses in a row."),
-            Key("consecutive_5xx", "integer", "Any 5xx responses in a row (unset: off)."),
+            Key(
+                "consecutive_gateway_errors",
+                "integer",
+                "502/503/504 responses in a row; false: off.",
+            ),
+            Key("consecutive_5xx", "integer", "Any 5xx responses in a row (unset or false: off)."),
             Key("base_ejection_time", SECONDS, "The first ejection; the n-th lasts n times it."),
             Key("max_ejection_time", SECONDS, "The longest ejection."),
             Key("max_ejected_share", "number", "Largest share of a tier ejected at once."),
             Key(
                 "latency_factor",
                 "number",
-                "Eject an upstream this many times slower than the median (unset: off).",
+                "Eject an upstream this many times slower than the median (unset or false: off).",
             ),
             Key("latency_min_samples", "integer", "Requests before latency is judged."),
             Key("latency_interval", SECONDS, "How often the latency rule is evaluated."),
-            Key("probe_after", SECONDS, "First connect probe of an upstream that refused."),
+            Key(
+                "probe_after",
+                SECONDS,
+                "First connect probe of an upstream that refused; false: no probes.",
+            ),
             Key("max_probe_interval", SECONDS, "Longest wait between connect probes."),
         ),
         OutlierDetection,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clientlb import Upstream
+from clientlb import ConfigError, Upstream
 from clientlb._cli import main, parser, proxy_settings
 from clientlb._proxy._config import build, upstream_entries
 from clientlb._proxy._config_dump import dump
@@ -39,6 +39,12 @@ ROUND_TRIPS = {
         "discovery": {"uris": "file:///srv/up.toml"},
         "subset": {"size": 20, "client": 3, "clients": 100},
     },
+    "turned off": {
+        "upstreams": ["http://a:1"],
+        "outlier": {"consecutive_local_failures": False, "probe_after": False},
+        "timeouts": {"read": False},
+        "sticky": {"max_age": False},
+    },
 }
 
 
@@ -52,6 +58,26 @@ def test_print_config_parses_back_to_the_same_settings(data: dict[str, object]) 
         settings
     )  # weights too: Upstream == is by address
     assert dump(build(tomllib.loads(text))) == text
+
+
+def test_false_turns_off_what_none_turns_off_and_nothing_else() -> None:
+    settings = build(
+        {
+            "upstreams": ["http://a:1"],
+            "outlier": {"consecutive_gateway_errors": False, "latency_factor": False},
+            "timeouts": {"pool": False},
+        }
+    )
+    assert settings.outlier is not None
+    assert settings.outlier.consecutive_gateway_errors is None
+    assert settings.outlier.latency_factor is None
+    assert settings.outlier.consecutive_local_failures == 5  # untouched: the default
+    assert settings.timeouts.pool is None
+    assert "consecutive_gateway_errors = false" in dump(settings).splitlines()
+    with pytest.raises(ConfigError, match=r"outlier\.base_ejection_time"):
+        build({"upstreams": ["http://a:1"], "outlier": {"base_ejection_time": False}})
+    with pytest.raises(ConfigError, match=r"health\.rise"):
+        build({"upstreams": ["http://a:1"], "health": {"rise": False}})
 
 
 def test_print_config_comments_out_defaults_and_tables_left_out() -> None:

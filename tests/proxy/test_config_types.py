@@ -78,7 +78,7 @@ TOP: dict[str, frozenset[str]] = {
 OVERRIDES = {
     "retry.budget": frozenset({"table", "false"}),  # false: no budget
     "discovery.uris": frozenset({"str", "list"}),
-    "sticky.secret": frozenset({"str"}),  # bytes from Python only
+    "sticky.secret": frozenset({"str", "false"}),  # bytes from Python only
 }
 #: An upstream given as a table: ``upstreams = [{ url = ..., weight = ... }]``.
 ENTRY = "upstreams[]"
@@ -90,7 +90,7 @@ def toml_kinds(annotation: Any) -> frozenset[str]:
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return frozenset().union(*(toml_kinds(a) for a in typing.get_args(annotation)))
     if annotation is type(None):
-        return frozenset()  # TOML has no null: leave the key out
+        return frozenset({"false"})  # TOML has no null: false stands for it
     if annotation is float:
         return NUMBER
     if annotation is int:
