@@ -282,7 +282,7 @@ class SyncShell(_Balancer, Generic[T, Q]):
         plan = self._plan(pool, request)
         stream: Any = request.stream
         body = None
-        if not library.is_replayable(stream):
+        if not isinstance(stream, library.ByteStream):  # is_replayable(), without its frame
             assert isinstance(stream, library.SyncByteStream)
             stream = body = library.streams.tracked_sync(stream)
         try:
@@ -297,7 +297,7 @@ class SyncShell(_Balancer, Generic[T, Q]):
                     if inners.retired:
                         for retired in inners.take_retired():
                             retired.close()
-                    upstream = lease.upstream
+                    upstream = lease.member.upstream  # not the property's frame
                     sent = library.readdress.request(request, upstream, stream)
                     response = inners.get(upstream).handle_request(sent)
                 except BaseException as error:
@@ -441,7 +441,7 @@ class AsyncShell(_Balancer, Generic[T, Q]):
         plan = self._plan(pool, request)
         stream: Any = request.stream
         body = None
-        if not library.is_replayable(stream):
+        if not isinstance(stream, library.ByteStream):  # is_replayable(), without its frame
             assert isinstance(stream, library.AsyncByteStream)
             stream = body = library.streams.tracked_async(stream)
         try:
@@ -456,7 +456,7 @@ class AsyncShell(_Balancer, Generic[T, Q]):
                     if inners.retired:
                         for retired in inners.take_retired():
                             await retired.aclose()
-                    upstream = lease.upstream
+                    upstream = lease.member.upstream  # not the property's frame
                     sent = library.readdress.request(request, upstream, stream)
                     response = await inners.get(upstream).handle_async_request(sent)
                 except BaseException as error:
