@@ -166,6 +166,52 @@ def _attempt_answered(plan: AttemptPlan, rules: Rules[R], lease: Lease, result: 
     return rules.keep(result, lease)
 
 
+# -- the shell's own first attempt -------------------------------------------------
+#
+# A driver's common case is one attempt with no timeout and no hedge that
+# answers with a status not to retry on. A shell may make that attempt itself,
+# in its own frame (no coroutine of the driver's, no attempt function made),
+# and call the driver only when it has to: with ``settled``, the first
+# attempt's result or error, once the plan may retry. These functions make it
+# the attempt the driver would have made: settled, recorded and judged alike.
+
+
+def express_lease(plan: AttemptPlan) -> Lease | None:
+    """The first attempt's lease when the shell may make that attempt itself:
+    the plan has no timeout and no hedge (``plan.untimed``) and a slot is free;
+    ``None`` when the driver makes it (it waits for a slot). Raises
+    ``NoUpstream`` as the driver would."""
+    if not plan.untimed:
+        return None
+    try:
+        return plan.first()
+    except Saturated:
+        return None
+
+
+#: Record the shell's first attempt's answer and hand its lease to it. The
+#: answer stands unless its status is one the plan may retry on
+#: (``plan.policy.retry_on_status``): then the driver judges it (``settled``).
+express_answered = _attempt_answered
+
+
+def express_failed(
+    plan: AttemptPlan, rules: Rules[R], lease: Lease, error: BaseException, timed: bool = True
+) -> Exception:
+    """Settle and record the shell's first attempt that raised ``error``: the
+    error to hand the driver (a ``TimeoutError`` as ``rules.timeout_error``, as
+    ``adrive()`` has it; not with ``timed=False``, as ``drive()`` has it).
+    Re-raises what is no ``Exception`` (cancellation)."""
+    if timed and isinstance(error, TimeoutError):
+        timed_out = rules.timeout_error("the attempt's time ran out")
+        _attempt_failed(plan, lease, timed_out)
+        return timed_out
+    _attempt_failed(plan, lease, error)
+    if not isinstance(error, Exception):
+        raise error
+    return error
+
+
 # -- async ------------------------------------------------------------------------
 
 
@@ -356,18 +402,26 @@ def drive(
     attempt: Callable[[Lease, float | None], R],
     rules: Rules[R],
     discard: Callable[[R], None],
+    settled: tuple[R | None, Exception | None] | None = None,
 ) -> R:
     """The sync twin of ``adrive()`` (no hedges: they need a second thread of
     control; ``attempt`` applies the attempt timeout it is given to its I/O)."""
-    lease = first_lease(plan, rules.queue_timeout)
-    try:
-        result = _sync_one(plan, rules, attempt, lease)
-    except Exception as error:  # the call's state made only now, as in adrive()
-        call = _Call(plan, rules)
-        if not call.again(None, error):
-            raise
-        call.error = error
+    failure: Exception | None = None
+    if settled is not None:
+        result, failure = settled
     else:
+        lease = first_lease(plan, rules.queue_timeout)
+        try:
+            result = _sync_one(plan, rules, attempt, lease)
+        except Exception as error:
+            failure = error
+    if failure is not None:  # the call's state made only now, as in adrive()
+        call = _Call(plan, rules)
+        if not call.again(None, failure):
+            raise failure
+        call.error = failure
+    else:
+        assert result is not None
         if rules.status(result) not in plan.policy.retry_on_status:
             return result
         call = _Call(plan, rules)

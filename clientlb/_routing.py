@@ -92,6 +92,8 @@ class Readdress:
             (name, host) if name.lower() == b"host" else (name, value)
             for name, value in request.headers.raw
         ]
+        if not any(name.lower() == b"host" for name, _ in headers):
+            headers.insert(0, (b"Host", host))  # first, where the library puts its own
         return self._request(
             request.method, url, headers=headers, stream=stream, extensions=request.extensions
         )
@@ -101,17 +103,21 @@ class Readdress:
     ) -> httpx.Request:
         """The same request as ``built_request`` without checking and normalising
         again what the original's constructor did: its headers' list is copied
-        with the Host value replaced, and the request's attributes are set as the
-        constructor sets them. Uses private attributes, so it is taken only if
-        the check below passes."""
+        with the Host value replaced (or a Host entry put first), and the
+        request's attributes are set as the constructor sets them. Uses private
+        attributes, so it is taken only if the check below passes."""
         host = upstream.authority.encode("ascii")
         headers = self._headers.__new__(self._headers)
         headers._list = items = request.headers._list.copy()  # its entries are immutable
         at = 0
+        hosts = 0
         for item in items:  # no comprehension's frame, no enumerate()'s tuples
             if item[1] == b"host":
                 items[at] = (item[0], b"host", host)
+                hosts = 1
             at += 1  # noqa: SIM113
+        if not hosts:  # none of its own (a stream given): the upstream's, first
+            items.insert(0, (b"Host", b"host", host))
         headers._encoding = None
         copy = self._request.__new__(self._request)
         copy.method = request.method
@@ -125,25 +131,36 @@ class Readdress:
         upstream = Upstream("http://h:8000/v2")
         stream = object()
         try:
-            request = self._request(
-                "get",
-                "http://svc/a?x=1",
-                headers=[("Accept", "*/*"), ("HOST", "svc"), ("X-A", "1"), ("host", "again")],
-                extensions={"timeout": {"pool": 1.0}},
-            )
-            built = self.built_request(request, upstream, stream)
-            copied = self.copied_request(request, upstream, stream)
-            return (
-                type(copied) is type(built)
-                and vars(copied).keys() == vars(built).keys()
-                and (copied.method, copied.url, copied.extensions, copied.stream)
-                == (built.method, built.url, built.extensions, built.stream)
-                and copied.extensions is not request.extensions
-                and type(copied.headers) is type(built.headers)
-                and vars(copied.headers) == vars(built.headers)
-            )
+            samples = [
+                [("Accept", "*/*"), ("HOST", "svc"), ("X-A", "1"), ("host", "again")],
+                [("Accept", "*/*"), ("Host", "svc")],
+                [("Accept", "*/*")],  # and no Host: the stream given, none is added
+            ]
+            return all(self._copy_is_built(headers, upstream, stream) for headers in samples)
         except Exception:  # another Request or Headers class: take the building path
             return False
+
+    def _copy_is_built(
+        self, headers: list[tuple[str, str]], upstream: Upstream, stream: Any
+    ) -> bool:
+        request = self._request(
+            "get",
+            "http://svc/a?x=1",
+            headers=headers,
+            stream=stream,
+            extensions={"timeout": {"pool": 1.0}},
+        )
+        built = self.built_request(request, upstream, stream)
+        copied = self.copied_request(request, upstream, stream)
+        return (
+            type(copied) is type(built)
+            and vars(copied).keys() == vars(built).keys()
+            and (copied.method, copied.url, copied.extensions, copied.stream)
+            == (built.method, built.url, built.extensions, built.stream)
+            and copied.extensions is not request.extensions
+            and type(copied.headers) is type(built.headers)
+            and vars(copied.headers) == vars(built.headers)
+        )
 
     def parsed_url(self, request_url: httpx.URL, base: str) -> httpx.URL:
         """``base`` followed by the request's raw path and query, parsed again."""

@@ -78,27 +78,49 @@ class LeasedSyncStream:
 
 
 class LeasedAsyncStream:
-    """The async twin of ``LeasedSyncStream``; cancellation releases the lease too."""
+    """The async twin of ``LeasedSyncStream``; cancellation releases the lease too.
+
+    Its iterator is a ``_LeasedChunks``, not an async generator: an event loop
+    registers every async generator that starts (asyncio keeps them in a weak
+    set, for its shutdown) and the client closes it after the last chunk, which
+    a plain iterator is spared."""
 
     def __init__(self, stream: httpx.AsyncByteStream, lease: Lease) -> None:
         self.stream = stream
         self.lease = lease
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self.stream:
-                yield chunk
-        except GeneratorExit:  # iteration abandoned, response still open: aclose() ends it
-            raise
-        except BaseException as exc:
-            self.lease.finish(outcome_of(exc))
-            raise
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _LeasedChunks(self.stream.__aiter__(), self.lease)
 
     async def aclose(self) -> None:
         try:
             await self.stream.aclose()
         finally:
             self.lease.finish(_SUCCESS)
+
+
+class _LeasedChunks:
+    """One iteration of a ``LeasedAsyncStream``: its body's chunks, the lease
+    settled when one fails. An iteration abandoned settles nothing (the
+    response's ``aclose()`` does), as the generator it replaces did."""
+
+    __slots__ = ("chunks", "lease")
+
+    def __init__(self, chunks: AsyncIterator[bytes], lease: Lease) -> None:
+        self.chunks = chunks
+        self.lease = lease
+
+    def __aiter__(self) -> _LeasedChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.chunks.__anext__()
+        except StopAsyncIteration:
+            raise
+        except BaseException as exc:
+            self.lease.finish(outcome_of(exc))
+            raise
 
 
 @dataclass(frozen=True, slots=True)

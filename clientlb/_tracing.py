@@ -10,17 +10,35 @@ package, or without a recording span, it costs a check or two per request
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from ._core import Attempt, Decision
 
 _trace: Any
 _current_context: Any
+
+
+def _context_reader() -> Any:
+    """``opentelemetry.context.get_current``; or, with its default runtime
+    context (the current context in a ``ContextVar``), that variable's ``get``:
+    the same reading in one C call, without two Python frames per request."""
+    from opentelemetry import context
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    runtime = getattr(context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if type(runtime) is ContextVarsRuntimeContext and isinstance(variable, ContextVar):
+        return variable.get
+    return context.get_current
+
+
 try:
     from opentelemetry import trace as _trace
-    from opentelemetry.context import get_current as _current_context
 except ImportError:  # the optional extra is not installed
     _trace = _current_context = None
+else:
+    _current_context = _context_reader()
 
 _OUTCOMES = "clientlb.attempt_outcomes"
 

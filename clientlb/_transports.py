@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import operator
 import ssl
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
 from ._attempts import (
@@ -28,6 +28,9 @@ from ._attempts import (
     Rules,
     adrive,
     drive,
+    express_answered,
+    express_failed,
+    express_lease,
 )
 from ._background import AsyncBackground, Background
 from ._core import (
@@ -279,30 +282,33 @@ class SyncShell(_Balancer, Generic[T, Q]):
         plan = self._plan(pool, request)
         stream: Any = request.stream
         body = None
-        if not library.is_replayable(stream):
+        if not isinstance(stream, library.ByteStream):  # is_replayable(), without its frame
             assert isinstance(stream, library.SyncByteStream)
             stream = body = library.streams.tracked_sync(stream)
-
-        # What an attempt needs, bound as defaults: no closure cells to make per request.
-        def attempt(
-            lease: Lease,
-            timeout: float | None,
-            request: httpx.Request = request,
-            stream: Any = stream,
-            readdress: Readdressing = library.readdress.request,
-            inners: Inners[httpx.BaseTransport] = self._inners,
-        ) -> httpx.Response:
-            if inners.retired:
-                for retired in inners.take_retired():
-                    retired.close()
-            upstream = lease.upstream
-            sent = readdress(request, upstream, stream)
-            if timeout is not None:
-                sent = _within(sent, timeout)
-            return inners.get(upstream).handle_request(sent)
-
         try:
-            response = drive(plan, attempt, self._rules(request, body), library.Response.close)
+            rules = self._rules(request, body)
+            # The first attempt made here, as the driver would (see express_lease):
+            # the driver is called only when it must wait, time or judge.
+            settled: tuple[httpx.Response | None, Exception | None] | None = None
+            lease = express_lease(plan)
+            if lease is not None:
+                inners = self._inners
+                try:
+                    if inners.retired:
+                        for retired in inners.take_retired():
+                            retired.close()
+                    upstream = lease.member.upstream  # not the property's frame
+                    sent = library.readdress.request(request, upstream, stream)
+                    response = inners.get(upstream).handle_request(sent)
+                except BaseException as error:
+                    settled = None, express_failed(plan, rules, lease, error, timed=False)
+                else:
+                    response = express_answered(plan, rules, lease, response)
+                    if rules.status(response) in plan.policy.retry_on_status:
+                        settled = response, None
+            if lease is None or settled is not None:
+                attempt = self._attempt(request, stream)
+                response = drive(plan, attempt, rules, library.Response.close, settled)
         except NoUpstream as exc:
             raise call_failed(exc, plan.history, library.no_upstream) from exc
         except library.TransportError as error:
@@ -316,6 +322,31 @@ class SyncShell(_Balancer, Generic[T, Q]):
         extensions[DECISION_EXTENSION] = decision = plan.decision()
         annotate(decision, history)
         return response
+
+    def _attempt(
+        self, request: httpx.Request, stream: Any
+    ) -> Callable[[Lease, float | None], httpx.Response]:
+        """The driver's attempt: ``request`` (whose body is ``stream``) sent once."""
+
+        # What an attempt needs, bound as defaults: no closure cells to read.
+        def attempt(
+            lease: Lease,
+            timeout: float | None,
+            request: httpx.Request = request,
+            stream: Any = stream,
+            readdress: Readdressing = self._library.readdress.request,
+            inners: Inners[httpx.BaseTransport] = self._inners,
+        ) -> httpx.Response:
+            if inners.retired:
+                for retired in inners.take_retired():
+                    retired.close()
+            upstream = lease.upstream
+            sent = readdress(request, upstream, stream)
+            if timeout is not None:
+                sent = _within(sent, timeout)
+            return inners.get(upstream).handle_request(sent)
+
+        return attempt
 
     def close(self) -> None:
         for background in self._background:
@@ -410,32 +441,33 @@ class AsyncShell(_Balancer, Generic[T, Q]):
         plan = self._plan(pool, request)
         stream: Any = request.stream
         body = None
-        if not library.is_replayable(stream):
+        if not isinstance(stream, library.ByteStream):  # is_replayable(), without its frame
             assert isinstance(stream, library.AsyncByteStream)
             stream = body = library.streams.tracked_async(stream)
-
-        # What an attempt needs, bound as defaults: no closure cells to make per request.
-        async def attempt(
-            lease: Lease,
-            timeout: float | None,
-            request: httpx.Request = request,
-            stream: Any = stream,
-            readdress: Readdressing = library.readdress.request,
-            inners: Inners[httpx.AsyncBaseTransport] = self._inners,
-        ) -> httpx.Response:
-            if inners.retired:
-                for retired in inners.take_retired():
-                    await retired.aclose()
-            upstream = lease.upstream
-            sent = readdress(request, upstream, stream)
-            if timeout is not None:
-                sent = _within(sent, timeout)
-            return await inners.get(upstream).handle_async_request(sent)
-
         try:
-            response = await adrive(
-                plan, attempt, self._rules(request, body), library.Response.aclose
-            )
+            rules = self._rules(request, body)
+            # The first attempt made here, as the driver would (see express_lease):
+            # the driver's coroutine runs only when it must wait, time or judge.
+            settled: tuple[httpx.Response | None, Exception | None] | None = None
+            lease = express_lease(plan)
+            if lease is not None:
+                inners = self._inners
+                try:
+                    if inners.retired:
+                        for retired in inners.take_retired():
+                            await retired.aclose()
+                    upstream = lease.member.upstream  # not the property's frame
+                    sent = library.readdress.request(request, upstream, stream)
+                    response = await inners.get(upstream).handle_async_request(sent)
+                except BaseException as error:
+                    settled = None, express_failed(plan, rules, lease, error)
+                else:
+                    response = express_answered(plan, rules, lease, response)
+                    if rules.status(response) in plan.policy.retry_on_status:
+                        settled = response, None
+            if lease is None or settled is not None:
+                attempt = self._attempt(request, stream)
+                response = await adrive(plan, attempt, rules, library.Response.aclose, settled)
         except NoUpstream as exc:
             raise call_failed(exc, plan.history, library.no_upstream) from exc
         except library.TransportError as error:
@@ -449,6 +481,31 @@ class AsyncShell(_Balancer, Generic[T, Q]):
         extensions[DECISION_EXTENSION] = decision = plan.decision()
         annotate(decision, history)
         return response
+
+    def _attempt(
+        self, request: httpx.Request, stream: Any
+    ) -> Callable[[Lease, float | None], Awaitable[httpx.Response]]:
+        """The driver's attempt: ``request`` (whose body is ``stream``) sent once."""
+
+        # What an attempt needs, bound as defaults: no closure cells to read.
+        async def attempt(
+            lease: Lease,
+            timeout: float | None,
+            request: httpx.Request = request,
+            stream: Any = stream,
+            readdress: Readdressing = self._library.readdress.request,
+            inners: Inners[httpx.AsyncBaseTransport] = self._inners,
+        ) -> httpx.Response:
+            if inners.retired:
+                for retired in inners.take_retired():
+                    await retired.aclose()
+            upstream = lease.upstream
+            sent = readdress(request, upstream, stream)
+            if timeout is not None:
+                sent = _within(sent, timeout)
+            return await inners.get(upstream).handle_async_request(sent)
+
+        return attempt
 
     async def aclose(self) -> None:
         for background in reversed(self._background):  # task groups close in reverse

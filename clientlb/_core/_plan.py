@@ -77,6 +77,7 @@ _set_outcome = vars(Attempt)["outcome"].__set__
 _set_status = vars(Attempt)["status"].__set__
 _set_elapsed = vars(Attempt)["elapsed"].__set__
 _set_reason = vars(Attempt)["reason"].__set__
+_new_attempt = object.__new__
 
 
 class AttemptPlan:
@@ -250,9 +251,14 @@ class AttemptPlan:
 
     def record(self, lease: Lease, outcome: Outcome | str, status: int | None = None) -> None:
         """Add one attempt to the history."""
-        label = outcome if isinstance(outcome, str) else outcome.value
-        url = lease.member.upstream.url
-        self.history.append(Attempt(url, label, status, lease.elapsed, lease.reason))
+        # Attempt(...) without its __init__'s frame: the same slots set alike
+        attempt = _new_attempt(Attempt)
+        _set_upstream(attempt, lease.member.upstream.url)
+        _set_outcome(attempt, outcome if isinstance(outcome, str) else outcome.value)
+        _set_status(attempt, status)
+        _set_elapsed(attempt, lease.elapsed)
+        _set_reason(attempt, lease.reason)
+        self.history.append(attempt)
 
     def retry_after(
         self, outcome: Outcome | None, *, status: int | None = None, replayable: bool

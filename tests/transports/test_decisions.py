@@ -90,6 +90,26 @@ async def test_the_async_twin_too(anyio_backend: str) -> None:
     assert decision.upstream == A and decision.candidates[0].upstream == A
 
 
+async def test_an_async_call_annotates_its_recording_span(anyio_backend: str) -> None:
+    """The current context is read where the call runs (a task of its own under
+    trio or asyncio): its span gets the decision; a call outside it, none."""
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+    export = pytest.importorskip("opentelemetry.sdk.trace.export")
+    memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
+    exporter = memory.InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(export.SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("tests")
+    transport = clientlb.AsyncBalancingTransport([A], inner=ScriptedUpstreams({A: 200}))
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as c:
+        with tracer.start_as_current_span("call"):
+            await c.get("/x")
+        await c.get("/y")
+    (span,) = exporter.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert (attributes["clientlb.upstream"], attributes["clientlb.attempts"]) == (A, 1)
+
+
 # -- events ---------------------------------------------------------------------------
 
 

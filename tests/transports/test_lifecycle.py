@@ -143,6 +143,40 @@ async def test_a_call_whose_every_attempt_failed_is_both_errors(flavour: Flavour
     assert {a.outcome for a in info.value.attempts} == {"connect_failure"}
 
 
+class TimesOutFirst(Script):
+    """The first request raises a bare ``TimeoutError`` (as an ``anyio.fail_after``
+    of the inner transport's own would); the rest answer 200."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._step(request) == "timeout":
+            raise TimeoutError
+        return self._respond(request, 200)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return self.handle_request(request)
+
+
+async def test_an_inner_timeout_error(flavour: Flavour) -> None:
+    """The async driver takes a bare ``TimeoutError`` for the attempt's timeout
+    (and goes elsewhere); the sync one lets it through, as any error that is
+    not the client library's. Either way the lease is settled."""
+    script = TimesOutFirst(a=["timeout", 200], b=[200])
+    transport = flavour.transport(AB, algorithm=InOrder, inner=script, **QUIET)
+    async with flavour.client(transport) as client:
+        if flavour.is_async:
+            r = await client.request("GET", "/x")
+            attempts = r.extensions["clientlb.attempts"]
+            assert [(a.outcome, a.status) for a in attempts] == [
+                ("timeout", None),
+                ("response", 200),
+            ]
+            await r.aclose()
+        else:
+            with pytest.raises(TimeoutError):
+                await client.request("GET", "/x")
+    assert_idle(transport)
+
+
 async def test_nothing_to_try_is_plain_no_upstream_available(flavour: Flavour) -> None:
     transport = flavour.transport(AB, inner=Script(a=[200], b=[200]), **QUIET)
     for url in AB:

@@ -96,5 +96,22 @@ def test_copied_request_is_the_built_request(headers: list[tuple[str, str | byte
     assert hosts == [b"h:8443"] * len(hosts)
 
 
+@pytest.mark.parametrize("headers", [[("Accept", "*/*"), ("X-Id", "1")], []])
+def test_a_request_without_host_gets_the_upstreams(headers: list[tuple[str, str]]) -> None:
+    # A request built with its stream (as a server side or a redirect does) has
+    # no Host of its own: both paths put the upstream's first, as the library's
+    # constructor puts its own.
+    upstream = Upstream("https://h:8443/v2")
+    stream = httpx.ByteStream(b"")
+    request = httpx.Request("GET", "http://svc/a", headers=headers, stream=stream)
+    assert "host" not in request.headers
+    built = READDRESS.built_request(request, upstream, stream)
+    copied = READDRESS.copied_request(request, upstream, stream)
+    expected = [(b"Host", b"h:8443"), *request.headers.raw]
+    assert built.headers.raw == copied.headers.raw == expected
+    assert vars(copied.headers) == vars(built.headers)
+    assert "host" not in request.headers  # the caller's headers stay as they were
+
+
 def test_the_fast_copy_is_in_use() -> None:
     assert READDRESS.request == READDRESS.copied_request  # the check at start passed
