@@ -80,11 +80,8 @@ class Lease:
             now = pool.clock()
             member = self.member
             self.status = status
-            started = self.started
-            self.elapsed = elapsed = now - started
-            # member.answered(started), without its frame
-            member.waiting = waiting = member.waiting - 1
-            member.waiting_since = member.waiting_since - started if waiting else 0.0
+            self.elapsed = elapsed = now - self.started
+            member.answered(self.started)
             rules = pool._rules
             if status < 500:
                 rules.succeeded(member, elapsed, now)
