@@ -12,12 +12,13 @@ scenario measures three sides in alternating rounds (A, B, C, A, B, C, ...):
   the transport's own cost from the cost of spreading requests over two servers.
 
 It reports the median requests per second of each side and the ratio of
-``through`` to ``direct`` (the target: at least 0.95) and to ``both``. Every side
+``through`` to ``direct`` (the target: at least 0.95) and to ``both``, each the
+median of the rounds' own ratios. Every side
 uses the same connection limits, so none opens and closes connections the others
 keep. Last, it times the transport's own cost per request with an in-memory inner
 transport, which the network does not blur, without and with a ``clientlb.Metrics``.
 
-    python benchmarks/transport_overhead.py [--rounds 5] [--seconds 0.6]
+    python benchmarks/transport_overhead.py [--rounds 11] [--seconds 1]
     python benchmarks/transport_overhead.py --inner shared  # one pool given as inner=
     python benchmarks/transport_overhead.py --profile   # where the transport's time goes
     python benchmarks/transport_overhead.py --library httpx2  # clientlb.httpx2 vs httpx2
@@ -213,7 +214,10 @@ class Result:
         return statistics.median(self.rates[side])
 
     def ratio(self, baseline: str = "direct") -> float:
-        return self.median("through") / self.median(baseline)
+        """The median of the rounds' own ratios: each round's sides ran one right
+        after the other, so load that comes and goes between rounds cancels out."""
+        pairs = zip(self.rates["through"], self.rates[baseline], strict=True)
+        return statistics.median(through / other for through, other in pairs)
 
 
 def run_async(
@@ -460,8 +464,8 @@ def table(results: list[Result]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="measured rounds per side")
-    parser.add_argument("--seconds", type=float, default=0.6, help="length of one round")
+    parser.add_argument("--rounds", type=int, default=11, help="measured rounds per side")
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of one round")
     parser.add_argument("--profile", action="store_true", help="profile instead of measuring")
     parser.add_argument(
         "--inner",
