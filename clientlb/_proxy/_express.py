@@ -28,7 +28,8 @@ so every rule of the app holds:
 
 Requests that may need what only the app has (a body, a WebSocket, sticky
 cookies, an access log, a ``hash_on`` key, per-attempt or per-call timeouts,
-hedging, a non-asyncio engine) never enter the lane.
+hedging, a non-asyncio engine) never enter the lane. It annotates no
+OpenTelemetry span: none can be current in the event loop's callbacks.
 """
 
 from __future__ import annotations
