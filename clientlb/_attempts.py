@@ -212,6 +212,29 @@ def express_failed(
     return error
 
 
+def _verdict(
+    plan: AttemptPlan, rules: Rules[R], result: R | None, failure: Exception | None
+) -> _Call[R] | None:
+    """The verdict on a call's first attempt (its ``result``, or its ``failure``):
+    ``None`` when the result is the answer, else the call's state, made only now,
+    for the retries. Raises ``failure`` when no retry may follow it."""
+    if failure is not None:
+        call = _Call(plan, rules)
+        if not call.again(None, failure):
+            raise failure
+        call.error = failure
+        return call
+    assert result is not None
+    # a status not to retry on: the answer, without again()'s call
+    if rules.status(result) not in plan.policy.retry_on_status:
+        return None
+    call = _Call(plan, rules)
+    if not call.again(result, None):
+        return None
+    call.result = result
+    return call
+
+
 # -- async ------------------------------------------------------------------------
 
 
@@ -227,6 +250,7 @@ async def adrive(
     lease). ``settled`` is the first attempt's result or error when the caller
     made that attempt itself, recorded and settled as here (the proxy's express
     lane): the driver goes on from its verdict."""
+    result: R | None = None
     failure: Exception | None = None
     if settled is not None:
         result, failure = settled
@@ -257,20 +281,10 @@ async def adrive(
                 result = _attempt_answered(plan, rules, lease, answered)
         except Exception as error:
             failure = error
-    if failure is not None:
-        call = _Call(plan, rules)
-        if not call.again(None, failure):
-            raise failure
-        call.error = failure
-    else:
+    call = _verdict(plan, rules, result, failure)
+    if call is None:
         assert result is not None
-        # a status not to retry on: the answer, without again()'s call
-        if rules.status(result) not in plan.policy.retry_on_status:
-            return result
-        call = _Call(plan, rules)
-        if not call.again(result, None):
-            return result
-        call.result = result
+        return result
     retrying = tenacity.AsyncRetrying(
         retry=call.retry,
         wait=call.wait,
@@ -406,6 +420,7 @@ def drive(
 ) -> R:
     """The sync twin of ``adrive()`` (no hedges: they need a second thread of
     control; ``attempt`` applies the attempt timeout it is given to its I/O)."""
+    result: R | None = None
     failure: Exception | None = None
     if settled is not None:
         result, failure = settled
@@ -415,19 +430,10 @@ def drive(
             result = _sync_one(plan, rules, attempt, lease)
         except Exception as error:
             failure = error
-    if failure is not None:  # the call's state made only now, as in adrive()
-        call = _Call(plan, rules)
-        if not call.again(None, failure):
-            raise failure
-        call.error = failure
-    else:
+    call = _verdict(plan, rules, result, failure)
+    if call is None:
         assert result is not None
-        if rules.status(result) not in plan.policy.retry_on_status:
-            return result
-        call = _Call(plan, rules)
-        if not call.again(result, None):
-            return result
-        call.result = result
+        return result
     retrying = tenacity.Retrying(retry=call.retry, wait=call.wait, stop=call.stop, reraise=True)
     try:
         if wait := plan.backoff():  # tenacity waits only between its own tries
