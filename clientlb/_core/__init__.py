@@ -26,9 +26,10 @@ from ._algorithms import (
 )
 from ._decision import Candidate, Decision
 from ._errors import ConfigError, NoUpstream
+from ._history import Attempt
 from ._member import Member, MemberState
 from ._outcome import Outcome
-from ._plan import Attempt, AttemptPlan
+from ._plan import AttemptPlan
 from ._policies import HealthCheck, OutlierDetection, RetryBudget, RetryPolicy
 from ._pool import Lease, Pool
 from ._slots import Saturated, SlotWait

@@ -25,10 +25,17 @@ expected latency exceeds what is left (``OutOfTime``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ._decision import Decision
 from ._errors import NoUpstream
+from ._history import (
+    Attempt,
+    new_attempt,
+    set_elapsed,
+    set_outcome,
+    set_reason,
+    set_status,
+    set_upstream,
+)
 from ._member import TIER_NAMES, Member
 from ._outcome import NEVER_SENT, Outcome
 from ._policies import RetryPolicy
@@ -42,42 +49,6 @@ _MAX_COMMON_DECISIONS = 4096
 
 class OutOfTime(LookupError):
     """The call's time is spent, or too short for the next attempt to answer."""
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class Attempt:
-    """What happened at one upstream: the record a response or error carries."""
-
-    upstream: str
-    outcome: str
-    status: int | None
-    elapsed: float | None
-    #: Why the pool picked this upstream (see ``Lease.reason``).
-    reason: str = ""
-
-    def __init__(
-        self,
-        upstream: str,
-        outcome: str,
-        status: int | None,
-        elapsed: float | None,
-        reason: str = "",
-    ) -> None:
-        # The dataclass's own __init__ for a frozen class, but through each
-        # slot's setter, looked up once (a record is built per attempt).
-        _set_upstream(self, upstream)
-        _set_outcome(self, outcome)
-        _set_status(self, status)
-        _set_elapsed(self, elapsed)
-        _set_reason(self, reason)
-
-
-_set_upstream = vars(Attempt)["upstream"].__set__
-_set_outcome = vars(Attempt)["outcome"].__set__
-_set_status = vars(Attempt)["status"].__set__
-_set_elapsed = vars(Attempt)["elapsed"].__set__
-_set_reason = vars(Attempt)["reason"].__set__
-_new_attempt = object.__new__
 
 
 class AttemptPlan:
@@ -252,12 +223,12 @@ class AttemptPlan:
     def record(self, lease: Lease, outcome: Outcome | str, status: int | None = None) -> None:
         """Add one attempt to the history."""
         # Attempt(...) without its __init__'s frame: the same slots set alike
-        attempt = _new_attempt(Attempt)
-        _set_upstream(attempt, lease.member.upstream.url)
-        _set_outcome(attempt, outcome if isinstance(outcome, str) else outcome.value)
-        _set_status(attempt, status)
-        _set_elapsed(attempt, lease.elapsed)
-        _set_reason(attempt, lease.reason)
+        attempt = new_attempt(Attempt)
+        set_upstream(attempt, lease.member.upstream.url)
+        set_outcome(attempt, outcome if isinstance(outcome, str) else outcome.value)
+        set_status(attempt, status)
+        set_elapsed(attempt, lease.elapsed)
+        set_reason(attempt, lease.reason)
         self.history.append(attempt)
 
     def retry_after(
