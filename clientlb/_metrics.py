@@ -303,8 +303,9 @@ class Metrics:
         return out
 
 
-def watch_pools(metrics: Metrics | None, pools: Mapping[str, Pool]) -> Metrics | None:
-    """A shell's ``metrics=``, checked, watching the shell's pools by name."""
+def watch_pools(metrics: object, pools: Mapping[str, Pool]) -> Metrics | None:
+    """A shell's ``metrics=``, checked, watching the shell's pools by name
+    (``object``: a wrong type must reach the check, also when compiled)."""
     if metrics is None:
         return None
     if not isinstance(metrics, Metrics):
