@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# What the compiled build is tested with: everything that runs its modules (in the
+# order of the full run: tests/transports leaves probe threads that tests/health counts).
+COMPILED_TESTS := tests/core tests/health tests/http1 tests/proxy tests/transports tests/test_metrics.py
 
-.PHONY: install demo test lint docs bench services clean
+.PHONY: install demo test compiled lint docs bench services clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,11 +24,22 @@ demo: $(STAMP)
 # Real etcd and dnsmasq for the discovery tests, Chromium for the status page's
 # (Debian packages).
 services:
-	@sh scripts/install-services.sh etcd-server dnsmasq-base chromium
+	@sh scripts/install-services.sh etcd-server dnsmasq-base chromium gcc python3-dev
 
+# The third run tests the mypyc-compiled build (`make compiled`) in place of the
+# tree's sources: pytest, not python -m pytest, so that the tree is not first on
+# sys.path.
 test: $(STAMP) services
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/transports --library httpx2
+	sh scripts/build-compiled.sh $(BIN)/python
+	test ! -d build/compiled || CLIENTLB_EXPECT_COMPILED=1 PYTHONPATH=build/compiled \
+		$(BIN)/pytest -q -p no:cacheprovider --import-mode=append $(COMPILED_TESTS)
+
+# The compiled build in build/compiled (see scripts/build-compiled.sh).
+compiled: $(STAMP)
+	@sh scripts/install-services.sh gcc python3-dev
+	sh scripts/build-compiled.sh $(BIN)/python
 
 lint: $(STAMP)
 	$(BIN)/ruff check clientlb tests benchmarks examples

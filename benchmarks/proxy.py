@@ -15,6 +15,9 @@ every target alike:
 * ``clientlb-uvicorn``  ``ProxyApp`` under uvicorn with its default engine (the
                         asyncio one), over both upstreams: the app as users
                         mount it
+* ``clientlb-compiled``, ``clientlb-uvicorn-compiled``
+                        those two from the compiled build (``make compiled``),
+                        when it is built
 * ``clientlb-anyio``    ``ProxyApp`` under uvicorn with the anyio engine (what
                         runs under trio), over both upstreams
 * ``clientlb-aiohttp``  ``ProxyApp`` under uvicorn with an aiohttp engine (an
@@ -492,6 +495,18 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def runs_compiled(path: str) -> bool:
+    """Whether clientlb imported from ``path`` is a compiled build."""
+    if not os.path.isdir(os.path.join(path, "clientlb")):
+        return False
+    check = "from clientlb._proxy._serve import compiled; print(compiled())"
+    env = {**os.environ, "PYTHONPATH": path}
+    out = subprocess.run(
+        [sys.executable, "-c", check], env=env, cwd=path, capture_output=True, text=True
+    )
+    return out.stdout.strip() == "True"
+
+
 def rss_peak(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -511,6 +526,13 @@ def main() -> int:
         metavar="DIR",
         help="also run clientlb and clientlb-uvicorn from the clientlb package in DIR "
         "(an export of an earlier commit), as NAME@base, interleaved with the rest",
+    )
+    parser.add_argument(
+        "--compiled",
+        metavar="DIR",
+        default=os.path.join(os.path.dirname(os.path.dirname(HERE)), "build", "compiled"),
+        help="also run clientlb and clientlb-uvicorn from the compiled build in DIR "
+        "(`make compiled`; default build/compiled) as NAME-compiled, when it is there",
     )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -551,14 +573,22 @@ def main() -> int:
         wait_listening(p2)
         ups = [f"http://127.0.0.1:{p1}", f"http://127.0.0.1:{p2}"]
         wanted = set(args.only) if args.only else None
+        compiled = os.path.abspath(args.compiled)
+        if not runs_compiled(compiled):
+            print(f"skipping the -compiled targets: no compiled build in {compiled}")
+            compiled = ""
 
         def add(name: str, cmd: list[str] | None, note: str = "") -> None:
             if wanted is not None and name not in wanted:
                 return
-            if args.baseline and name in ("clientlb", "clientlb-uvicorn") and cmd is not None:
-                base = os.path.abspath(args.baseline)
-                env = {**os.environ, "PYTHONPATH": base}
-                add_one(f"{name}@base", cmd, "the baseline", env, base)
+            if cmd is not None and name in ("clientlb", "clientlb-uvicorn"):
+                if args.baseline:
+                    base = os.path.abspath(args.baseline)
+                    env = {**os.environ, "PYTHONPATH": base}
+                    add_one(f"{name}@base", cmd, "the baseline", env, base)
+                if compiled:
+                    env = {**os.environ, "PYTHONPATH": compiled}
+                    add_one(f"{name}-compiled", cmd, "the compiled build", env, compiled)
             add_one(name, cmd, note)
 
         def add_one(
@@ -755,7 +785,8 @@ def report(targets: list[Target]) -> None:
         return
     # The goal's two figures, per round (nginx ran in the same round) and their median.
     for t in targets:
-        if t.name.partition("@")[0] not in ("clientlb", "clientlb-uvicorn") or not t.per_cpu:
+        name = t.name.partition("@")[0].removesuffix("-compiled")
+        if name not in ("clientlb", "clientlb-uvicorn") or not t.per_cpu:
             continue
         cpu = [a / b for a, b in zip(t.per_cpu, nginx.per_cpu, strict=True)]
         p99 = [a / b for a, b in zip(t.p99, nginx.p99, strict=True)]

@@ -10,6 +10,7 @@ for pkg in "$@"; do
         dnsmasq-base) bin=dnsmasq ;;
         nginx-light) bin=nginx ;;
         chromium) bin=chromium ;;
+        python3-dev) bin=python3-config ;;
         *) bin=$pkg ;;
     esac
     command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing="$missing $pkg"

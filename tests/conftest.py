@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 
 import pytest
+
+import clientlb
+from clientlb._proxy._serve import compiled
 
 from . import library
 from .certs import Certs
@@ -21,10 +25,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     library.use(config.getoption("library"))
+    if os.environ.get("CLIENTLB_EXPECT_COMPILED") and not compiled():
+        # the run meant for the compiled build would test the sources again
+        raise pytest.UsageError(f"CLIENTLB_EXPECT_COMPILED, but clientlb is {clientlb.__file__}")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"transport tests on: {config.getoption('library')}"
+    build = "compiled" if compiled() else "interpreted"
+    return f"transport tests on: {config.getoption('library')}; clientlb {build}"
 
 
 @pytest.fixture

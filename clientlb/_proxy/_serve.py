@@ -227,13 +227,22 @@ def _announce(sockets: tuple[socket.socket, socket.socket | None], upstreams: in
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info(
         "listening on http://%s:%d%s, %d upstreams (clientlb HTTP/1.1 front end and engine, "
-        "%s event loop)",
+        "%s, %s event loop)",
         host,
         port,
         admin,
         upstreams,
+        "compiled" if compiled() else "interpreted",
         "uvloop" if loop == "uvloop" else "asyncio",
     )
+
+
+def compiled() -> bool:
+    """Whether the data path runs compiled (a build with the mypyc hook of
+    pyproject.toml) rather than as Python source."""
+    from . import _express
+
+    return not (_express.__file__ or "").endswith(".py")
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
