@@ -4,8 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# What the compiled build is tested with: everything that runs its modules (in the
-# order of the full run: tests/transports leaves probe threads that tests/health counts).
+# What the compiled build is tested with: everything that runs its modules.
 COMPILED_TESTS := tests/core tests/health tests/http1 tests/proxy tests/transports tests/test_metrics.py
 
 .PHONY: install demo test compiled lint docs bench services clean
