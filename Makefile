@@ -49,10 +49,12 @@ docs: $(STAMP)
 	$(BIN)/python scripts/gen_config_docs.py
 
 # The proxy benchmark compares against peers installed here only (not dependencies);
-# matplotlib draws the fleet simulator's figures.
+# matplotlib draws the fleet simulator's figures; proxy.py measures the compiled
+# build beside the sources.
 bench: $(STAMP)
-	@sh scripts/install-services.sh wrk nginx-light haproxy etcd-server dnsmasq-base
+	@sh scripts/install-services.sh wrk nginx-light haproxy etcd-server dnsmasq-base gcc python3-dev
 	$(BIN)/python -m pip install -q asgiproxy fastapi-proxy-lib matplotlib
+	sh scripts/build-compiled.sh $(BIN)/python
 	$(BIN)/python benchmarks/pick.py
 	$(BIN)/python benchmarks/transport_overhead.py
 	$(BIN)/python benchmarks/proxy.py
