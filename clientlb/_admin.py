@@ -171,7 +171,8 @@ def stats_body(
 ) -> dict[str, Any]:
     """``/stats``: one pool's snapshot at the top level (the common case, as
     ``Pool.snapshot()``), or several under ``"pools"``; each with the tier that
-    serves and per upstream its recent latency; then the recent events."""
+    serves and per upstream its recent latency; then the recent events, and the
+    proxies' connections and WebSockets (``"proxy"``) where something reports them."""
     bodies = {}
     for name, pool in pools.items():
         snapshot = pool.snapshot()
@@ -180,9 +181,11 @@ def stats_body(
             row.update(latency.get(row["url"], _NO_LATENCY))
         bodies[name] = {"pool": name, "serving": metrics.serving(pool), **snapshot}
     events = [asdict(e) for e in metrics.events(list(bodies))]
+    gauges = metrics.gauges()
+    proxy = {"proxy": gauges} if gauges else {}
     if len(bodies) == 1:
-        return {**next(iter(bodies.values())), "events": events, **extra}
-    return {"pools": bodies, "events": events, **extra}
+        return {**next(iter(bodies.values())), "events": events, **proxy, **extra}
+    return {"pools": bodies, "events": events, **proxy, **extra}
 
 
 _NO_LATENCY: dict[str, Any] = {"p50": None, "p99": None, "recent": [], "penalized": False}

@@ -11,7 +11,10 @@ names, ``"default"`` for a single pool). Two kinds of figures meet here:
   status class, retries, hedges, retries the budget refused), and the pools'
   events (``Pool._watch``: ejections by the rule that ejected, active check
   results, changes of state and of the tier that serves, kept in a short ring
-  for the status page).
+  for the status page);
+* read from the proxies when a page is rendered: the client connections open at
+  ``clientlb proxy``'s listener and the WebSockets a ``ProxyApp`` relays
+  (``Metrics._gauge``).
 
 Nothing here runs per request unless a collector was given (``metrics=``); given,
 a request costs one call and a few counter increments under a lock.
@@ -23,6 +26,7 @@ import itertools
 import math
 import threading
 import time
+import weakref
 from bisect import bisect_left as _bucket_of
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -112,6 +116,21 @@ class _Watched:
         self.watcher: Callable[[str, Member], None] | None = None
 
 
+class _Gauge:
+    """One of the package's own gauges: ``read(owner)`` is its value for as long
+    as ``owner`` lives, labelled with ``pool``'s name when it has one."""
+
+    __slots__ = ("family", "owner", "pool", "read")
+
+    def __init__(
+        self, family: str, owner: object, read: Callable[[Any], int], pool: Pool | None
+    ) -> None:
+        self.family = family
+        self.owner = weakref.ref(owner)
+        self.read = read
+        self.pool = pool
+
+
 class Metrics:
     """A collector of balancing metrics, rendered as Prometheus text.
 
@@ -134,6 +153,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._pools: dict[Pool, _Watched] = {}
         self._events: deque[PoolEvent] = deque(maxlen=events)
+        self._gauges: list[_Gauge] = []
 
     # -- what is watched ------------------------------------------------------------
 
@@ -200,6 +220,54 @@ class Metrics:
             counts = watched.upstreams[url] = _Upstream(len(self.buckets))
         return counts
 
+    def _gauge(
+        self, family: str, owner: object, read: Callable[[Any], int], pool: Pool | None = None
+    ) -> None:
+        """Report ``read(owner)`` as ``family`` (one of ``GAUGES``) at every render,
+        for as long as ``owner`` lives (held weakly: a collector outlives the apps of
+        a reload, and the app that a reload replaced still relays its WebSockets).
+        Readings under the same labels add up; ``pool`` labels them, and a pool no
+        longer watched is not reported."""
+        if family not in GAUGES:
+            raise ValueError(f"not one of clientlb's gauges: {family!r}")
+        with self._lock:
+            self._gauges.append(_Gauge(family, owner, read, pool))
+
+    def _read_gauges(self) -> dict[tuple[str, str | None], int]:
+        """Every gauge read now, summed by (family, pool name); forgets the gauges
+        whose owner is gone."""
+        with self._lock:
+            gauges = list(self._gauges)
+            names = {pool: w.name for pool, w in self._pools.items()}
+        readings: dict[tuple[str, str | None], int] = {}
+        gone = []
+        for gauge in gauges:
+            owner = gauge.owner()
+            if owner is None:
+                gone.append(gauge)
+                continue
+            name = None
+            if gauge.pool is not None:
+                name = names.get(gauge.pool)
+                if name is None:
+                    continue
+            key = (gauge.family, name)
+            readings[key] = readings.get(key, 0) + gauge.read(owner)
+        if gone:
+            with self._lock:
+                self._gauges = [g for g in self._gauges if g not in gone]
+        return readings
+
+    def gauges(self) -> dict[str, int]:
+        """The proxies' gauges now, summed over pools, by short name
+        (``client_connections``, ``websockets``): what ``/stats`` shows. Empty
+        when nothing reports them."""
+        out: dict[str, int] = {}
+        for (family, _), value in self._read_gauges().items():
+            short = family.removeprefix("clientlb_proxy_")
+            out[short] = out.get(short, 0) + value
+        return out
+
     # -- per request ------------------------------------------------------------------
 
     def observe(self, plan: AttemptPlan) -> None:
@@ -247,8 +315,10 @@ class Metrics:
         with self._lock:
             watched = list(self._pools.values())
         snapshots = [(w, w.pool.snapshot()) for w in watched]  # outside our lock
+        readings = self._read_gauges()
         with self._lock:
-            return _families(snapshots, self.buckets)
+            families = _families(snapshots, self.buckets)
+        return families + _gauge_families(readings)
 
     def render(self) -> str:
         """Every metric family in Prometheus text format (version 0.0.4)."""
@@ -358,6 +428,28 @@ _DOCS = {
     "pending": "Requests waiting for a connection slot (max_pending).",
     "rejected": "Requests refused because every upstream was at max_connections.",
 }
+
+
+#: The proxies' own gauges (``Metrics._gauge``), by family, with their help.
+GAUGES = {
+    "clientlb_proxy_client_connections": "Client connections open at clientlb proxy's listener.",
+    "clientlb_proxy_websockets": "WebSockets (and other upgraded connections) relayed now.",
+}
+
+
+def _gauge_families(readings: Mapping[tuple[str, str | None], int]) -> list[Family]:
+    """The gauges that something reports, in ``GAUGES`` order, pools sorted."""
+    out = []
+    for name, doc in GAUGES.items():
+        rows = sorted((pool or "", pool, v) for (f, pool), v in readings.items() if f == name)
+        if rows:
+            family = Family(name, "gauge", doc)
+            family.samples += [
+                ("", (("pool", pool),) if pool is not None else (), value)
+                for _, pool, value in rows
+            ]
+            out.append(family)
+    return out
 
 
 def _families(

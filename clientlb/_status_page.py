@@ -3,8 +3,8 @@ request leaves for another site). It carries the ``/stats`` body it was served
 with, renders it at once, then fetches ``stats`` beside it every second and
 renders again without reloading: state colours, latency (recent p50/p99 and a
 sparkline of the last responses), in flight, the share of recent traffic,
-the tier that serves, panic, the algorithm in one line, and recent events
-newest first.
+the tier that serves, panic, the algorithm in one line, recent events newest
+first, and a proxy's open client connections and WebSockets.
 """
 
 from __future__ import annotations
@@ -184,13 +184,20 @@ function describe(e) {
     draining: "draining", removed: "removed"}[e.event] || e.event;
   return what + (e.detail ? " (" + e.detail.replace(/_/g, " ") + ")" : "");
 }
+function proxyLine(proxy) {
+  if (!proxy) return "";
+  const count = (n, what) => " \\u00b7 " + n + " " + what + (n === 1 ? "" : "s");
+  const clients = proxy.client_connections, sockets = proxy.websockets;
+  return (clients === undefined ? "" : count(clients, "client connection")) +
+    (sockets === undefined ? "" : count(sockets, "WebSocket"));
+}
 function render(stats) {
   const all = pools(stats);
   document.getElementById("root").innerHTML =
     Object.entries(all).map(([n, p]) => renderPool(n, p)).join("");
   document.getElementById("pools").textContent =
     Object.keys(all).length + " pool" + (Object.keys(all).length === 1 ? "" : "s") +
-    (stats.listen ? " \\u00b7 proxy on " + stats.listen : "");
+    (stats.listen ? " \\u00b7 proxy on " + stats.listen : "") + proxyLine(stats.proxy);
   const events = (stats.events || []).slice(0, 50);
   document.getElementById("events").innerHTML = events.length ? events.map(e => {
     const cls = e.event === "serving" ? "e-serving-" + e.detail : "e-" + e.event;

@@ -307,3 +307,67 @@ def test_requests_refused_at_the_connection_limit_are_counted() -> None:
     assert got['clientlb_pool_rejected_total{pool="default"}'] == 1
     assert got['clientlb_pool_pending{pool="default"}'] == 0
     lease.finish()
+
+
+class _Counted:
+    """Stands in for a proxy or a front end: something with a number to report."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+
+def _now(owner: _Counted) -> int:
+    return owner.now
+
+
+def test_the_proxies_gauges_add_up_per_pool_while_their_owners_live() -> None:
+    metrics = Metrics()
+    users, orders = Pool(["http://u:1"]), Pool(["http://o:1"])
+    metrics.watch(users, "users")
+    metrics.watch(orders, "orders")
+    replaced, current, other, front = _Counted(2), _Counted(3), _Counted(1), _Counted(7)
+    metrics._gauge("clientlb_proxy_websockets", replaced, _now, users)  # before a reload
+    metrics._gauge("clientlb_proxy_websockets", current, _now, users)
+    metrics._gauge("clientlb_proxy_websockets", other, _now, orders)
+    metrics._gauge("clientlb_proxy_client_connections", front, _now)
+    got = samples(metrics)
+    assert got['clientlb_proxy_websockets{pool="users"}'] == 5
+    assert got['clientlb_proxy_websockets{pool="orders"}'] == 1
+    assert got["clientlb_proxy_client_connections"] == 7
+    assert metrics.gauges() == {"client_connections": 7, "websockets": 6}
+
+    del replaced  # held weakly: gone with its owner
+    current.now = 0
+    got = samples(metrics)
+    assert got['clientlb_proxy_websockets{pool="users"}'] == 0
+    assert len(metrics._gauges) == 3
+    metrics.unwatch(orders)  # a pool no longer watched is not reported
+    assert 'clientlb_proxy_websockets{pool="orders"}' not in samples(metrics)
+    assert metrics.gauges() == {"client_connections": 7, "websockets": 0}
+
+
+def test_no_gauge_family_without_something_to_report_it() -> None:
+    metrics = Metrics()
+    metrics.watch(Pool(["http://a:1"]))
+    assert "clientlb_proxy_" not in metrics.render()
+    assert metrics.gauges() == {}
+    with pytest.raises(ValueError, match="clientlb_proxy_requests"):
+        metrics._gauge("clientlb_proxy_requests", _Counted(1), _now)
+
+
+def test_the_gauges_are_written_as_prometheus_client_writes_them() -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    metrics = Metrics()
+    pool = Pool(["http://a:1"])
+    metrics.watch(pool)
+    owners = _Counted(2), _Counted(4)
+    metrics._gauge("clientlb_proxy_websockets", owners[0], _now, pool)
+    metrics._gauge("clientlb_proxy_client_connections", owners[1], _now)
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    text = metrics.render()
+    assert text.encode() == generate_latest(registry)
+    assert 'clientlb_proxy_websockets{pool="default"} 2.0\n' in text
+    assert "# TYPE clientlb_proxy_client_connections gauge\n" in text

@@ -109,6 +109,10 @@ class _Body:
                 return chunk
 
 
+def _open_websockets(app: ProxyApp) -> int:
+    return app.open_websockets
+
+
 class ProxyApp(ProxyBase):
     """An ASGI app that forwards every request to an upstream the pool picks.
 
@@ -154,7 +158,8 @@ class ProxyApp(ProxyBase):
       compression, how many at once, pings.
     * **metrics** - a ``clientlb.Metrics`` that counts each request and the
       pool's events (the pool named ``"default"`` unless the collector named it
-      already); ``None`` (the default) counts nothing.
+      already) and reports the WebSockets relayed now; ``None`` (the default)
+      counts nothing.
     * **access_log** - one line per request on the ``clientlb.access`` logger:
       method, path, status, upstream, reason, attempts, duration, bytes each
       way (``clientlb._proxy._access``). Off by default.
@@ -229,6 +234,8 @@ class ProxyApp(ProxyBase):
             metrics=metrics,
         )
         self.key_of = scope_key(self.hash_on)
+        if self.metrics is not None:
+            self.metrics._gauge("clientlb_proxy_websockets", self, _open_websockets, self.pool)
         if engine is not None and not callable(getattr(engine, "request", None)):
             raise ConfigError("engine", f"expected an engine with request(), got {engine!r}")
         self._engine = engine

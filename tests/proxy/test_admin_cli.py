@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 from clientlb._cli import main
 
 from ..replicas import Replica
+from ..waiting import wait_for
 from .servers import Running
 
 
@@ -40,6 +42,34 @@ def test_the_admin_token_file_allows_a_drain(tmp_path: Path, replicas: list[Repl
         refused = httpx.get(running.admin + "/stats", headers={"host": "rebound.example"})
         assert refused.status_code == 421
     finally:
+        assert running.stop() == 0
+
+
+def test_the_client_connections_open_are_a_gauge(replicas: list[Replica]) -> None:
+    """``clientlb_proxy_client_connections`` counts the proxy listener's open
+    connections (kept-alive ones too), not the admin listener's."""
+    running = Running(["--admin", "127.0.0.1:0", "--upstream", replicas[0].url])
+    held: list[socket.socket] = []
+    try:
+        host, port = running.url.removeprefix("http://").rsplit(":", 1)
+        for _ in range(3):  # one request each, then kept alive
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            held.append(sock)
+            sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        metrics = httpx.get(running.admin + "/metrics").text
+        assert "\nclientlb_proxy_client_connections 3.0\n" in metrics
+        assert 'clientlb_proxy_websockets{pool="default"} 0.0' in metrics
+        stats = httpx.get(running.admin + "/stats").json()
+        assert stats["proxy"] == {"client_connections": 3, "websockets": 0}
+        for sock in held:
+            sock.close()
+        wait_for(
+            lambda: httpx.get(running.admin + "/stats").json()["proxy"]["client_connections"] == 0
+        )
+    finally:
+        for sock in held:
+            sock.close()
         assert running.stop() == 0
 
 

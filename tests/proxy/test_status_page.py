@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from clientlb import BalancingTransport, Metrics, OutlierDetection, Pool, admin_
 
 from ..replicas import Replica
 from ..waiting import wait_for
-from .servers import serve
+from .servers import Running, serve
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +123,29 @@ def test_the_page_shows_an_ejected_replica(
         )
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     transport.close()
+
+
+def test_the_page_shows_the_proxys_connections(
+    browser: str, replicas: list[Replica], tmp_path: Path
+) -> None:
+    """Behind ``clientlb proxy``, the header counts its open client connections
+    and the WebSockets it relays (``/stats``' ``"proxy"``)."""
+    running = Running(["--admin", "127.0.0.1:0", "--upstream", replicas[0].url])
+    held: list[socket.socket] = []
+    try:
+        host, port = running.url.removeprefix("http://").rsplit(":", 1)
+        for _ in range(2):
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            held.append(sock)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        dom = chromium(browser, tmp_path / "profile", "--dump-dom", f"{running.admin}/status")
+        header = re.search(r'<span id="pools" class="muted">([^<]*)</span>', dom)
+        assert header is not None, dom[:3000]
+        assert header.group(1).endswith(" 2 client connections \u00b7 0 WebSockets"), header.group(
+            1
+        )
+    finally:
+        for sock in held:
+            sock.close()
+        assert running.stop() == 0

@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from clientlb import OutlierDetection, ProxyApp, WebSocketSettings
+from clientlb import Metrics, OutlierDetection, ProxyApp, WebSocketSettings
 
 from ..waiting import wait_for
 from .conftest import in_flight
@@ -178,6 +178,43 @@ def test_websockets_beyond_max_open_are_503() -> None:
             return refused.value.response.status_code
 
         assert asyncio.run(two()) == 503
+
+
+@pytest.mark.parametrize("server", [FrontServed, Served], ids=["front-end", "uvicorn"])
+def test_the_websockets_relayed_now_are_a_gauge(server: Any) -> None:
+    """``clientlb_proxy_websockets`` counts the open ones, by either path."""
+    metrics = Metrics()
+    with Served(EchoUpstream("a")) as up:
+        app = ProxyApp([up.url], websockets=FAST_PINGS, metrics=metrics)
+        with server(app) as front:
+            url = f"ws://127.0.0.1:{front.port}/chat"
+
+            async def two_then_one() -> list[float]:
+                seen = []
+                async with connect(url) as first:
+                    await first.recv()
+                    async with connect(url) as second:
+                        await second.recv()
+                        seen.append(gauge(metrics))
+                    # the proxy lets the second go once both its legs closed
+                    wait_for(lambda: gauge(metrics) == 1.0)
+                    await first.send("still here")
+                    assert str(await first.recv()) == "still here"
+                    seen.append(gauge(metrics))
+                return seen
+
+            assert asyncio.run(two_then_one()) == [2.0, 1.0]
+            wait_for(lambda: app.open_websockets == 0)
+            assert gauge(metrics) == 0.0
+            assert metrics.gauges()["websockets"] == 0
+
+
+def gauge(metrics: Metrics) -> float:
+    """The value of ``clientlb_proxy_websockets{pool="default"}`` in the text."""
+    for line in metrics.render().splitlines():
+        if line.startswith('clientlb_proxy_websockets{pool="default"} '):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no clientlb_proxy_websockets sample")
 
 
 def test_shutdown_says_going_away_to_both_ends() -> None:

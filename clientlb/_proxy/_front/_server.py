@@ -61,6 +61,12 @@ class FrontEnd:
         self._tick = _tick(limits)
         self._ticker: asyncio.TimerHandle | None = None
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections accepted and not closed yet (the gauge
+        ``clientlb_proxy_client_connections``)."""
+        return self._open
+
     def use(self, app: Any, limits: Limits) -> None:
         """Serve every request from now on with ``app``, and connections accepted
         from now on with ``limits`` (a reload: open connections keep theirs,
