@@ -66,6 +66,29 @@ class TableSkips:
         return TableSkips(self.current, also)
 
 
+class PanicSkips:
+    """The members of panic's hashing table that a pick must skip while the
+    table lags a change of members: gone (or replaced), down, draining or held,
+    and ``also``; tested when a pick lands on one, as ``TableSkips``."""
+
+    __slots__ = ("also", "by_key")
+
+    def __init__(self, by_key: dict[str, Member], also: Container[Member] = frozenset()) -> None:
+        self.by_key = by_key
+        self.also = also
+
+    def __contains__(self, member: object) -> bool:
+        m = cast("Member", member)
+        return (
+            member in self.also
+            or m.health not in PANIC_ELIGIBLE
+            or self.by_key.get(m.upstream.key) is not m
+        )
+
+    def union(self, also: Container[Member]) -> PanicSkips:
+        return PanicSkips(self.by_key, also)
+
+
 class Tier:
     """One tier's members, in configuration order (newcomers last)."""
 
@@ -107,6 +130,7 @@ class Roster:
 
     __slots__ = (
         "_emit",
+        "_panic_algorithm",
         "algorithm",
         "by_key",
         "clock",
@@ -116,6 +140,7 @@ class Roster:
         "on_serving",
         "order",
         "panic",
+        "panic_out",
         "panic_threshold",
         "rng",
         "serving",
@@ -150,6 +175,12 @@ class Roster:
         #: The tiers a pick tries, in order (empty in panic); set by ``rebuild()``.
         self.order: tuple[Tier, ...] = ()
         self.panic: Algorithm | None = None
+        #: What panic's table holds that a pick must skip (``PanicSkips``).
+        self.panic_out: frozenset[Member] | PanicSkips = frozenset()
+        # Panic's algorithm, kept between rebuilds and panics as the tiers keep
+        # theirs: a hashing table stands while its members do, so a change of
+        # health in panic costs no new table.
+        self._panic_algorithm = algorithm.bind(rng, clock)
         self.dirty = True
         #: Counts admissions and removals: who is a member changed when it did.
         self.generation = 0
@@ -315,6 +346,25 @@ class Roster:
                 stale.append((table, tier.version, list(tier.members)))
         return stale
 
+    def _rebuild_panic(self, panic: Algorithm, eligible: list[Member]) -> None:
+        """Panic's candidates. A hashing table is taken from a tier that has one
+        for the same upstreams (one tier, none down by active checks) and kept
+        while they stay. While a tier's table is being built for a change of
+        members, panic keeps its own and skips who left (``PanicSkips``): the
+        install calls for a rebuild, which takes the new one. Otherwise the
+        table is built here, under the lock."""
+        self.panic_out = frozenset()
+        if panic.builds_apart:
+            table = cast("ConsistentHash", panic)
+            tables = {t: cast("ConsistentHash", t.algorithm) for t in self.tiers}
+            if any(table.share(other, eligible) for other in tables.values()):
+                return
+            lagging = any(t.version != other.version for t, other in tables.items())
+            if lagging and any(m.health in PANIC_ELIGIBLE for m in table.members):
+                self.panic_out = PanicSkips(self.by_key)
+                return
+        panic.rebuild(eligible)
+
     # -- who serves ---------------------------------------------------------------
 
     def rebuild(self) -> None:
@@ -343,9 +393,9 @@ class Roster:
         else:
             self.order = ()
             eligible = [m for m in self if m.health in PANIC_ELIGIBLE]
-            self.panic = self.algorithm.bind(self.rng, self.clock) if eligible else None
+            self.panic = self._panic_algorithm if eligible else None
             if self.panic is not None:
-                self.panic.rebuild(eligible)
+                self._rebuild_panic(self.panic, eligible)
         self.dirty = False
         serving = self.order[0].name if self.order else "panic" if self.panic else "none"
         if serving != self.serving:

@@ -558,7 +558,8 @@ class Pool:
                 member = held
         panic = roster.panic
         if member is None and panic is not None:
-            member = panic.pick(key, skip)
+            skipped = roster.panic_out
+            member = panic.pick(key, skipped.union(skip) if skipped else skip)
             why = "panic"
         if member is None and last_resort:
             member = roster.last_resort(skip)

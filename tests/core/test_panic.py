@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from clientlb import ConfigError, OutlierDetection
+from clientlb import ConfigError, OutlierDetection, Pool
 from clientlb._core import NoUpstream
+from clientlb._core._algorithms import ConsistentHash
 
 from .helpers import FakeClock, fail, make_pool, pick_member, served, state, urls
 
@@ -140,3 +141,89 @@ def test_threshold_one_wants_the_whole_tier() -> None:
     down(pool, "http://s:1")
     assert pool.panicking
     assert set(served(pool, 300)) == set(ups)
+
+
+def _tables(pool: Pool) -> tuple[object, object]:
+    """The primaries' hashing table and panic's, as the roster holds them."""
+    roster = pool._roster
+    panic = roster.panic
+    assert isinstance(panic, ConsistentHash)
+    tier = roster.tiers[0].algorithm
+    assert isinstance(tier, ConsistentHash)
+    return tier.table, panic.table
+
+
+def test_panic_over_one_tier_hashes_with_its_table() -> None:
+    """Panic over the primaries' own upstreams builds no table: it takes the
+    tier's, so each key keeps the upstream it had (ejected ones included)."""
+    ups = urls(40)
+    pool = make_pool(ups, "consistent_hash", panic_threshold=0.5)
+    before = {f"k{i}": pool.pick(f"k{i}").upstream.url for i in range(200)}
+    for url in ups[:25]:
+        fail(pool, url, 5)
+    assert pool.panicking
+    tier_table, panic_table = _tables(pool)
+    assert panic_table is tier_table
+    after = {}
+    for key in before:
+        lease = pool.pick(key)
+        after[key] = lease.upstream.url
+        lease.finish()
+    assert after == before
+
+
+def test_changes_of_health_in_panic_build_no_new_table() -> None:
+    """With standbys panic hashes over both tiers, a table of its own; it
+    stands while its upstreams do (ejections and re-admissions come and go),
+    and is built again when they change (one down by active checks)."""
+    clock = FakeClock()
+    ups = urls(20)
+    spares = urls(5, port=9000)
+    pool = make_pool(ups, "consistent_hash", clock=clock, standbys=spares, panic_threshold=0.9)
+    for url in ups[:4] + spares[:1]:
+        fail(pool, url, 5)
+    assert pool.panicking
+    tier_table, built = _tables(pool)
+    assert built is not tier_table
+    fail(pool, ups[4], 5)  # one more ejected: still panic, the same table
+    assert pool.panicking and _tables(pool)[1] is built
+    clock.advance(60.0)  # every ejection over: out of panic ...
+    assert not pool.panicking
+    for url in ups[:4] + spares[:1]:
+        fail(pool, url, 5)
+    assert pool.panicking and _tables(pool)[1] is built  # ... and back in: kept
+    down(pool, ups[10])  # an upstream panic may not use: a new table without it
+    assert pool.panicking
+    rebuilt = _tables(pool)[1]
+    assert rebuilt is not built
+    counts = served(pool, 600, key_prefix="k")
+    assert ups[10] not in counts
+    assert set(counts) == set(ups + spares) - {ups[10]}
+
+
+def test_a_change_of_members_in_panic_builds_no_table_under_the_lock() -> None:
+    """While the primaries' new table is built apart from the lock, panic keeps
+    its table and skips who left; the install hands it the new one."""
+    ups = urls(40)
+    pool = make_pool(ups, "consistent_hash", panic_threshold=0.5)
+    for url in ups[:25]:
+        fail(pool, url, 5)
+    assert pool.panicking
+    panic = pool._roster._panic_algorithm
+    builds: list[int] = []
+    rebuild = panic.rebuild
+    panic.rebuild = lambda members: (builds.append(len(members)), rebuild(members))  # type: ignore[method-assign]
+    _, old = _tables(pool)
+    gone, new = ups[30], "http://10.9.9.9:8000"
+    picked: set[str] = set()
+    for _ in pool.update_steps([u for u in ups if u != gone] + [new], drain_timeout=0.0, step=1):
+        picked |= set(served(pool, 50, key_prefix="k"))
+        tier_table, panic_table = _tables(pool)
+        assert panic_table is old or panic_table is tier_table
+    assert pool.panicking
+    tier_table, panic_table = _tables(pool)
+    assert panic_table is tier_table is not old
+    assert builds == []
+    picked |= set(served(pool, 600, key_prefix="k"))
+    assert gone not in picked
+    assert new in picked

@@ -193,6 +193,19 @@ class ConsistentHash(Algorithm):
         self._take(members, signature, table)
         return True
 
+    def share(self, other: ConsistentHash, members: Sequence[Member]) -> bool:
+        """Take ``other``'s table when it was built for exactly ``members`` (the
+        same upstreams and weights): panic over one tier's upstreams needs no
+        table of its own. Tables are replaced, never changed, so two may hold one."""
+        theirs, signature = other.members, other._signature
+        if len(theirs) != len(members) or other.table_size != self.table_size:
+            return False
+        for m, held, (_, weight) in zip(members, theirs, signature, strict=True):
+            if m is not held or m.weight != weight:  # compared in place: no garbage
+                return False
+        self._take(theirs, signature, other.table)
+        return True
+
     def held(self) -> tuple[object, ...]:
         """What ``install()`` replaces, for a caller to let go of apart from the lock."""
         return self.members, self._signature, self.table
