@@ -8,7 +8,8 @@ back, through ``Pool.update_steps()`` with the whole list, as discovery does
 during the churn; the longest time the changing thread held the pool's lock (the
 most a pick can wait for a change); the CPU time of one table build at 1,000 and
 10,000 upstreams; the share of keys that change upstream when one member leaves
-and comes back.
+and comes back; and how long one change of health holds the lock in panic, where
+the pool balances over every upstream (``panic_threshold``).
 
 Two controls run in the same process with the same picker: *quiet* (nothing else
 running) and *busy* (another thread burns, once a second, the same CPU time a
@@ -209,7 +210,48 @@ def churn(n: int, seconds: float, other: str = "changes", cpu: float = 0.0) -> d
     }
 
 
+def panic_changes(n: int, changes: int = 30) -> dict[str, float]:
+    """The longest lock hold (ms) of each change in panic: a pool of ``n``
+    upstreams at ``panic_threshold=0.999`` ejects one upstream per step (its
+    next pick rebuilds); the step that enters panic, and the ``changes`` after
+    it, each one more upstream ejected while the pool panics; then one upstream
+    removed and one added (``update_steps()``, a pick after each step)."""
+    from clientlb import Outcome, OutlierDetection, Pool
+
+    once = OutlierDetection(consecutive_local_failures=1, probe_after=None)
+    pool = Pool(upstream_urls(n), algorithm="consistent_hash", panic_threshold=0.999, outlier=once)
+    pool.pick("first").finish()
+    lock = pool._lock = TimedLock(pool._lock)  # type: ignore[assignment]
+    lock.watched = threading.get_ident()
+    entered: float | None = None
+    during: list[float] = []
+    step = 0
+    while len(during) < changes:
+        step += 1
+        since = len(lock.holds)
+        pool.pick(f"key-{step}").finish(Outcome.CONNECT_FAILURE)  # its upstream ejected
+        panicking = pool.panicking  # runs the rebuild the ejection calls for
+        hold = max(lock.holds[since:]) / 1000
+        if entered is not None:
+            during.append(hold)
+        elif panicking:
+            entered = hold
+    urls = upstream_urls(n)
+    since = len(lock.holds)
+    for _ in pool.update_steps([*urls[1:], "http://10.255.0.1:8000"], drain_timeout=0.0):
+        pool.pick("after-a-step").finish()
+    members = max(lock.holds[since:]) / 1000
+    return {
+        "enter_ms": entered or 0.0,
+        "change_p50_ms": statistics.median(during),
+        "change_max_ms": max(during),
+        "members_ms": members,
+    }
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    if args.panic_only:
+        return {"panic": panic_changes(args.upstreams)}
     changing = churn(args.upstreams, args.seconds)
     return {
         "build_cpu": {str(n): build_cpu(n) for n in args.build_sizes},
@@ -217,6 +259,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "busy": churn(args.upstreams, args.seconds, "busy", changing["change_cpu_s"]),
         "quiet": churn(args.upstreams, args.seconds, "quiet"),
         "moved": key_movement(args.upstreams, args.keys),
+        "panic": panic_changes(args.upstreams),
     }
 
 
@@ -238,6 +281,21 @@ def in_child(root: str, argv: list[str]) -> dict[str, Any]:
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     names = list(results)
     print(f"\n{args.upstreams:,} upstreams, consistent_hash, Python {sys.version.split()[0]}")
+    if not args.panic_only:
+        report_churn(results, args)
+    print("\nlock held by a change in panic, ms")
+    for field, what in (
+        ("enter_ms", "entering panic"),
+        ("change_p50_ms", "each change of health, median"),
+        ("change_max_ms", "each change of health, max"),
+        ("members_ms", "one removed, one added"),
+    ):
+        cells = "".join(f"{results[n]['panic'][field]:>14,.1f}" for n in names)
+        print(f"  {what:<32}{cells}")
+
+
+def report_churn(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    names = list(results)
     print(f"\none table build, CPU ms{'':14}" + "".join(f"{n:>14}" for n in names))
     for size in args.build_sizes:
         cells = "".join(f"{results[n]['build_cpu'][str(size)] * 1000:>14.0f}" for n in names)
@@ -285,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-sizes", nargs="+", type=int, default=[1_000, 10_000])
     parser.add_argument("--keys", type=int, default=100_000, help="keys for the movement")
     parser.add_argument("--compare", metavar="REV", help="also measure git revision REV")
+    parser.add_argument(
+        "--panic-only", action="store_true", help="measure only the changes in panic"
+    )
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.json:
@@ -296,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--keys={args.keys}",
         "--build-sizes",
         *map(str, args.build_sizes),
+        *(["--panic-only"] if args.panic_only else []),
     ]
     results = {}
     root = os.path.dirname(HERE)
