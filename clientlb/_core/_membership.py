@@ -360,8 +360,9 @@ class Roster:
             if any(table.share(other, eligible) for other in tables.values()):
                 return
             lagging = any(t.version != other.version for t, other in tables.items())
-            if lagging and any(m.health in PANIC_ELIGIBLE for m in table.members):
-                self.panic_out = PanicSkips(self.by_key)
+            skips = PanicSkips(self.by_key)
+            if lagging and any(m not in skips for m in table.members):  # one may serve
+                self.panic_out = skips
                 return
         panic.rebuild(eligible)
 

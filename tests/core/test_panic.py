@@ -201,6 +201,14 @@ def test_changes_of_health_in_panic_build_no_new_table() -> None:
     assert set(counts) == set(ups + spares) - {ups[10]}
 
 
+def _served_unless_left(pool: Pool, gone: str) -> set[str]:
+    """Who 50 keyed requests went to; none to ``gone`` once it drains or left."""
+    staying = any(m.url == gone and m.state != "draining" for m in pool.members)
+    counts = set(served(pool, 50, key_prefix="k"))
+    assert staying or gone not in counts
+    return counts - {gone}
+
+
 def test_a_change_of_members_in_panic_builds_no_table_under_the_lock() -> None:
     """While the primaries' new table is built apart from the lock, panic keeps
     its table and skips who left; the install hands it the new one."""
@@ -217,7 +225,7 @@ def test_a_change_of_members_in_panic_builds_no_table_under_the_lock() -> None:
     gone, new = ups[30], "http://10.9.9.9:8000"
     picked: set[str] = set()
     for _ in pool.update_steps([u for u in ups if u != gone] + [new], drain_timeout=0.0, step=1):
-        picked |= set(served(pool, 50, key_prefix="k"))
+        picked |= _served_unless_left(pool, gone)
         tier_table, panic_table = _tables(pool)
         assert panic_table is old or panic_table is tier_table
     assert pool.panicking
@@ -227,3 +235,27 @@ def test_a_change_of_members_in_panic_builds_no_table_under_the_lock() -> None:
     picked |= set(served(pool, 600, key_prefix="k"))
     assert gone not in picked
     assert new in picked
+
+
+def test_panic_over_both_tiers_builds_its_table_once_per_change_of_members() -> None:
+    """With standbys no tier's table is panic's: during a change of members it
+    keeps its own (skipping who left), then builds one table for the new set."""
+    ups, spares = urls(20), urls(4, port=9000)
+    pool = make_pool(ups, "consistent_hash", standbys=spares, panic_threshold=0.9)
+    for url in ups[:4] + spares[:1]:
+        fail(pool, url, 5)
+    assert pool.panicking
+    panic = pool._roster._panic_algorithm
+    builds: list[int] = []
+    rebuild = panic.rebuild
+    panic.rebuild = lambda members: (builds.append(len(members)), rebuild(members))  # type: ignore[method-assign]
+    gone = ups[12]
+    picked: set[str] = set()
+    steps = pool.update_steps([u for u in ups if u != gone], spares, drain_timeout=0.0, step=1)
+    for _ in steps:
+        picked |= _served_unless_left(pool, gone)
+    picked |= set(served(pool, 600, key_prefix="k"))
+    assert pool.panicking
+    assert builds == [len(ups) - 1 + len(spares)]  # once, for the members that stay
+    assert gone not in picked
+    assert picked == set(ups + spares) - {gone}
