@@ -201,6 +201,15 @@ def test_changes_of_health_in_panic_build_no_new_table() -> None:
     assert set(counts) == set(ups + spares) - {ups[10]}
 
 
+def _panic_builds(pool: Pool) -> list[int]:
+    """From now on, the size of each table panic fills itself (under the lock)."""
+    panic = pool._roster._panic_algorithm
+    builds: list[int] = []
+    rebuild = panic.rebuild
+    panic.rebuild = lambda members: (builds.append(len(members)), rebuild(members))  # type: ignore[method-assign]
+    return builds
+
+
 def _served_unless_left(pool: Pool, gone: str) -> set[str]:
     """Who 50 keyed requests went to; none to ``gone`` once it drains or left."""
     staying = any(m.url == gone and m.state != "draining" for m in pool.members)
@@ -217,10 +226,7 @@ def test_a_change_of_members_in_panic_builds_no_table_under_the_lock() -> None:
     for url in ups[:25]:
         fail(pool, url, 5)
     assert pool.panicking
-    panic = pool._roster._panic_algorithm
-    builds: list[int] = []
-    rebuild = panic.rebuild
-    panic.rebuild = lambda members: (builds.append(len(members)), rebuild(members))  # type: ignore[method-assign]
+    builds = _panic_builds(pool)
     _, old = _tables(pool)
     gone, new = ups[30], "http://10.9.9.9:8000"
     picked: set[str] = set()
@@ -245,10 +251,7 @@ def test_panic_over_both_tiers_builds_its_table_once_per_change_of_members() -> 
     for url in ups[:4] + spares[:1]:
         fail(pool, url, 5)
     assert pool.panicking
-    panic = pool._roster._panic_algorithm
-    builds: list[int] = []
-    rebuild = panic.rebuild
-    panic.rebuild = lambda members: (builds.append(len(members)), rebuild(members))  # type: ignore[method-assign]
+    builds = _panic_builds(pool)
     gone = ups[12]
     picked: set[str] = set()
     steps = pool.update_steps([u for u in ups if u != gone], spares, drain_timeout=0.0, step=1)
