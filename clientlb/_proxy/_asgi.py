@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -107,10 +108,6 @@ class _Body:
             chunk: bytes = message.get("body", b"")
             if chunk or not more:
                 return chunk
-
-
-def _open_websockets(app: ProxyApp) -> int:
-    return app.open_websockets
 
 
 class ProxyApp(ProxyBase):
@@ -235,7 +232,9 @@ class ProxyApp(ProxyBase):
         )
         self.key_of = scope_key(self.hash_on)
         if self.metrics is not None:
-            self.metrics._gauge("clientlb_proxy_websockets", self, _open_websockets, self.pool)
+            self.metrics._gauge(
+                "clientlb_proxy_websockets", self, attrgetter("open_websockets"), self.pool
+            )
         if engine is not None and not callable(getattr(engine, "request", None)):
             raise ConfigError("engine", f"expected an engine with request(), got {engine!r}")
         self._engine = engine

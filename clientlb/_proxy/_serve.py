@@ -20,6 +20,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from operator import attrgetter
 from typing import Any
 
 from .._admin import admin_app
@@ -123,10 +124,6 @@ async def _either(*events: asyncio.Event) -> None:
             wait.cancel()
 
 
-def _open_connections(front: FrontEnd) -> int:
-    return front.open_connections
-
-
 async def serve(
     settings: Settings,
     sockets: tuple[socket.socket, socket.socket | None],
@@ -141,7 +138,7 @@ async def serve(
     await app.startup()
     fronts = [FrontEnd(app, settings.limits, loop)]
     fronts[0].serve(sockets[0])
-    metrics._gauge("clientlb_proxy_client_connections", fronts[0], _open_connections)
+    metrics._gauge("clientlb_proxy_client_connections", fronts[0], attrgetter("open_connections"))
     host, port = sockets[0].getsockname()[:2]
     extra = {"listen": f"{host}:{port}"}
     if sockets[1] is not None:
