@@ -53,7 +53,12 @@ class LoopbackServer:
     def start(self) -> None:
         """Listen and serve; returns once the server accepts connections."""
         sock, self._reserved = self._reserved or self._socket(self.port), None
-        config = uvicorn.Config(self.app, log_level="error", lifespan="off", interface="asgi3")
+        # log_config=None: uvicorn would otherwise reset its loggers to INFO for
+        # each server it configures, and a server starting beside one being
+        # configured would log its start-up.
+        config = uvicorn.Config(
+            self.app, log_level="error", log_config=None, lifespan="off", interface="asgi3"
+        )
         server = uvicorn.Server(config)
         self._server, self._sock = server, sock
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
