@@ -106,7 +106,7 @@ def _connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()} - HOP_BY_HOP
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Inbound:
     """A request as the proxy forwards it: the headers to send (with no framing
     header, and no Host unless the client's is kept), the client address (the
@@ -116,6 +116,15 @@ class Inbound:
     client: str | None
     host: bytes | None
     framing: Framing
+
+    # Its own __init__, as the heads' in ``clientlb._http1._head``.
+    def __init__(
+        self, headers: Headers, client: str | None, host: bytes | None, framing: Framing
+    ) -> None:
+        self.headers = headers
+        self.client = client
+        self.host = host
+        self.framing = framing
 
 
 _MAX_AUTHORITIES = 1024  # Host values remembered by a policy
