@@ -14,9 +14,10 @@ only to name what failed.
 
 Most lines have been seen before: a server sends the same status line and its
 own headers on every response, a client the same Host, Accept and User-Agent on
-every request (the observation HTTP/2's header compression is built on). So each
-line is parsed once and remembered, bytes for bytes, and a head whose lines are
-all known costs a split and a lookup per line. The memory is bounded (short lines
+every request (the observation HTTP/2's header compression is built on), and
+the request lines of a service's busiest endpoints recur too. So each line is
+parsed once and remembered, bytes for bytes, and a head whose lines are all
+known costs a split and a lookup per line. The memory is bounded (short lines
 only, emptied when full), so lines that never repeat cost one insertion each.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ._errors import ProtocolError
 
@@ -40,11 +42,21 @@ _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/([0-9]
 _STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _OWS = b" \t"
 
-#: Lines parsed before (see the module doc): header lines, and status lines.
+#: Lines parsed before (see the module doc): header, status and request lines.
 _KNOWN_FIELDS: dict[bytes, tuple[bytes, bytes]] = {}
 _KNOWN_STATUS: dict[bytes, tuple[int, bytes, bool]] = {}
+_KNOWN_REQUESTS: dict[bytes, tuple[bytes, bytes, bool]] = {}
 KNOWN_LINES_MAX = 512  # entries in each, emptied when full
 KNOWN_LINE_SIZE = 256  # longer lines are parsed every time
+
+T = TypeVar("T")
+
+
+def _remember(known: dict[bytes, T], line: bytes, parsed: T) -> None:
+    if len(line) <= KNOWN_LINE_SIZE:
+        if len(known) >= KNOWN_LINES_MAX:
+            known.clear()
+        known[line] = parsed
 
 
 # The heads write their own __init__: compiled, the one dataclass would write
@@ -109,10 +121,7 @@ def _headers(head: bytes, start: int, line_limit: int) -> tuple[Headers, Headers
                 _refuse_headers(head, start)
             name, _, value = line.partition(b":")
             field = (name.lower(), value.strip(_OWS))
-            if len(line) <= KNOWN_LINE_SIZE:
-                if len(known) >= KNOWN_LINES_MAX:
-                    known.clear()
-                known[line] = field
+            _remember(known, line, field)
         headers.append(field)
         if field[0] in FRAMING_NAMES:
             framing.append(field)
@@ -144,6 +153,19 @@ def parse_request_head(head: bytes, line_limit: int = 8192) -> RequestHead:
     """Parse a request head: the request line and header lines, each ending in
     CRLF, without the empty line that ends the head."""
     first = head.find(b"\r\n")
+    line = head[:first]
+    known = _KNOWN_REQUESTS.get(line) if first >= 0 else None
+    if known is None:
+        known = _request_line(head, first)
+        if first >= 0:
+            _remember(_KNOWN_REQUESTS, line, known)
+    method, target, http11 = known
+    headers, framing = _headers(head, first + 2, line_limit)
+    return RequestHead(method, target, http11, headers, framing)
+
+
+def _request_line(head: bytes, first: int) -> tuple[bytes, bytes, bool]:
+    """The method, target and HTTP/1.1-ness of the request line ending at ``first``."""
     match = _REQUEST_LINE.fullmatch(head, 0, first)
     if match is None:
         _check_line_ends(head, len(head))
@@ -151,7 +173,7 @@ def parse_request_head(head: bytes, line_limit: int = 8192) -> RequestHead:
     method, target, major, minor = match.groups()
     if major != b"1" or minor not in (b"0", b"1"):
         raise ProtocolError(f"HTTP/{major.decode()}.{minor.decode()} is not supported", 505)
-    return RequestHead(method, target, minor == b"1", *_headers(head, first + 2, line_limit))
+    return method, target, minor == b"1"
 
 
 def parse_response_head(head: bytes, line_limit: int = 65536) -> ResponseHead:
@@ -162,12 +184,11 @@ def parse_response_head(head: bytes, line_limit: int = 65536) -> ResponseHead:
     known = _KNOWN_STATUS.get(line) if first >= 0 else None
     if known is None:
         known = _status_line(head, first)
-        if 0 <= first <= KNOWN_LINE_SIZE:
-            if len(_KNOWN_STATUS) >= KNOWN_LINES_MAX:
-                _KNOWN_STATUS.clear()
-            _KNOWN_STATUS[line] = known
+        if first >= 0:
+            _remember(_KNOWN_STATUS, line, known)
     status, reason, http11 = known
-    return ResponseHead(status, reason, http11, *_headers(head, first + 2, line_limit))
+    headers, framing = _headers(head, first + 2, line_limit)
+    return ResponseHead(status, reason, http11, headers, framing)
 
 
 def _status_line(head: bytes, first: int) -> tuple[int, bytes, bool]:

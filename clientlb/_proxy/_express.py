@@ -77,7 +77,17 @@ def _plain(policy: RetryPolicy) -> bool:
 class Express:
     """The lane of one ``ProxyApp`` (a reload builds a new one for the new app)."""
 
-    __slots__ = ("app", "engine", "read_timeout")
+    __slots__ = (
+        "app",
+        "background",
+        "engine",
+        "explain",
+        "hashes",
+        "hosts",
+        "policy",
+        "pool",
+        "read_timeout",
+    )
 
     def __init__(self, app: ProxyApp) -> None:
         self.app = app
@@ -85,12 +95,18 @@ class Express:
         assert isinstance(engine, AsyncioEngine)
         self.engine = engine
         self.read_timeout = app.timeouts.read
+        # What each request would otherwise ask the app (a Python object) for.
+        self.pool = app.pool
+        self.policy = app.policy
+        self.background = app._background
+        self.hashes = app.pool.algorithm.hashes  # then on the client address: no hash_on
+        self.explain = app.decision_header is not None
+        self.hosts = app._hosts  # the app's cache of upstream_parts()
 
     def take(self, client: ClientConnection, head: RequestHead) -> bool:
         """Forward the request ``head`` (whole, without a body) from ``client``;
         ``False`` when it is not one for the lane, and the front end runs the app."""
-        app = self.app
-        background = app._background
+        background = self.background
         if background is not None and background.idle:
             return False
         method = head.method.decode("ascii")
@@ -99,7 +115,7 @@ class Express:
             return False
         peer = client.client
         try:
-            inbound = app.policy.request(
+            inbound = self.policy.request(
                 method, head.headers, peer[0] if peer else None, "http", head.http11
             )
         except ProtocolError:
@@ -131,12 +147,11 @@ class Exchange:
         self.cycle = client.begin(method, head.http11)
         self.lease: Lease | None = None
         self.conn: _Conn | None = None
-        app = express.app
         plan = self.plan = AttemptPlan(
-            app.pool,
+            express.pool,
             method,
-            app.hash_key(None, inbound.client),
-            explain=app.decision_header is not None,
+            inbound.client if express.hashes else None,
+            explain=express.explain,
         )
         try:
             lease = self.lease = plan.first()
@@ -144,7 +159,8 @@ class Exchange:
             self._hand_over(None)
             return
         upstream = lease.upstream
-        host, prefix = app.upstream_parts(upstream)
+        parts = express.hosts.get(upstream.key)
+        host, prefix = parts if parts is not None else express.app.upstream_parts(upstream)
         raw_path, _, query = head.target.partition(b"?")
         try:
             target = request_target(prefix, raw_path, query)

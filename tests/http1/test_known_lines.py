@@ -24,6 +24,7 @@ RESPONSE = (
 def forget() -> None:
     _head._KNOWN_FIELDS.clear()
     _head._KNOWN_STATUS.clear()
+    _head._KNOWN_REQUESTS.clear()
 
 
 def test_a_head_parsed_again_is_the_same_and_its_own() -> None:
@@ -67,6 +68,22 @@ def test_a_known_status_line_needs_its_line_end() -> None:
     assert set(_head._KNOWN_STATUS) == {b"HTTP/1.1 200 OK"}
 
 
+def test_a_known_request_line_is_the_same_and_refusals_are_not_kept() -> None:
+    head = parse_request_head(b"GET /a?b HTTP/1.0\r\n")
+    again = parse_request_head(b"GET /a?b HTTP/1.0\r\nHost: x\r\n")
+    assert (again.method, again.target, again.http11) == (b"GET", b"/a?b", False)
+    assert (head.method, head.target, head.http11, head.headers) == (b"GET", b"/a?b", False, [])
+    for bad, error in [
+        (b"GET / HTTP/2.0\r\n", "HTTP/2.0 is not supported"),
+        (b"GET  / HTTP/1.1\r\n", "invalid request line"),
+        (b"GET /a?b HTTP/1.0", "invalid request line"),  # known, but no line end
+        (b"GET /a?b HTTP/1.0\rX\r\n", "bare CR or LF"),
+    ]:
+        with pytest.raises(ProtocolError, match=error):
+            parse_request_head(bad)
+    assert set(_head._KNOWN_REQUESTS) == {b"GET /a?b HTTP/1.0"}
+
+
 def test_each_reader_holds_known_lines_to_its_own_limit() -> None:
     line = b"X-Long: " + b"v" * 40
     parse_response_head(b"HTTP/1.1 200 OK\r\n" + line + b"\r\n")  # known now
@@ -80,8 +97,13 @@ def test_each_reader_holds_known_lines_to_its_own_limit() -> None:
 def test_the_memory_is_bounded() -> None:
     for i in range(_head.KNOWN_LINES_MAX * 2 + 7):
         parse_response_head(b"HTTP/1.1 200 R%d\r\nX-Id: %d\r\n" % (i, i))
+        parse_request_head(b"GET /%d HTTP/1.1\r\n" % i)
         assert len(_head._KNOWN_FIELDS) <= _head.KNOWN_LINES_MAX
         assert len(_head._KNOWN_STATUS) <= _head.KNOWN_LINES_MAX
+        assert len(_head._KNOWN_REQUESTS) <= _head.KNOWN_LINES_MAX
+    long_request = b"GET /" + b"p" * _head.KNOWN_LINE_SIZE + b" HTTP/1.1"
+    assert parse_request_head(long_request + b"\r\n").target == long_request[4:-9]
+    assert long_request not in _head._KNOWN_REQUESTS
     long_line = b"X-Big: " + b"b" * _head.KNOWN_LINE_SIZE
     long_status = b"HTTP/1.1 200 " + b"r" * _head.KNOWN_LINE_SIZE
     head = parse_response_head(long_status + b"\r\n" + long_line + b"\r\n")
