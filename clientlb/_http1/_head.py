@@ -24,6 +24,7 @@ only, emptied when full), so lines that never repeat cost one insertion each.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -57,6 +58,21 @@ def _remember(known: dict[bytes, T], line: bytes, parsed: T) -> None:
         if len(known) >= KNOWN_LINES_MAX:
             known.clear()
         known[line] = parsed
+
+
+def _start_line(
+    head: bytes, known: dict[bytes, T], parse: Callable[[bytes, int], T]
+) -> tuple[T, int]:
+    """The start line of ``head`` parsed (from ``known``, else by ``parse``, which
+    raises for a bad one), and the index of the CRLF that ends it."""
+    first = head.find(b"\r\n")
+    line = head[:first]
+    parsed = known.get(line) if first >= 0 else None
+    if parsed is None:
+        parsed = parse(head, first)
+        if first >= 0:
+            _remember(known, line, parsed)
+    return parsed, first
 
 
 # The heads write their own __init__: compiled, the one dataclass would write
@@ -152,14 +168,7 @@ def _check_line_ends(head: bytes, lines_end: int) -> None:
 def parse_request_head(head: bytes, line_limit: int = 8192) -> RequestHead:
     """Parse a request head: the request line and header lines, each ending in
     CRLF, without the empty line that ends the head."""
-    first = head.find(b"\r\n")
-    line = head[:first]
-    known = _KNOWN_REQUESTS.get(line) if first >= 0 else None
-    if known is None:
-        known = _request_line(head, first)
-        if first >= 0:
-            _remember(_KNOWN_REQUESTS, line, known)
-    method, target, http11 = known
+    (method, target, http11), first = _start_line(head, _KNOWN_REQUESTS, _request_line)
     headers, framing = _headers(head, first + 2, line_limit)
     return RequestHead(method, target, http11, headers, framing)
 
@@ -179,14 +188,7 @@ def _request_line(head: bytes, first: int) -> tuple[bytes, bytes, bool]:
 def parse_response_head(head: bytes, line_limit: int = 65536) -> ResponseHead:
     """Parse a response head (as ``parse_request_head``). A status outside
     100-599 is refused."""
-    first = head.find(b"\r\n")
-    line = head[:first]
-    known = _KNOWN_STATUS.get(line) if first >= 0 else None
-    if known is None:
-        known = _status_line(head, first)
-        if first >= 0:
-            _remember(_KNOWN_STATUS, line, known)
-    status, reason, http11 = known
+    (status, reason, http11), first = _start_line(head, _KNOWN_STATUS, _status_line)
     headers, framing = _headers(head, first + 2, line_limit)
     return ResponseHead(status, reason, http11, headers, framing)
 
