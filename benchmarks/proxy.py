@@ -794,8 +794,8 @@ def report(targets: list[Target]) -> None:
             f"{t.name} / nginx: {by_name[t.name][0] / by_name['nginx'][0]:.2f}x req/s; "
             f"per CPU-second {', '.join(f'{r:.2f}' for r in cpu)} "
             f"(median {statistics.median(cpu):.2f}x, goal >= 0.4x); "
-            f"p99 {', '.join(f'{r:.1f}' for r in p99)} "
-            f"(median {statistics.median(p99):.1f}x nginx's, goal <= 2x)"
+            f"p99 {', '.join(f'{r:.2f}' for r in p99)} "
+            f"(median {statistics.median(p99):.2f}x nginx's, goal <= 2x)"
         )
 
 
