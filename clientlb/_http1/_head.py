@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from ._errors import ProtocolError
 
@@ -128,6 +128,8 @@ def _headers(head: bytes, start: int, line_limit: int) -> tuple[Headers, Headers
     framing: Headers = []
     if len(head) == start:
         return headers, framing
+    if not head.endswith(b"\r\n"):
+        _refuse_headers(head, start)
     lines = head[start:-2].split(b"\r\n")
     known = _KNOWN_FIELDS
     for line in lines:
@@ -148,7 +150,7 @@ def _headers(head: bytes, start: int, line_limit: int) -> tuple[Headers, Headers
     return headers, framing
 
 
-def _refuse_headers(head: bytes, start: int) -> None:
+def _refuse_headers(head: bytes, start: int) -> NoReturn:
     """Raise the error that names the first invalid header line from ``start``."""
     end = _HEADER_BLOCK.match(head, start).end()  # type: ignore[union-attr]  # matches empty
     _check_line_ends(head, len(head))

@@ -52,6 +52,8 @@ def test_a_known_line_hides_no_bad_one_beside_it() -> None:
         b"GET / HTTP/1.1\r\nHost: a\nX: 1\r\n": "bare CR or LF",
         b"GET / HTTP/1.1\r\nHost: a\rX: 1\r\n": "bare CR or LF",
         b"GET / HTTP/1.1\r\nHost: a\r\n\r\nX: 1\r\n": "invalid header line b''",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: 1": "invalid header line b'X: 1'",  # cut short
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r": "bare CR or LF",
     }
     for head, error in cases.items():
         with pytest.raises(ProtocolError, match=error):
