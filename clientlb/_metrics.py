@@ -118,17 +118,24 @@ class _Watched:
 
 class _Gauge:
     """One of the package's own gauges: ``read(owner)`` is its value for as long
-    as ``owner`` lives, labelled with ``pool``'s name when it has one."""
+    as ``owner`` lives, labelled with ``pool``'s name when it has one (``name``:
+    the last name ``pool`` was seen watched under)."""
 
-    __slots__ = ("family", "owner", "pool", "read")
+    __slots__ = ("family", "name", "owner", "pool", "read")
 
     def __init__(
-        self, family: str, owner: object, read: Callable[[Any], int], pool: Pool | None
+        self,
+        family: str,
+        owner: object,
+        read: Callable[[Any], int],
+        pool: Pool | None,
+        name: str | None,
     ) -> None:
         self.family = family
         self.owner = weakref.ref(owner)
         self.read = read
         self.pool = pool
+        self.name = name
 
 
 class Metrics:
@@ -226,12 +233,16 @@ class Metrics:
         """Report ``read(owner)`` as ``family`` (one of ``GAUGES``) at every render,
         for as long as ``owner`` lives (held weakly: a collector outlives the apps of
         a reload, and the app that a reload replaced still relays its WebSockets).
-        Readings under the same labels add up; ``pool`` labels them, and a pool no
-        longer watched is not reported."""
+        Readings under the same labels add up; ``pool`` labels them. A pool no
+        longer watched is not reported, unless another pool is watched under its
+        name: a reload's new pool, whose name its readings go on under (the
+        replaced app's WebSockets stay open until they close)."""
         if family not in GAUGES:
             raise ValueError(f"not one of clientlb's gauges: {family!r}")
         with self._lock:
-            self._gauges.append(_Gauge(family, owner, read, pool))
+            watched = self._pools.get(pool) if pool is not None else None
+            name = watched.name if watched is not None else None
+            self._gauges.append(_Gauge(family, owner, read, pool, name))
 
     def _read_gauges(self) -> dict[tuple[str, str | None], int]:
         """Every gauge read now, summed by (family, pool name); forgets the gauges
@@ -239,6 +250,7 @@ class Metrics:
         with self._lock:
             gauges = list(self._gauges)
             names = {pool: w.name for pool, w in self._pools.items()}
+        successors = set(names.values())
         readings: dict[tuple[str, str | None], int] = {}
         gone = []
         for gauge in gauges:
@@ -249,7 +261,11 @@ class Metrics:
             name = None
             if gauge.pool is not None:
                 name = names.get(gauge.pool)
-                if name is None:
+                if name is not None:
+                    gauge.name = name
+                elif gauge.name in successors:
+                    name = gauge.name
+                else:
                     continue
             key = (gauge.family, name)
             readings[key] = readings.get(key, 0) + gauge.read(owner)

@@ -345,6 +345,16 @@ def test_the_proxies_gauges_add_up_per_pool_while_their_owners_live() -> None:
     assert 'clientlb_proxy_websockets{pool="orders"}' not in samples(metrics)
     assert metrics.gauges() == {"client_connections": 7, "websockets": 0}
 
+    # A reload with a new pool: the new one takes the old one's name, and the
+    # replaced app's WebSockets, still open, are counted under it with the new app's.
+    current.now = 4
+    metrics.unwatch(users)
+    successor, new_app = Pool(["http://u:2"]), _Counted(1)
+    assert metrics.watch(successor, "users") == "users"
+    metrics._gauge("clientlb_proxy_websockets", new_app, _now, successor)
+    assert samples(metrics)['clientlb_proxy_websockets{pool="users"}'] == 5
+    assert metrics.gauges() == {"client_connections": 7, "websockets": 5}
+
 
 def test_no_gauge_family_without_something_to_report_it() -> None:
     metrics = Metrics()
