@@ -19,6 +19,9 @@ the request lines of a service's busiest endpoints recur too. So each line is
 parsed once and remembered, bytes for bytes, and a head whose lines are all
 known costs a split and a lookup per line. The memory is bounded (short lines
 only, emptied when full), so lines that never repeat cost one insertion each.
+It outlives the message, so what may carry a credential is never kept: the
+Authorization, Proxy-Authorization, Cookie and Set-Cookie lines, and a request
+line with a query (a token or a signature in a URL).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ _KNOWN_STATUS: dict[bytes, tuple[int, bytes, bool]] = {}
 _KNOWN_REQUESTS: dict[bytes, tuple[bytes, bytes, bool]] = {}
 KNOWN_LINES_MAX = 512  # entries in each, emptied when full
 KNOWN_LINE_SIZE = 256  # longer lines are parsed every time
+_NEVER_KEPT = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"})
 
 T = TypeVar("T")
 
@@ -70,7 +74,7 @@ def _start_line(
     parsed = known.get(line) if first >= 0 else None
     if parsed is None:
         parsed = parse(head, first)
-        if first >= 0:
+        if first >= 0 and b"?" not in line:  # a query may hold a credential
             _remember(known, line, parsed)
     return parsed, first
 
@@ -139,7 +143,8 @@ def _headers(head: bytes, start: int, line_limit: int) -> tuple[Headers, Headers
                 _refuse_headers(head, start)
             name, _, value = line.partition(b":")
             field = (name.lower(), value.strip(_OWS))
-            _remember(known, line, field)
+            if field[0] not in _NEVER_KEPT:
+                _remember(known, line, field)
         headers.append(field)
         if field[0] in FRAMING_NAMES:
             framing.append(field)

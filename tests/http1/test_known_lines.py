@@ -71,19 +71,38 @@ def test_a_known_status_line_needs_its_line_end() -> None:
 
 
 def test_a_known_request_line_is_the_same_and_refusals_are_not_kept() -> None:
-    head = parse_request_head(b"GET /a?b HTTP/1.0\r\n")
-    again = parse_request_head(b"GET /a?b HTTP/1.0\r\nHost: x\r\n")
-    assert (again.method, again.target, again.http11) == (b"GET", b"/a?b", False)
-    assert (head.method, head.target, head.http11, head.headers) == (b"GET", b"/a?b", False, [])
+    head = parse_request_head(b"GET /a/b HTTP/1.0\r\n")
+    again = parse_request_head(b"GET /a/b HTTP/1.0\r\nHost: x\r\n")
+    assert (again.method, again.target, again.http11) == (b"GET", b"/a/b", False)
+    assert (head.method, head.target, head.http11, head.headers) == (b"GET", b"/a/b", False, [])
     for bad, error in [
         (b"GET / HTTP/2.0\r\n", "HTTP/2.0 is not supported"),
         (b"GET  / HTTP/1.1\r\n", "invalid request line"),
-        (b"GET /a?b HTTP/1.0", "invalid request line"),  # known, but no line end
-        (b"GET /a?b HTTP/1.0\rX\r\n", "bare CR or LF"),
+        (b"GET /a/b HTTP/1.0", "invalid request line"),  # known, but no line end
+        (b"GET /a/b HTTP/1.0\rX\r\n", "bare CR or LF"),
     ]:
         with pytest.raises(ProtocolError, match=error):
             parse_request_head(bad)
-    assert set(_head._KNOWN_REQUESTS) == {b"GET /a?b HTTP/1.0"}
+    assert set(_head._KNOWN_REQUESTS) == {b"GET /a/b HTTP/1.0"}
+
+
+def test_what_may_carry_a_credential_is_never_kept() -> None:
+    request = (
+        b"GET /files?sig=s3cr3t HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t0ken\r\n"
+        b"proxy-authorization: Basic eA==\r\nCookie: session=abc\r\n"
+    )
+    for _ in range(2):
+        head = parse_request_head(request)
+        assert head.target == b"/files?sig=s3cr3t"
+        assert head.headers[1:] == [
+            (b"authorization", b"Bearer t0ken"),
+            (b"proxy-authorization", b"Basic eA=="),
+            (b"cookie", b"session=abc"),
+        ]
+    response = parse_response_head(b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc\r\n")
+    assert response.headers == [(b"set-cookie", b"session=abc")]
+    assert set(_head._KNOWN_FIELDS) == {b"Host: a"}
+    assert not _head._KNOWN_REQUESTS
 
 
 def test_each_reader_holds_known_lines_to_its_own_limit() -> None:
