@@ -177,11 +177,17 @@ class Exchange:
         self.conn = conn
         client.exchange = self
         conn.listener = self._on_upstream
-        try:
-            conn.send(request_head(head.method, target, headers), head.method, None)
-        except Exception as exc:  # the transport refused the write
-            self._failed(httpx.WriteError(str(exc)))
-            return
+        request = request_head(head.method, target, headers)
+        if plan.policy.may_resend(method):
+            # Written with the round's other writes: should the upstream have
+            # closed the connection meanwhile, the request goes elsewhere.
+            conn.send_soon(request, head.method)
+        else:
+            try:  # at once, right after take_idle() saw the connection open
+                conn.send(request, head.method, None)
+            except Exception as exc:  # the transport refused the write
+                self._failed(httpx.WriteError(str(exc)))
+                return
         timeout = express.read_timeout
         if timeout is not None:
             express.engine._read_deadline(conn, conn.loop.time() + timeout)

@@ -1,7 +1,7 @@
 """The front end's one-step answer (``_Cycle.whole``), which the express lane
 writes a relayed response with, puts the same bytes on the wire as the general
-path (``start()`` then ``write(body, False)``) and leaves the connection in the
-same state."""
+path (``start()`` then ``write(body, False)``) once the event loop's round is
+over, and leaves the connection in the same state."""
 
 from __future__ import annotations
 
@@ -82,6 +82,7 @@ def _answer(
         else:
             cycle.start(status, list(headers))
             cycle.write(body, False)
+        loop.run_until_complete(asyncio.sleep(0))  # the round is over: held bytes go out
         return wire.written, wire.closed, conn.served
     finally:
         loop.close()

@@ -35,6 +35,7 @@ from ..._httpx import httpx
 from ..._tls import default_context
 from .._flow import WriteFlow
 from .._headers import Headers
+from .._outbox import outbox_of
 from ._base import (
     DEFAULT_UPSTREAM_LIMITS,
     AsyncResponse,
@@ -68,6 +69,8 @@ class _Conn(WriteFlow):
         self.conns = conns
         self.engine = engine
         self.loop = loop
+        self.outbox = outbox_of(loop)
+        self.held = b""  # a request written when the loop's round is over (``send_soon``)
         self.transport: asyncio.Transport | None = None
         self.peek: Readable | None = None
         self.reader = ResponseReader()
@@ -194,6 +197,7 @@ class _Conn(WriteFlow):
         self._wake()
 
     def _close(self) -> None:
+        self.held = b""  # a request not written yet never will be: the exchange is over
         if not self.closed:
             self.closed = True
             if self.transport is not None:
@@ -239,6 +243,31 @@ class _Conn(WriteFlow):
         self.read_timeout = read_timeout
         transport.write(request)
         self.sent = True
+
+    def send_soon(self, request: bytes, method: bytes) -> None:
+        """``send()``, the write made when the event loop's round of callbacks is
+        over, with the other connections' (see ``clientlb._proxy._outbox``): the
+        express lane's requests, which have no body and no read timeout of the
+        connection's own. A connection closed meanwhile writes nothing."""
+        assert self.transport is not None and not self.held
+        self.reader.start(head_request=method == b"HEAD", upgrade=False)
+        self.read_timeout = None
+        self.held = request
+        self.outbox.hold(self)
+        self.sent = True
+
+    def flush(self) -> None:
+        """Write the request held by ``send_soon()``."""
+        held = self.held
+        if held:
+            self.held = b""
+            transport = self.transport
+            if transport is not None and not self.closed and not transport.is_closing():
+                try:
+                    transport.write(held)
+                except Exception as exc:  # the transport refused the write
+                    self._fail(httpx.WriteError(str(exc)))
+                    self._close()
 
     # -- the response, as the proxy reads it ------------------------------------
 

@@ -37,6 +37,7 @@ from ..._http1 import LAST_CHUNK, ProtocolError, RequestHead, RequestReader, res
 from .._engines._readable import peer_gone
 from .._flow import WriteFlow
 from .._limits import WebSocketSettings
+from .._outbox import outbox_of
 from .._upgrade import wants_websocket
 from ._tunnel import End, Tunnel
 
@@ -158,7 +159,7 @@ class _Cycle:
             if self.continue_expected:
                 self.continue_expected = False
                 if not self.started and conn.transport is not None:
-                    conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    conn.write_now(b"HTTP/1.1 100 Continue\r\n\r\n")
             waiter = self.waiter = conn.loop.create_future()
             try:
                 await waiter
@@ -203,11 +204,10 @@ class _Cycle:
         if self.head is not None:
             data = self.head + data
             self.head = None
-        transport = conn.transport
-        if conn.lost or transport is None:
+        if conn.lost or conn.transport is None:
             return False
         if data:
-            transport.write(data)
+            conn.write_now(data)
         if not more:
             self.complete = True
             if self.left:  # shorter than announced: only closing can tell the client
@@ -224,7 +224,7 @@ class _Cycle:
         conn = self.conn
         if not self.upgrade or self.head is None or conn.transport is None:
             raise RuntimeError("tunnel() follows an http.response.start with status 101")
-        conn.transport.write(self.head)
+        conn.write_now(self.head)
         self.head = None
         self.complete = True
         pending, conn.reader.pending = conn.reader.pending, b""
@@ -294,10 +294,9 @@ class _Cycle:
             headers.append((b"connection", b"close"))
         elif not self.http11:
             headers.append((b"connection", b"keep-alive"))
-        transport = conn.transport
-        if not conn.lost and transport is not None:
+        if not conn.lost and conn.transport is not None:
             head = response_head(_STATUS_LINES[status], headers)
-            transport.write(head + body if body and not self.no_body_for(status) else head)
+            conn.write_later(head + body if body and not self.no_body_for(status) else head)
         self.wake()
         conn.response_done(self)
 
@@ -313,6 +312,8 @@ class ClientConnection(WriteFlow):
         self.front = front
         self.limits = front.limits
         self.loop = front.loop
+        self.outbox = outbox_of(front.loop)
+        self.held = b""  # written when the loop's round is over (see ``write_later``)
         self.reader = RequestReader(front.limits.heads)
         self.transport: asyncio.Transport | None = None
         self.cycle: _Cycle | None = None
@@ -390,6 +391,7 @@ class ClientConnection(WriteFlow):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self.held = b""
         self._disarm()
         if self.tunnel is not None:
             self.tunnel.lost(self)
@@ -632,6 +634,39 @@ class ClientConnection(WriteFlow):
             finally:
                 self.drain_waiter = None
 
+    # -- writing ------------------------------------------------------------------------
+
+    def write_later(self, data: bytes) -> None:
+        """Write ``data`` when the event loop's round of callbacks is over, with
+        the other connections' (see ``clientlb._proxy._outbox``): the express
+        lane's whole responses."""
+        if self.held:
+            self.held += data  # pipelined responses: one write
+        else:
+            self.held = data
+            self.outbox.hold(self)
+
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` now, after what is held."""
+        transport = self.transport
+        if transport is None:
+            return
+        held = self.held
+        if held:
+            self.held = b""
+            data = held + data
+        transport.write(data)
+
+    def flush(self) -> None:
+        """Write what is held now (the outbox's round is over, or something
+        else is about to be written or the connection closes)."""
+        held = self.held
+        if held:
+            self.held = b""
+            transport = self.transport
+            if transport is not None and not self.lost and not transport.is_closing():
+                transport.write(held)
+
     # -- endings ------------------------------------------------------------------------
 
     def refuse(self, status: int, text: str) -> None:
@@ -640,7 +675,7 @@ class ClientConnection(WriteFlow):
         cycle = self.cycle
         head = cycle is not None and cycle.scope["method"] == "HEAD"
         if self.transport is not None and not self.lost:
-            self.transport.write(plain_response(status, text, head=head))
+            self.write_now(plain_response(status, text, head=head))
         if cycle is not None:
             cycle.started = cycle.complete = True
             cycle.wake()
@@ -657,10 +692,12 @@ class ClientConnection(WriteFlow):
     def close(self) -> None:
         self._disarm()
         if self.transport is not None and not self.transport.is_closing():
+            self.flush()
             self.transport.close()
 
     def abort(self) -> None:
         self._disarm()
+        self.held = b""
         if self.transport is not None:
             self.transport.abort()
 
