@@ -1,21 +1,17 @@
-"""Writes held until the event loop's current round of callbacks is over, then
-made one after the other.
+"""Writes held until the event loop's current round of callbacks is over.
 
-Every write to a loopback or LAN peer that sleeps wakes it. The proxy's hot path
-answers many connections per round of the event loop (one ``epoll`` wake-up), and
-writing each answer at once wakes the same client or upstream process again and
-again, often just after it went back to sleep; waking a sleeping task on another
-core is an inter-processor interrupt, paid by the writer. Holding the writes of
-one round and making them when the round is over wakes each peer once per round,
-and pipelined answers on one connection go out as one write. This is Netty's
-flush consolidation (``FlushConsolidationHandler``: flush at the end of a read
-loop), and what uvloop itself did with every write before it wrote at once.
+Writing each answer the moment it is ready wakes the same sleeping client or
+upstream process again and again within one round (one ``epoll`` wake-up), and
+waking a task on another core is an inter-processor interrupt, paid by the
+writer. Held to the end of the round, the writes wake each peer about once per
+round, and pipelined answers on one connection go out as one write: Netty's
+flush consolidation, and what uvloop did with small writes before it made them
+at once (MagicStack/uvloop#619).
 
-A round here is what the loop runs before it polls again: the flush is a
-``call_soon`` callback, which runs after the I/O callbacks of the round that
-scheduled it (uvloop), or first thing in the next round (asyncio's own loop).
-The connections that hold bytes keep them; the outbox only keeps which ones to
-flush. Whatever else a connection does with its transport (another write, a
+The flush is one ``call_soon`` callback per round: under uvloop it runs after
+the round's I/O callbacks, under asyncio's own loop first thing in the next
+round. Connections keep the bytes they hold; the outbox only keeps which ones to
+flush. Anything else a connection does with its transport (another write, a
 close) flushes what it holds first, so bytes keep their order."""
 
 from __future__ import annotations
