@@ -37,7 +37,9 @@ class Outbox:
     __slots__ = ("_holders", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weak: the outbox is the value of a weak-keyed table by loop, and a
+        # value that held its key would keep every loop alive.
+        self._loop = weakref.ref(loop)
         self._holders: list[Holder] = []
 
     def hold(self, holder: Holder) -> None:
@@ -45,7 +47,11 @@ class Outbox:
         (call once per holder and round: when it holds nothing yet)."""
         holders = self._holders
         if not holders:
-            self._loop.call_soon(self.flush)
+            loop = self._loop()
+            if loop is None:  # pragma: no cover - a connection outlived its loop
+                holder.flush()
+                return
+            loop.call_soon(self.flush)
         holders.append(holder)
 
     def flush(self) -> None:

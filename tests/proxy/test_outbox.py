@@ -6,7 +6,9 @@ on another's connection."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -95,13 +97,19 @@ def test_the_outbox_flushes_each_holder_once_when_the_round_is_over(
     assert log[-1] == "c"
 
 
-def test_one_outbox_per_loop(loop: asyncio.AbstractEventLoop) -> None:
+def test_one_outbox_per_loop_which_it_does_not_keep_alive(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
     other = asyncio.new_event_loop()
     try:
         assert outbox_of(loop) is outbox_of(loop)
         assert outbox_of(loop) is not outbox_of(other)
     finally:
         other.close()
+    gone = weakref.ref(other)
+    del other
+    gc.collect()
+    assert gone() is None
     conn, _ = client(loop)
     up, _ = upstream(loop)
     assert conn.outbox is up.outbox is outbox_of(loop)  # one flush for both sides
