@@ -4,8 +4,7 @@ Writing each answer the moment it is ready wakes the same sleeping client or
 upstream process again and again within one round (one ``epoll`` wake-up), and
 waking a task on another core is an inter-processor interrupt, paid by the
 writer. Held to the end of the round, the writes wake each peer about once per
-round, and pipelined answers on one connection go out as one write: Netty's
-flush consolidation, and what uvloop did with small writes before it made them
+round: Netty's flush consolidation, and what uvloop did with small writes before it made them
 at once (MagicStack/uvloop#619).
 
 The flush is one ``call_soon`` callback per round: under uvloop it runs after

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import socket
+import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +23,7 @@ from clientlb._proxy._limits import Limits
 from clientlb._proxy._outbox import Outbox, outbox_of
 
 from ..replicas import Replica
-from .servers import raw_request, split_response
+from .servers import Running, raw_request, split_response
 from .test_express import lane
 from .test_front_whole import Wire
 
@@ -119,12 +121,12 @@ def test_one_outbox_per_loop_which_it_does_not_keep_alive(
     assert conn.outbox is up.outbox is outbox_of(loop)  # one flush for both sides
 
 
-def test_held_responses_go_out_together_at_the_end_of_the_round(
+def test_bytes_held_twice_in_a_round_go_out_in_order_at_its_end(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     conn, wire = client(loop)
     conn.write_later(b"first ")
-    conn.write_later(b"second")  # a pipelined response of the same round
+    conn.write_later(b"second")
     assert wire.writes == []
     end_of_round(loop)
     assert wire.writes == [b"first second"]
@@ -231,3 +233,40 @@ def test_requests_the_lane_writes_at_once_or_held_are_all_answered() -> None:
     assert [seen["method"] for seen in a.requests[1:]] == [*methods, "GET"]
     assert [seen["path"] for seen in a.requests[1:]] == [f"/{n}" for n in range(6)] + ["/last"]
     assert counted.handed == [None] and counted.from_start == 0  # all through the lane
+
+
+@pytest.mark.integration
+def test_clients_pipelining_through_the_command_each_get_their_own_answers_in_order() -> None:
+    # The command runs uvloop: many connections' answers are held in one round.
+    clients, each = 8, 25
+    with Replica("a") as a, Replica("b") as b:
+        running = Running(["--upstream", a.url, "--upstream", b.url])
+        try:
+            port = int(running.url.rsplit(":", 1)[1])
+            raw_request(port, b"GET /warm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            start = threading.Barrier(clients)
+            answers: dict[int, bytes] = {}
+
+            def client(n: int) -> None:
+                paths = [f"/c{n}/r{r}" for r in range(each)]
+                batch = b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths)
+                start.wait(10)
+                answers[n] = raw_request(
+                    port, batch + b"GET /end HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+
+            threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+        finally:
+            assert running.stop() == 0
+    assert sorted(answers) == list(range(clients))
+    for n, raw in answers.items():
+        parts = raw.split(b"HTTP/1.1 200 OK")[1:]
+        seen = [re.search(rb'"path": ?"([^"]+)"', part) for part in parts]
+        assert [m.group(1).decode() if m else None for m in seen] == [
+            *(f"/c{n}/r{r}" for r in range(each)),
+            "/end",
+        ]

@@ -641,7 +641,7 @@ class ClientConnection(WriteFlow):
         the other connections' (see ``clientlb._proxy._outbox``): the express
         lane's whole responses."""
         if self.held:
-            self.held += data  # pipelined responses: one write
+            self.held += data  # in order, should more come this round
         else:
             self.held = data
             self.outbox.hold(self)
