@@ -4,8 +4,8 @@ Writing each answer the moment it is ready wakes the same sleeping client or
 upstream process again and again within one round (one ``epoll`` wake-up), and
 waking a task on another core is an inter-processor interrupt, paid by the
 writer. Held to the end of the round, the writes wake each peer about once per
-round: Netty's flush consolidation, and what uvloop did with small writes before it made them
-at once (MagicStack/uvloop#619).
+round: Netty's flush consolidation, and what uvloop did with small writes
+before it made them at once (MagicStack/uvloop#619).
 
 The flush is one ``call_soon`` callback per round: under uvloop it runs after
 the round's I/O callbacks, under asyncio's own loop first thing in the next
