@@ -52,7 +52,7 @@ _NO_EXCLUSIONS: frozenset[Member] = frozenset()
 _SLOW_START = Health.SLOW_START  # read per request
 DEFAULT_OUTLIER = OutlierDetection()
 #: Membership changes ``update_steps()`` applies per hold of the pool's lock.
-UPDATE_STEP = 500
+UPDATE_STEP = 250
 
 Listener = Callable[[str, MemberState], None]
 #: What the package's own watchers (``Pool._watch``) hear of each active check

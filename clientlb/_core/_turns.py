@@ -1,13 +1,15 @@
-"""Sharing the interpreter with an event loop, for work on thousands of upstreams.
+"""Sharing the interpreter with other threads, for work on thousands of upstreams.
 
-Such work (parsing a registry's answer, rendering an admin page) runs in a worker
-thread so that the event loop keeps serving, but it holds the GIL: a loop that
-wakes up then waits for it up to the switch interval (5 ms) per turn, several
-turns per request. Loops over many items give it back about every millisecond
-instead: ``time.sleep(0)`` lets a waiting thread in at once (``os.sched_yield``
-does not, reliably), at a cost of some 50-100 us, so the loop's wait stays near
-a millisecond and the work takes under a tenth longer. Harmless on the loop's own
-thread.
+Such work (parsing a registry's answer, a change of membership, rendering an
+admin page) runs in a worker thread so that the event loop or the request
+threads keep serving, but it holds the GIL: a thread that wants it back waits up
+to the switch interval (5 ms), and one preempted in the middle of a pick waits
+as long as the worker then runs. Loops over many items give it back about every
+half millisecond instead: ``time.sleep(0)`` lets a waiting thread in at once
+(``os.sched_yield`` does not, reliably), at a cost of some 50-100 us, so a
+waiting thread's wait stays under a millisecond. Harmless on the loop's own
+thread. When the other threads never wait (they are busy), each turn costs the
+worker up to a switch interval of wall time: it takes longer, they do not.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 #: Seconds of work between two turns.
-TURN = 0.001
+TURN = 0.0005
 #: Items between two looks at the clock.
 _LOOK = 32
 

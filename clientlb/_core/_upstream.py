@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ._errors import ConfigError
+from ._turns import taking_turns
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 #: A DNS name or IPv4 address: letters, digits, '-', '_' and dots.
@@ -168,7 +169,7 @@ def reusing(known: Iterable[Upstream]) -> Callable[[object, str], Upstream]:
     """``as_upstream``, but a URL string that one of ``known`` stands for exactly
     (weight 1, no limit of its own) gives that one instead of being parsed again:
     a registry's answer repeats thousands of known URLs."""
-    plain = {u.url: u for u in known if u.weight == 1 and u.max_connections is None}
+    plain = {u.url: u for u in taking_turns(known) if u.weight == 1 and u.max_connections is None}
 
     def parse(value: object, field_name: str) -> Upstream:
         up = plain.get(value) if isinstance(value, str) else None

@@ -50,7 +50,7 @@ LOG_NAMES = 10
 LIMITER_SIZE = 256
 #: Members a feed adds or removes per hold of the pool's lock, before it lets
 #: requests run (about 0.5 ms of work).
-UPDATE_STEP = 500
+UPDATE_STEP = 250
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -328,3 +329,64 @@ def test_large_pools_build_with_numpy_and_small_ones_without(
     monkeypatch.setattr(numpy_fill, "available", lambda: False)
     plain = make_pool(urls(numpy_fill.MIN_MEMBERS), "consistent_hash")
     assert owners(large, KEYS[:2_000]) == owners(plain, KEYS[:2_000])
+
+
+@needs_numpy
+def test_the_numpy_fill_pauses_when_its_budget_of_work_is_spent() -> None:
+    n, size = 300, 65_537
+    hashes = [hash64(u) for u in urls(n)]
+    weights = [1.0] * n
+    ticks = iter(range(10**9))
+
+    def pauses(clock: Callable[[], float]) -> tuple[int, list[int]]:
+        build, count = numpy_fill.fill(size, hashes, weights, clock), 0
+        while True:
+            try:
+                next(build)
+                count += 1
+            except StopIteration as done:
+                return count, list(done.value)
+
+    never, table = pauses(lambda: 0.0)  # no time passes: no pause at all
+    assert never == 0
+    always, same = pauses(lambda: float(next(ticks)))  # each look is a second later
+    assert always > size // n  # at least once a turn, and inside the turns' walks
+    assert table == same == list(run(fill(size, hashes, weights)))
+
+
+def test_prepare_pauses_between_chunks_of_members() -> None:
+    from clientlb._core._algorithms._hashing import MEMBERS_CHUNK
+
+    members = [Member(Upstream(u), 0) for u in urls(2 * MEMBERS_CHUNK + 1)]
+    algorithm = ConsistentHash()
+    algorithm.rebuild(members)
+    again = algorithm.prepare(members)  # the same members: only their signature is read
+    pauses = 0
+    while True:
+        try:
+            next(again)
+            pauses += 1
+        except StopIteration as done:
+            chosen, _, table = done.value
+            break
+    assert pauses == 2  # after the first and the second chunk
+    assert table is algorithm.table and list(chosen) == members
+
+
+def test_a_change_of_known_upstreams_leaves_nothing_per_upstream_to_collect() -> None:
+    import gc
+
+    from clientlb._core._updates import check_update
+
+    pool = make_pool(urls(2_000), "consistent_hash")
+    known = pool._roster.by_key
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        wanted, fresh = check_update(known, urls(2_000), ())
+        made = len(gc.get_objects()) - before
+    finally:
+        gc.enable()
+    assert len(wanted.upstreams) == 2_000 and not fresh
+    assert made < 50  # a pair per upstream made 2,000

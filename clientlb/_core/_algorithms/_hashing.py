@@ -28,6 +28,8 @@ from ._base import Algorithm
 
 #: Work (probes of the table) between two pauses of a build, about 0.5 ms.
 BUILD_CHUNK = 8192
+#: Members read between two pauses of a build (their keys hashed, at worst).
+MEMBERS_CHUNK = 512
 
 
 def hash64(text: str) -> int:
@@ -156,23 +158,30 @@ class ConsistentHash(Algorithm):
         algorithm's state, pausing (``yield``) every half millisecond or so;
         returns what ``install()`` takes. Needs no lock."""
         chosen = tuple(members)
-        signature = [(m.upstream.key, m.weight) for m in chosen]
+        n = len(chosen)
+        signature: list[tuple[str, float]] = []
+        for start in range(0, n, MEMBERS_CHUNK):
+            if start:
+                yield
+            signature += [(m.upstream.key, m.weight) for m in chosen[start : start + MEMBERS_CHUNK]]
         if signature == self._signature:
             return chosen, signature, self.table  # the same upstreams: the table stands
-        n = len(chosen)
         if not n:
             return chosen, signature, []
         known = self._hashes
         if len(known) > 2 * n:
             known = self._hashes = {}  # forget members long gone
-        hashes = []
-        for key, _ in signature:
-            h = known.get(key)
-            if h is None:
-                h = known[key] = hash64(key)
-            hashes.append(h)
+        hashes: list[int] = []
+        weights: list[float] = []
+        for start in range(0, n, MEMBERS_CHUNK):
+            yield
+            for key, weight in signature[start : start + MEMBERS_CHUNK]:
+                h = known.get(key)
+                if h is None:
+                    h = known[key] = hash64(key)
+                hashes.append(h)
+                weights.append(weight)
         size = self.table_size or max(MIN_TABLE_SIZE, 1 << (101 * n - 1).bit_length())
-        weights = [w for _, w in signature]
         fast = n >= _maglev_arrays.MIN_MEMBERS and _maglev_arrays.available()
         build = _maglev_arrays.fill if fast else fill
         table = yield from build(_next_prime(size), hashes, weights)

@@ -17,8 +17,9 @@ numpy is optional (``clientlb[fast]``): ``available()`` says whether it is there
 from __future__ import annotations
 
 import importlib.util
+import time
 from array import array
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,6 +31,10 @@ MIN_MEMBERS = 256
 
 #: The most entries of a permutation looked at in one block.
 MAX_BLOCK = 2048
+
+#: Seconds of work between two pauses (the driver's, which let a thread that
+#: waits for the GIL in), checked between two numpy operations.
+PAUSE_AFTER = 0.0003
 
 _available: bool | None = None
 
@@ -43,36 +48,55 @@ def available() -> bool:
 
 
 def fill(
-    size: int, hashes: Sequence[int], weights: Sequence[float]
+    size: int,
+    hashes: Sequence[int],
+    weights: Sequence[float],
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Generator[None, None, Sequence[int]]:
     """Maglev's table of ``size`` entries (a prime), as ``_hashing.fill()`` makes
-    it; yields after each turn (about a millisecond at 10,000 members)."""
+    it; yields after about ``PAUSE_AFTER`` seconds of work, between two numpy
+    operations (a turn takes about a millisecond at 10,000 members)."""
     import numpy as np
 
+    due = clock() + PAUSE_AFTER
+
     n = len(hashes)
-    skips = np.array([(h >> 32) % (size - 1) + 1 for h in hashes], dtype=np.int64)
-    heads = np.array([h % size for h in hashes], dtype=np.int64)  # next entry to try
+    wide = np.array(hashes, dtype=np.uint64)
+    skips = (wide >> np.uint64(32)) % np.uint64(size - 1) + np.uint64(1)
+    skips = skips.astype(np.int64)
+    heads = (wide % np.uint64(size)).astype(np.int64)  # next entry to try
     top = max(weights)
-    shares = None if min(weights) == top else np.array([w / top for w in weights])
+    shares = None if min(weights) == top else np.array(weights) / top
     counts = np.zeros(n, dtype=np.int64)
     # An entry's rank: 0 free, n - i held this turn by member i, n + 1 taken.
     # "Held by a member before i" is then rank > n - i, and taken entries too.
     rank_type: Any = np.int16 if n + 1 < 1 << 15 else np.int32
     rank = np.zeros(size, dtype=rank_type)
-    table = np.empty(size, dtype=np.int32)
+    # filled in place through a view: no copy of a million entries at the end
+    out = array("i", [-1]) * size
+    table = np.frombuffer(out, dtype=np.intc)
     # Blocks of a permutation: offsets below 2**32 fit unsigned 32-bit arithmetic.
     step_type: Any = np.uint32 if size * (MAX_BLOCK + 1) < 1 << 32 else np.int64
     steps = np.arange(1, MAX_BLOCK + 1, dtype=step_type)
     everyone = np.arange(n, dtype=np.int64)
     filled = 0
 
-    def walk(members: npt.NDArray[np.int64], at: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    def pause() -> Generator[None, None, None]:
+        nonlocal due
+        if clock() >= due:
+            yield
+            due = clock() + PAUSE_AFTER
+
+    def walk(
+        members: npt.NDArray[np.int64], at: npt.NDArray[np.int64]
+    ) -> Generator[None, None, npt.NDArray[np.int64]]:
         """Move each member's entry ``at`` along its permutation to the first one
         neither taken nor held this turn by a member before it."""
         mine = (n - members).astype(rank_type)
         waiting = np.flatnonzero(rank[at] > mine)
         block = size // (4 * (size - filled))  # about a quarter of a walk's length
         while waiting.size:
+            yield from pause()
             skip = skips[members[waiting]]
             if block <= 1:
                 moved = at[waiting] + skip
@@ -93,6 +117,7 @@ def fill(
             block = min(block * 2, MAX_BLOCK)
         return at
 
+    yield from pause()
     turn = 0
     while True:
         turn += 1
@@ -102,14 +127,14 @@ def fill(
             movers = np.flatnonzero(counts < turn * shares)  # lighter members wait turns
             counts[movers] += 1
         movers = movers[: size - filled]  # the last turn ends with the table full
-        chosen = walk(movers, heads[movers])
+        chosen = yield from walk(movers, heads[movers])
         mine = (n - movers).astype(rank_type)
         while True:
             rank[chosen[::-1]] = mine[::-1]  # the last write wins: the first member's
             beaten = np.flatnonzero(rank[chosen] != mine)
             if not beaten.size:
                 break
-            chosen[beaten] = walk(movers[beaten], chosen[beaten])
+            chosen[beaten] = yield from walk(movers[beaten], chosen[beaten])
         rank[chosen] = n + 1
         table[chosen] = movers
         chosen += skips[movers]
@@ -117,7 +142,5 @@ def fill(
         heads[movers] = chosen
         filled += movers.size
         if filled == size:
-            out = array("i")
-            out.frombytes(table.tobytes())
             return out
-        yield
+        yield from pause()
