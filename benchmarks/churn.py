@@ -2,19 +2,24 @@
 
 A ``consistent_hash`` pool of 10,000 upstreams; one thread picks in a loop (a
 different key each time) and records each pick's latency, while another changes
-the membership once a second, alternately removing one upstream and adding it
-back, through ``Pool.update_steps()`` with the whole list, as discovery does
-(``time.sleep(0)`` between steps). Reported: p50/p99/p99.9/max pick latency
-during the churn; the longest time the changing thread held the pool's lock (the
-most a pick can wait for a change); the CPU time of one table build at 1,000 and
-10,000 upstreams; the share of keys that change upstream when one member leaves
-and comes back; and how long one change of health holds the lock in panic, where
-the pool balances over every upstream (``panic_threshold``).
+the membership once a second (or as soon as the last change is over, when one
+takes longer: beside a picker that never waits, it does), alternately removing
+one upstream and adding it back, through ``Pool.update_steps()`` with the whole
+list, as discovery does (``time.sleep(0)`` between steps). Reported: p50/p99/
+p99.9/max pick latency and the picks over 1 ms during the churn; the longest time
+the changing thread held the pool's lock (the most a pick can wait for a change);
+the CPU time of one table build at 1,000 and 10,000 upstreams; the share of keys
+that change upstream when one member leaves and comes back; and how long one
+change of health holds the lock in panic, where the pool balances over every
+upstream (``panic_threshold``).
 
-Two controls run in the same process with the same picker: *quiet* (nothing else
-running) and *busy* (another thread burns, once a second, the same CPU time a
-change took, in pure Python with no pool: what any busy thread costs a picker
-through the GIL).
+Two controls run in the same process with the same picker, each for as long:
+*quiet* (nothing else running) and *busy* (another thread burns CPU in pure
+Python with no pool, giving way every half millisecond as the library's loops
+do: what any busy thread costs a picker through the GIL and the scheduler).
+Then the churn and the quiet control again with a *paced* picker, which sleeps
+``PACE`` between picks as a service does between requests: the GIL is then free
+most of the time, and a change is made once a second, as asked.
 
 ``--compare REV`` runs the same measurement on the code of git revision ``REV``
 too (extracted to a temporary directory), in its own process, side by side.
@@ -38,6 +43,8 @@ from array import array
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: Seconds a paced picker sleeps between two picks (a service between requests).
+PACE = 0.0001
 
 
 def upstream_urls(n: int) -> list[str]:
@@ -91,20 +98,19 @@ class TimedLock:
         self.release()
 
 
-def burn(seconds: float) -> None:
-    """Pure-Python work for ``seconds`` of this thread's CPU, giving way as the
-    library's own loops do (``time.sleep(0)`` about every millisecond)."""
+def burn(stop: threading.Event) -> None:
+    """Pure-Python work until ``stop``, giving way as the library's own loops do
+    (``time.sleep(0)`` about every half millisecond)."""
     from urllib.parse import urlsplit
 
-    end = time.thread_time() + seconds
-    turn = time.perf_counter() + 0.001
+    turn = time.perf_counter() + 0.0005
     i = 0
-    while time.thread_time() < end:
+    while not stop.is_set():
         urlsplit(f"http://10.0.{i % 256}.1:{8000 + i % 1000}/p")
         i += 1
         if time.perf_counter() >= turn:
             time.sleep(0)
-            turn = time.perf_counter() + 0.001
+            turn = time.perf_counter() + 0.0005
 
 
 def owners(pool: Any, keys: list[str]) -> list[str]:
@@ -136,10 +142,14 @@ def key_movement(n: int, count: int) -> tuple[float, float]:
     return moved(before, removed), moved(removed, added)
 
 
-def churn(n: int, seconds: float, other: str = "changes", cpu: float = 0.0) -> dict[str, Any]:
-    """Pick latencies (us) while the membership changes once a second (``other``
-    "changes"), while another thread burns ``cpu`` seconds a second ("busy"), or
-    alone ("quiet")."""
+def churn(
+    n: int, seconds: float, other: str = "changes", pace: float | None = None
+) -> dict[str, Any]:
+    """Pick latencies (us) over ``seconds`` while the membership changes once a
+    second, or as soon as the last change is over when it took longer (``other``
+    "changes"), while another thread burns CPU in pure Python ("busy"), or alone
+    ("quiet"). The picker picks back to back, or sleeps ``pace`` seconds after
+    each pick, as a service does between requests (the sleep is not timed)."""
     from clientlb import Pool
 
     urls = upstream_urls(n)
@@ -163,20 +173,25 @@ def churn(n: int, seconds: float, other: str = "changes", cpu: float = 0.0) -> d
             record((clock() - begin) / 1000)
             lease.finish()
             i += 1
+            if pace is not None:
+                time.sleep(pace)
 
     def changer() -> None:
         lock.watched = threading.get_ident()
-        for k in range(int(seconds)):
-            stop.wait(max(0.0, started + k + 0.5 - time.perf_counter()))
+        if other == "busy":
+            burn(stop)
+            return
+        k = 0
+        while not stop.wait(max(0.0, started + k + 0.5 - time.perf_counter())):
+            k += 1
             if other == "quiet":
                 continue
             begin, begin_cpu = time.perf_counter(), time.thread_time()
-            if other == "busy":
-                burn(cpu)
-            else:
-                members = urls[1:] if k % 2 == 0 else urls
-                for _ in pool.update_steps(members, drain_timeout=0.0):
-                    time.sleep(0)
+            members = urls[1:] if len(changes) % 2 == 0 else urls
+            for _ in pool.update_steps(members, drain_timeout=0.0):
+                if stop.is_set():
+                    return  # the phase is over: a change left half-made is not counted
+                time.sleep(0)
             changes.append(time.perf_counter() - begin)
             change_cpu.append(time.thread_time() - begin_cpu)
 
@@ -184,10 +199,10 @@ def churn(n: int, seconds: float, other: str = "changes", cpu: float = 0.0) -> d
     threads = [threading.Thread(target=picker), threading.Thread(target=changer)]
     for t in threads:
         t.start()
-    threads[1].join()
-    stop.wait(max(0.0, started + seconds - time.perf_counter()))
+    stop.wait(seconds)
     stop.set()
-    threads[0].join()
+    for t in threads:
+        t.join()
     latencies = array("d", sorted(latencies))
 
     def at(q: float) -> float:
@@ -252,12 +267,13 @@ def panic_changes(n: int, changes: int = 30) -> dict[str, float]:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.panic_only:
         return {"panic": panic_changes(args.upstreams)}
-    changing = churn(args.upstreams, args.seconds)
     return {
         "build_cpu": {str(n): build_cpu(n) for n in args.build_sizes},
-        "churn": changing,
-        "busy": churn(args.upstreams, args.seconds, "busy", changing["change_cpu_s"]),
+        "churn": churn(args.upstreams, args.seconds),
+        "busy": churn(args.upstreams, args.seconds, "busy"),
         "quiet": churn(args.upstreams, args.seconds, "quiet"),
+        "paced": churn(args.upstreams, args.seconds, pace=PACE),
+        "paced_quiet": churn(args.upstreams, args.seconds, "quiet", pace=PACE),
         "moved": key_movement(args.upstreams, args.keys),
         "panic": panic_changes(args.upstreams),
     }
@@ -301,22 +317,25 @@ def report_churn(results: dict[str, dict[str, Any]], args: argparse.Namespace) -
         cells = "".join(f"{results[n]['build_cpu'][str(size)] * 1000:>14.0f}" for n in names)
         print(f"  {size:>7,} upstreams{'':17}{cells}")
     fields = ("picks", "p50", "p99", "p99.9", "max", "over_1ms")
+    churn_fields = (
+        "changes",
+        "change_s",
+        "change_cpu_s",
+        "lock_max",
+        "lock_over_1ms",
+        "lock_cpu_max",
+        "lock_cpu_over_1ms",
+    )
     for phase, title, extra in (
         (
             "churn",
-            "during churn, one change a second",
-            (
-                "changes",
-                "change_s",
-                "change_cpu_s",
-                "lock_max",
-                "lock_over_1ms",
-                "lock_cpu_max",
-                "lock_cpu_over_1ms",
-            ),
+            "during churn, a change a second or back to back",
+            churn_fields,
         ),
-        ("busy", "beside a thread burning the same CPU (no pool)", ("change_cpu_s",)),
+        ("busy", "beside a thread burning CPU in turns (no pool)", ()),
         ("quiet", "alone", ()),
+        ("paced", f"during churn, picks {PACE * 1e6:.0f} us apart", churn_fields),
+        ("paced_quiet", f"alone, picks {PACE * 1e6:.0f} us apart", ()),
     ):
         print(f"\npick latency {title}, us ({args.seconds:g} s)")
         for field in fields + extra:
@@ -339,7 +358,7 @@ def report_churn(results: dict[str, dict[str, Any]], args: argparse.Namespace) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--upstreams", type=int, default=10_000)
-    parser.add_argument("--seconds", type=float, default=10.0, help="churn duration")
+    parser.add_argument("--seconds", type=float, default=60.0, help="each phase's duration")
     parser.add_argument("--build-sizes", nargs="+", type=int, default=[1_000, 10_000])
     parser.add_argument("--keys", type=int, default=100_000, help="keys for the movement")
     parser.add_argument("--compare", metavar="REV", help="also measure git revision REV")
