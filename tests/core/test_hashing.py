@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from clientlb import ConfigError, Outcome, Pool, Upstream
 from clientlb._core import ConsistentHash, Member
 from clientlb._core._algorithms import _maglev_arrays as numpy_fill
+from clientlb._core._algorithms._blank import PIECE, blank_table
 from clientlb._core._algorithms._hashing import fill, hash64, run
 from clientlb._core._updates import refresh_tables
 
@@ -347,8 +348,8 @@ def test_the_numpy_fill_pauses_when_its_budget_of_work_is_spent() -> None:
             except StopIteration as done:
                 return count, list(done.value)
 
-    never, table = pauses(lambda: 0.0)  # no time passes: no pause at all
-    assert never == 0
+    never, table = pauses(lambda: 0.0)  # no time passes: only the table's pieces pause
+    assert never == (size - 1) // PIECE
     always, same = pauses(lambda: float(next(ticks)))  # each look is a second later
     assert always > size // n  # at least once a turn, and inside the turns' walks
     assert table == same == list(run(fill(size, hashes, weights)))
@@ -390,3 +391,51 @@ def test_a_change_of_known_upstreams_leaves_nothing_per_upstream_to_collect() ->
         gc.enable()
     assert len(wanted.upstreams) == 2_000 and not fresh
     assert made < 50  # a pair per upstream made 2,000
+
+
+def test_a_blank_table_is_made_in_pieces_with_a_pause_between() -> None:
+    size = 2 * PIECE + 3
+    build, pauses = blank_table(size), 0
+    while True:
+        try:
+            next(build)
+            pauses += 1
+        except StopIteration as done:
+            table = done.value
+            break
+    assert pauses == 2
+    assert len(table) == size and set(table) == {-1}
+
+
+def test_the_plain_fill_pauses_within_an_entry_late_in_the_fill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 50 members, 65,537 entries: the last entries' walks are thousands of probes long
+    from clientlb._core._algorithms import _hashing
+
+    probes = 0
+
+    class Counted(bytearray):
+        def __getitem__(self, at: int) -> int:  # type: ignore[override]
+            nonlocal probes
+            probes += 1
+            return super().__getitem__(at)
+
+    hashes = [hash64(u) for u in urls(50)]
+    weights = [1.0] * 50
+    size = 65_537
+    plain = list(run(fill(size, hashes, weights)))
+    monkeypatch.setattr(_hashing, "bytearray", Counted, raising=False)
+    build, between, last = fill(size, hashes, weights), [], 0
+    while True:
+        try:
+            next(build)
+            between.append(probes - last)
+            last = probes
+        except StopIteration as done:
+            table = done.value
+            break
+    assert probes > 10 * _hashing.BUILD_CHUNK
+    # about BUILD_CHUNK probes between two pauses (estimated early on, counted late)
+    assert max(between) <= 2 * _hashing.BUILD_CHUNK
+    assert list(table) == plain

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random as _random
-from array import array
 from collections.abc import Callable, Container, Generator, Sequence
 from typing import ClassVar, Self, TypeVar
 
@@ -25,11 +24,17 @@ from .._errors import ConfigError
 from .._member import Member
 from . import _maglev_arrays
 from ._base import Algorithm
+from ._blank import blank_table
 
 #: Work (probes of the table) between two pauses of a build, about 0.5 ms.
 BUILD_CHUNK = 8192
 #: Members read between two pauses of a build (their keys hashed, at worst).
 MEMBERS_CHUNK = 512
+#: What the plain fill's own work for one entry costs, in probes.
+ENTRY_COST = 5
+#: Probes an entry costs on average when the plain fill starts counting each one:
+#: late in the fill an entry's walk is long and its length varies widely.
+COUNT_AFTER = 256
 
 
 def hash64(text: str) -> int:
@@ -57,23 +62,32 @@ def fill(
 ) -> Generator[None, None, Sequence[int]]:
     """Maglev's table of ``size`` entries (a prime): each member in turn takes the
     next free entry of its own permutation, lighter members skipping turns in
-    proportion to their weight. Yields after about ``BUILD_CHUNK`` probes, so
-    that a caller may let other threads run; returns the table (member indexes).
+    proportion to their weight. Yields after about ``BUILD_CHUNK`` probes (late
+    in the fill, in the middle of a member's walk), so that a caller may let other
+    threads run; returns the table (member indexes).
 
     Member ``i`` walks ``offset + j * skip (mod size)``; stepping by ``skip`` and
     marking taken entries in a ``bytearray`` gives the same table as the paper's
     formulation several times faster. Most of the cost is the end of the fill,
     when a member probes about ``size / free`` entries for each one it takes.
     """
-    slots = [h % size for h in hashes]
-    skips = [(h >> 32) % (size - 1) + 1 for h in hashes]
+    slots: list[int] = []
+    skips: list[int] = []
+    for start in range(0, len(hashes), MEMBERS_CHUNK):
+        if start:
+            yield
+        part = hashes[start : start + MEMBERS_CHUNK]
+        slots += [h % size for h in part]
+        skips += [(h >> 32) % (size - 1) + 1 for h in part]
     top = max(weights)
     shares = None if min(weights) == top else [w / top for w in weights]
     counts = [0] * len(hashes)
-    table = array("i", [-1]) * size  # not tracked by the collector: no pauses
+    table = yield from blank_table(size)  # an array: nothing for the collector to go through
     taken = bytearray(size)
+    yield
     filled = 0
     pause = BUILD_CHUNK
+    counting = False
     turn = 0
     members = range(len(hashes))
     while True:
@@ -84,10 +98,20 @@ def fill(
                     continue  # a lighter member waits its turn
                 counts[i] += 1
             slot, skip = slots[i], skips[i]
-            while taken[slot]:
-                slot += skip
-                if slot >= size:
-                    slot -= size
+            if counting:  # each probe counted: one entry's walk may need pauses
+                while taken[slot]:
+                    slot += skip
+                    if slot >= size:
+                        slot -= size
+                    pause -= 1
+                    if not pause:
+                        pause = BUILD_CHUNK
+                        yield
+            else:
+                while taken[slot]:
+                    slot += skip
+                    if slot >= size:
+                        slot -= size
             taken[slot] = 1
             table[slot] = i
             slot += skip
@@ -95,10 +119,13 @@ def fill(
             filled += 1
             if filled == size:
                 return table
-            pause -= size // (size - filled)  # the probes one entry costs now
-            if pause <= 0:
-                pause = BUILD_CHUNK
-                yield
+            if not counting:
+                cost = size // (size - filled)  # the probes one entry costs now, on average
+                pause -= cost + ENTRY_COST
+                counting = cost > COUNT_AFTER
+                if pause <= 0:
+                    pause = BUILD_CHUNK
+                    yield
 
 
 T = TypeVar("T")

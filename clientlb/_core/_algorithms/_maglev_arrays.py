@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from array import array
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
+
+from ._blank import blank_table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,7 +74,7 @@ def fill(
     rank_type: Any = np.int16 if n + 1 < 1 << 15 else np.int32
     rank = np.zeros(size, dtype=rank_type)
     # filled in place through a view: no copy of a million entries at the end
-    out = array("i", [-1]) * size
+    out = yield from blank_table(size)
     table = np.frombuffer(out, dtype=np.intc)
     # Blocks of a permutation: offsets below 2**32 fit unsigned 32-bit arithmetic.
     step_type: Any = np.uint32 if size * (MAX_BLOCK + 1) < 1 << 32 else np.int64
