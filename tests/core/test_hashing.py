@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -21,6 +22,8 @@ from clientlb._core._algorithms._hashing import fill, hash64, run
 from clientlb._core._updates import refresh_tables
 
 from .helpers import fail, make_pool, member, state, urls
+
+T = TypeVar("T")
 
 HASHING = ["ip_hash", "consistent_hash"]
 KEYS = [f"10.{i // 256 % 256}.{i % 256}.{i % 7}:{i}" for i in range(10_000)]
@@ -244,18 +247,25 @@ def test_a_table_is_the_same_whatever_the_history_of_changes() -> None:
     assert owners(pool, KEYS) == owners(fresh, KEYS)
 
 
-def test_the_fill_pauses_and_gives_the_paper_s_table() -> None:
-    hashes = [hash64(u) for u in urls(50)]
-    size = 65_537
-    build = fill(size, hashes, [1.0] * 50)
+def paused(
+    build: Generator[None, None, T], each: Callable[[], None] = lambda: None
+) -> tuple[int, T]:
+    """Drive ``build`` to its end, calling ``each`` at every pause: the number of
+    pauses, and what it returned."""
     pauses = 0
     while True:
         try:
             next(build)
-            pauses += 1
         except StopIteration as done:
-            table = done.value
-            break
+            return pauses, done.value
+        pauses += 1
+        each()
+
+
+def test_the_fill_pauses_and_gives_the_paper_s_table() -> None:
+    hashes = [hash64(u) for u in urls(50)]
+    size = 65_537
+    pauses, table = paused(fill(size, hashes, [1.0] * 50))
     assert pauses > 10
     # the paper's formulation: offset + j * skip (mod size), one member per turn
     offsets = [h % size for h in hashes]
@@ -340,13 +350,8 @@ def test_the_numpy_fill_pauses_when_its_budget_of_work_is_spent() -> None:
     ticks = iter(range(10**9))
 
     def pauses(clock: Callable[[], float]) -> tuple[int, list[int]]:
-        build, count = numpy_fill.fill(size, hashes, weights, clock), 0
-        while True:
-            try:
-                next(build)
-                count += 1
-            except StopIteration as done:
-                return count, list(done.value)
+        count, table = paused(numpy_fill.fill(size, hashes, weights, clock))
+        return count, list(table)
 
     never, table = pauses(lambda: 0.0)  # no time passes: only the table's pieces pause
     assert never == (size - 1) // PIECE
@@ -361,15 +366,8 @@ def test_prepare_pauses_between_chunks_of_members() -> None:
     members = [Member(Upstream(u), 0) for u in urls(2 * MEMBERS_CHUNK + 1)]
     algorithm = ConsistentHash()
     algorithm.rebuild(members)
-    again = algorithm.prepare(members)  # the same members: only their signature is read
-    pauses = 0
-    while True:
-        try:
-            next(again)
-            pauses += 1
-        except StopIteration as done:
-            chosen, _, table = done.value
-            break
+    # the same members: only their signature is read
+    pauses, (chosen, _, table) = paused(algorithm.prepare(members))
     assert pauses == 2  # after the first and the second chunk
     assert table is algorithm.table and list(chosen) == members
 
@@ -395,14 +393,7 @@ def test_a_change_of_known_upstreams_leaves_nothing_per_upstream_to_collect() ->
 
 def test_a_blank_table_is_made_in_pieces_with_a_pause_between() -> None:
     size = 2 * PIECE + 3
-    build, pauses = blank_table(size), 0
-    while True:
-        try:
-            next(build)
-            pauses += 1
-        except StopIteration as done:
-            table = done.value
-            break
+    pauses, table = paused(blank_table(size))
     assert pauses == 2
     assert len(table) == size and set(table) == {-1}
 
@@ -426,15 +417,14 @@ def test_the_plain_fill_pauses_within_an_entry_late_in_the_fill(
     size = 65_537
     plain = list(run(fill(size, hashes, weights)))
     monkeypatch.setattr(_hashing, "bytearray", Counted, raising=False)
-    build, between, last = fill(size, hashes, weights), [], 0
-    while True:
-        try:
-            next(build)
-            between.append(probes - last)
-            last = probes
-        except StopIteration as done:
-            table = done.value
-            break
+    between, last = [], 0
+
+    def pause() -> None:
+        nonlocal last
+        between.append(probes - last)
+        last = probes
+
+    _, table = paused(fill(size, hashes, weights), pause)
     assert probes > 10 * _hashing.BUILD_CHUNK
     # about BUILD_CHUNK probes between two pauses (estimated early on, counted late)
     assert max(between) <= 2 * _hashing.BUILD_CHUNK
