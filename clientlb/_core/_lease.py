@@ -16,7 +16,7 @@ from ._state import Health
 from ._upstream import Upstream
 
 if TYPE_CHECKING:
-    from ._pool import Pool
+    from ._picking import Picking
 
 _DRAINING = Health.DRAINING
 _SUCCESS = Outcome.SUCCESS
@@ -50,7 +50,7 @@ class Lease:
         "status",
     )
 
-    def __init__(self, pool: Pool, member: Member, started: float, reason: str = "") -> None:
+    def __init__(self, pool: Picking, member: Member, started: float, reason: str = "") -> None:
         self._pool = pool
         self.member = member
         self.started = started

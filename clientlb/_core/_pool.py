@@ -24,8 +24,7 @@ from typing import Any
 
 from ._algorithms import Algorithm, make_algorithm
 from ._budget import BudgetLedger
-from ._decision import MAX_CANDIDATES, Candidate
-from ._errors import ConfigError, NoUpstream
+from ._errors import ConfigError
 from ._health_rules import HealthRules
 from ._latency import LatencyWindow
 from ._lease import Lease as Lease
@@ -38,18 +37,17 @@ from ._member import (
     snapshot_row,
     snapshot_values,
 )
-from ._membership import Roster, Tier
+from ._membership import Roster
+from ._picking import NO_EXCLUSIONS, Picking
 from ._policies import HealthCheck, OutlierDetection, RetryPolicy
 from ._pool_checks import check_pool_options, discovery_providers
 from ._slots import AT_LIMIT, Saturated, Slots, SlotWait
-from ._state import PANIC_ELIGIBLE, SERVING, Health
+from ._state import Health
 from ._subset import Subset
 from ._turns import taking_turns
 from ._updates import apply_in_steps, check_update, refresh_tables
 from ._upstream import Upstream, as_upstream, reusing
 
-_NO_EXCLUSIONS: frozenset[Member] = frozenset()
-_SLOW_START = Health.SLOW_START  # read per request
 DEFAULT_OUTLIER = OutlierDetection()
 #: Membership changes ``update_steps()`` applies per hold of the pool's lock.
 UPDATE_STEP = 250
@@ -60,7 +58,7 @@ Listener = Callable[[str, MemberState], None]
 CHECK_PASSED, CHECK_FAILED = "check-passed", "check-failed"
 
 
-class Pool:
+class Pool(Picking):
     """The upstreams of one service and every decision about them.
 
     **Parameters:**
@@ -453,20 +451,6 @@ class Pool:
 
     # -- picking ----------------------------------------------------------------
 
-    def _current(self) -> float:
-        """The time now, after any timer due has fired and candidates are rebuilt
-        (and, when nothing else serves, fail-back holds have ended)."""
-        now = self.clock()
-        rules, roster = self._rules, self._roster
-        if now >= rules.next_timer:
-            rules.run_timers(now)
-        if roster.dirty:
-            roster.rebuild()
-            if not roster.order and roster.count(Health.RECOVERING):
-                rules.end_pointless_holds(now)
-                roster.rebuild()
-        return now
-
     def _serving_tier(self) -> str:
         """Who serves as of the last change: ``"primary"``, ``"standby"``,
         ``"panic"`` (no tier may serve on its own) or ``"none"``. O(1) and
@@ -489,7 +473,7 @@ class Pool:
     def pick(
         self,
         key: str | None = None,
-        exclude: Collection[Member | MemberState | Upstream] = _NO_EXCLUSIONS,
+        exclude: Collection[Member | MemberState | Upstream] = NO_EXCLUSIONS,
         *,
         last_resort: bool = False,
         prefer: str | None = None,
@@ -520,104 +504,6 @@ class Pool:
         with self._lock:
             return self._choose(key, exclude, last_resort, prefer, explain, self.clock())
 
-    def _choose(
-        self,
-        key: str | None,
-        exclude: Collection[Member | MemberState | Upstream],
-        last_resort: bool,
-        prefer: str | None,
-        explain: bool,
-        now: float,
-    ) -> Lease:
-        """``pick()`` at ``now``, under the pool's lock."""
-        roster = self._roster
-        if now >= self._rules.next_timer or roster.dirty:
-            self._current()
-        tried = skip = roster.named(exclude) if exclude else _NO_EXCLUSIONS
-        full = self._full
-        if full:
-            skip = full.union(skip)
-        why = ""
-        member = None if prefer is None else self._pinned(prefer, skip)
-        if member is not None:
-            why = "sticky"
-        else:
-            held = None
-            order = roster.order
-            for tier in order:
-                out = tier.unavailable
-                member = tier.algorithm.pick(key, out.union(skip) if out else skip)
-                if member is not None:
-                    if member.health is _SLOW_START:
-                        held = held or member  # if the next tier has no one, it serves
-                        spill = tier is not order[-1]
-                        member = self._ramp_gate(tier, member, key, skip, now, spill)
-                    if member is not None:
-                        break
-            if member is None:
-                member = held
-        panic = roster.panic
-        if member is None and panic is not None:
-            skipped = roster.panic_out
-            member = panic.pick(key, skipped.union(skip) if skipped else skip)
-            why = "panic"
-        if member is None and last_resort:
-            member = roster.last_resort(skip)
-            why = "last resort"
-        if member is None:
-            if full and self._blocked_by_limits(tried, last_resort):
-                raise Saturated(version=self._slots.version)
-            raise NoUpstream("no upstream available")
-        if not why:
-            why = "balanced" if member.tier == PRIMARY else "failover"
-        lease = Lease(self, member, now, why)
-        if explain:
-            lease.candidates = self._candidates(why, member, now)
-        member.in_flight += 1
-        member.waiting += 1
-        member.waiting_since += now
-        member.requests += 1
-        limit = member.limit
-        if limit is not None and member.in_flight >= limit:
-            full.add(member)
-        if self._tracks_load:
-            self._tiers[member.tier].algorithm.changed(member)
-            if panic is not None:
-                panic.changed(member)
-        return lease
-
-    def _candidates(self, why: str, member: Member, now: float) -> tuple[Candidate, ...]:
-        """What the algorithm weighed for ``member``'s pick: its tier's serving
-        members (every panic-eligible one in panic), scored, best first."""
-        roster = self._roster
-        if why == "panic" and roster.panic is not None:
-            algorithm, members = roster.panic, [m for m in roster if m.health in PANIC_ELIGIBLE]
-        else:
-            tier = self._tiers[member.tier]
-            serving = tier.available or [m for m in tier.members if m.health in SERVING]
-            algorithm, members = tier.algorithm, serving or [member]
-        scored = [(algorithm.score_of(m), m) for m in members]
-        scored.sort(key=lambda pair: (pair[0] is None, pair[0] or 0.0))
-        return tuple(
-            Candidate(m.upstream.url, score, m.health.value, m.in_flight)
-            for score, m in scored[:MAX_CANDIDATES]
-        )
-
-    def _blocked_by_limits(self, tried: Collection[Member], last_resort: bool) -> bool:
-        """Whether a full upstream not in ``tried`` could have served (a pick
-        that found no one, so off the hot path)."""
-        roster = self._roster
-        serving = {roster.tiers.index(t) for t in roster.order}
-        anyone = roster.panic is not None or last_resort
-        for member in self._slots.full:
-            if member in tried or roster.get(member.upstream.key) is not member:
-                continue
-            if member.health in SERVING and member.tier in serving:
-                return True
-            if anyone and member.health in PANIC_ELIGIBLE:
-                return True
-        return False
-
     def wait_for_slot(self, wake: Callable[[], None], seen: int) -> SlotWait:
         """Wait for a slot after ``pick()`` raised ``Saturated``: ``seen`` is its
         ``version``; ``wake()`` is called (under the pool's lock, from any
@@ -643,58 +529,11 @@ class Pool:
                 wake()
             return waiter
 
-    def _pinned(self, key: str, exclude: Collection[Member]) -> Member | None:
-        """The member ``key`` names if it may serve a pinned client: it is in the
-        pool, healthy or slow-starting (a pin skips the ramp: the client is
-        already there), not excluded, and in the tier that serves first (a
-        client pinned to a standby goes back to the primaries once they serve).
-        Ejected, down, draining, held and removed members are not; nor is any
-        member in panic, when the pool balances over everyone."""
-        member = self._roster.by_key.get(key)
-        if member is None or member.health not in SERVING or member in exclude:
-            return None
-        order = self._roster.order
-        if not order or order[0] is not self._tiers[member.tier]:
-            return None
-        return member
-
     def _member_keys(self) -> tuple[int, list[str]]:
         """The membership's generation and every member's upstream key."""
         with self._lock:
             roster = self._roster
             return roster.generation, list(roster.by_key)
-
-    def _settled(self, member: Member, now: float) -> None:
-        """After an attempt's news: the algorithms' view of its load, and the
-        latency outlier sweep when it is due."""
-        if self._tracks_load:
-            self._tiers[member.tier].algorithm.changed(member)
-            panic = self._roster.panic
-            if panic is not None:
-                panic.changed(member)
-        rules = self._rules
-        if now >= rules.latency_due:
-            rules.eject_slow(now)
-
-    def _ramp_gate(
-        self,
-        tier: Tier,
-        member: Member,
-        key: str | None,
-        exclude: Collection[Member],
-        now: float,
-        spill: bool,
-    ) -> Member | None:
-        """Slow start: let a ramping member through with probability equal to its
-        share of full weight; otherwise pick again without it. A tier with no one
-        else to take the request spills it to the next tier (``spill``: this is how
-        fail-back is gradual), or keeps the member if there is no next tier."""
-        if self.rng.random() < member.ramp(now, self.slow_start_min_share):
-            return member
-        other = tier.algorithm.pick(key, {*exclude, member})
-        if other is not None:
-            return other
-        return None if spill else member
 
     # -- retries and hedges -----------------------------------------------------
 
@@ -703,19 +542,6 @@ class Pool:
         if self._budget is not None:
             with self._lock:
                 self._budget.request(self.clock())
-
-    def _pick_noted(self, key: str | None, prefer: str | None, explain: bool) -> Lease:
-        """``note_request()`` and then ``pick()``, in one hold of the lock and at
-        one reading of the clock (a request's first pick)."""
-        lock = self._lock  # acquire()/release(): half the cost of a with block on an RLock
-        lock.acquire()
-        try:
-            now = self.clock()
-            if self._budget is not None:
-                self._budget.request(now)
-            return self._choose(key, _NO_EXCLUSIONS, False, prefer, explain, now)
-        finally:
-            lock.release()
 
     def take_retry(self) -> bool:
         """Draw one retry from the budget; ``False`` when it is spent."""
@@ -763,10 +589,6 @@ class Pool:
         them, never change them."""
         with self._lock:
             return list(self._roster)
-
-    def _read(self, member: Member) -> MemberState:
-        with self._lock:
-            return member.reading(self._current())
 
     def __len__(self) -> int:
         return len(self._roster)

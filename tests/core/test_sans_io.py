@@ -17,8 +17,9 @@ CORE = Path(clientlb._core.__file__).parent
 HTTP1 = Path(clientlb._http1.__file__).parent
 FORBIDDEN = frozenset({"httpx", "starlette", "asyncio", "anyio", "trio", "socket", "uvicorn"})
 DYNAMIC = frozenset({"import_module", "__import__"})
-#: Modules allowed an import from outside the standard library: pure computation.
-ACCELERATED = {"_maglev_arrays.py": {"numpy"}}
+#: Modules allowed an import from outside the standard library: pure computation,
+#: or mypyc's class options (and their type), which need nothing at run time.
+ACCELERATED = {"_maglev_arrays.py": {"numpy"}, "_picking.py": {"mypy_extensions", "_typeshed"}}
 
 
 def imported_modules(source: str) -> set[str]:
