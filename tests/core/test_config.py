@@ -500,6 +500,18 @@ def test_every_pool_argument_refuses_a_wrong_type(name: str, value: Any) -> None
         assert repr(value) in str(info.value)
 
 
+def test_the_compiled_half_of_a_pool_takes_no_user_input() -> None:
+    # Picking is compiled in the compiled build, where a method's signature
+    # checks its types before any ConfigError could name the field: only Pool's
+    # own methods, which stay Python, may be public.
+    from clientlb._core._picking import Picking
+
+    assert Pool.__mro__[1] is Picking
+    public = [n for n, v in vars(Picking).items() if callable(v) and not n.startswith("_")]
+    assert public == []
+    assert {"pick", "note_request", "latency_quantile"} <= set(vars(Pool))
+
+
 @pytest.mark.parametrize("discovery", ["dns://users:8000", 7, [_Thing()], {"uri": "x"}])
 def test_pool_discovery_must_be_providers(discovery: Any) -> None:
     with pytest.raises(ConfigError, match=r"^discovery: expected a discovery provider"):
